@@ -1,0 +1,150 @@
+"""Benchmark the neurons: forward+backward time and peak memory over an input [T, B, C, H, W].
+
+Compares our LIF and fused ILIF with ILIF run the way the authors' release runs it (a per-step Python
+loop, autograd on every op: ``ilif.neurons.step``), spikingjelly 2.0.0 ``LIFNode(step_mode="m")`` and a
+copy floor (one elementwise pass and its backward). Times are medians over --repeats runs after one
+warm-up; peak memory is measured in a fresh subprocess per cell (CPU, Linux: the rise of the peak RSS
+over the RSS before the step; CUDA: torch.cuda.max_memory_allocated). Prints a markdown table with
+every time as a ratio to spikingjelly's LIF and to the floor.
+
+    python scripts/bench_neurons.py                    # T = 4, 8, 16 on [T, 32, 64, 32, 32]
+    python scripts/bench_neurons.py --T 4 --shape 8 16 16 16 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+IMPLS = ("copy floor", "spikingjelly LIF", "ilif LIF", "ilif ILIF (fused)", "ILIF release-style loop")
+
+
+def make_step(impl: str, gamma: float):
+    """A closure running one forward+backward of ``impl`` on an input tensor [T, ...]."""
+    from spikingjelly.activation_based import functional, neuron, surrogate
+
+    from ilif.neurons import ILIF, LIF, NeuronParams, Surrogate, step
+
+    sg = Surrogate("rectangle", gamma)
+    if impl == "copy floor":
+        return lambda x: (x * 1.0).backward(torch.ones_like(x))
+    if impl == "ILIF release-style loop":
+        params = NeuronParams(tau=2.0, surrogate=sg, current_inhibition=True, membrane_inhibition=True)
+
+        def run(x):
+            state, spikes = None, []
+            for t in range(x.shape[0]):
+                s, state = step(x[t], state, params)
+                spikes.append(s)
+            torch.stack(spikes).backward(torch.ones_like(x))
+
+        return run
+    module = {
+        "spikingjelly LIF": lambda: neuron.LIFNode(
+            tau=2.0, decay_input=False, v_reset=None, surrogate_function=surrogate.Rect(alpha=sg.alpha), step_mode="m"
+        ),
+        "ilif LIF": lambda: LIF(tau=2.0, surrogate=sg, step_mode="m"),
+        "ilif ILIF (fused)": lambda: ILIF(tau=2.0, surrogate=sg, step_mode="m"),
+    }[impl]()
+
+    def run(x):
+        functional.reset_net(module)
+        module(x).backward(torch.ones_like(x))
+
+    return run
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def measure_memory(impl: str, shape: list[int], device: str, gamma: float) -> float:
+    """Peak extra memory (MiB) of one forward+backward, measured in this (fresh) process."""
+    torch.manual_seed(0)
+    x = torch.randn(shape, device=device, requires_grad=True)
+    run = make_step(impl, gamma)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run(x)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    reset_peak_rss()
+    before = _status_kib("VmRSS")
+    run(x)
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+def measure_time(impl: str, x: torch.Tensor, repeats: int, gamma: float) -> float:
+    """Median seconds of one forward+backward after a warm-up run."""
+    run = make_step(impl, gamma)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    run(x)
+    x.grad = None
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        run(x)
+        sync()
+        times.append(time.perf_counter() - start)
+        x.grad = None
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--T", type=int, nargs="+", default=[4, 8, 16], help="time steps to test")
+    parser.add_argument("--shape", type=int, nargs="+", default=[32, 64, 32, 32], help="per-step shape B C H W")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per cell (median reported)")
+    parser.add_argument("--gamma", type=float, default=1.0, help="rectangle surrogate width")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--memory-cell", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.memory_cell:
+        impl, T = args.memory_cell
+        print(json.dumps(measure_memory(impl, [int(T), *args.shape], args.device, args.gamma)))
+        return
+
+    from ilif.neurons import _cpu_kernel
+
+    if args.device == "cpu":
+        _cpu_kernel.load(strict=False)  # build before timing
+    print(f"device={args.device} threads={torch.get_num_threads()} shape=[T, {', '.join(map(str, args.shape))}] "
+          f"repeats={args.repeats} torch={torch.__version__}\n")
+    print("| T | implementation | fwd+bwd ms (median) | × spikingjelly LIF | × copy floor | peak MiB | × ilif LIF mem |")
+    print("|---|---|---|---|---|---|---|")
+    for T in args.T:
+        torch.manual_seed(0)
+        x = torch.randn([T, *args.shape], device=args.device, requires_grad=True)
+        times = {impl: measure_time(impl, x, args.repeats, args.gamma) for impl in IMPLS}
+        memory = {}
+        for impl in IMPLS:
+            cmd = [sys.executable, __file__, "--memory-cell", impl, str(T), "--shape", *map(str, args.shape),
+                   "--device", args.device, "--gamma", str(args.gamma)]
+            memory[impl] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        for impl in IMPLS:
+            print(
+                f"| {T} | {impl} | {times[impl] * 1e3:.1f} | {times[impl] / times['spikingjelly LIF']:.2f} | "
+                f"{times[impl] / times['copy floor']:.2f} | {memory[impl]:.0f} | "
+                f"{memory[impl] / memory['ilif LIF']:.2f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()

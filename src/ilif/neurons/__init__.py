@@ -1,0 +1,23 @@
+"""LIF and ILIF neurons with a γ-parameterised surrogate gradient.
+
+    from ilif.neurons import ILIF, LIF, Surrogate
+    neuron = ILIF(tau=2.0, surrogate=Surrogate("rectangle", gamma=1.0), step_mode="m")
+"""
+
+from .functional import NeuronParams, NeuronState, multistep, step, zero_state
+from .modules import ILIF, LIF
+from .surrogate import FAMILIES, NORMALIZATIONS, Surrogate, heaviside
+
+__all__ = [
+    "FAMILIES",
+    "ILIF",
+    "LIF",
+    "NORMALIZATIONS",
+    "NeuronParams",
+    "NeuronState",
+    "Surrogate",
+    "heaviside",
+    "multistep",
+    "step",
+    "zero_state",
+]

@@ -1,0 +1,314 @@
+"""A compiled C kernel for the fused LIF/ILIF forward and backward on the CPU.
+
+The kernel is plain C (no torch headers), built once with the system C compiler into a cache folder
+(``$ILIF_KERNEL_CACHE``, default ``~/.cache/ilif``) and called through ctypes on the tensors' memory.
+Each thread takes a block of neurons and runs all T steps over it with the state held in L1-sized
+arrays, so every input is read once and every output written once (one pass over [T, N] forward, one
+backward). Build failures (no compiler) make ``load(strict=False)`` return None and the torch loop is
+used instead; the two implement the same contract (see ``_fused``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+BLOCK = 512
+
+_BODY = r"""
+static inline __attribute__((always_inline)) REAL SFX(surrogate_grad)(REAL z, const int family, REAL half_width, REAL height, REAL alpha) {
+    if (family == 0) return FABS(z) <= half_width ? height : (REAL)0;
+    if (family == 1) { REAL r = (REAL)1 - FABS(z) / half_width; return r > 0 ? r * height : (REAL)0; }
+    if (family == 2) { REAL sg = (REAL)1 / ((REAL)1 + EXP(-(z * alpha))); return sg * ((REAL)1 - sg) * ((REAL)4 * height); }
+    REAL q = z * ((REAL)(3.14159265358979323846 / 2.0) * alpha);
+    return height / ((REAL)1 + q * q);
+}
+
+static inline __attribute__((always_inline)) void SFX(forward_block)(
+        const REAL* x, REAL* spikes, REAL* h_seq, REAL* m_seq, uint8_t* i_pos,
+        REAL* v_io, REAL* i_io, REAL* m_io, REAL* xs_io, int64_t T, int64_t N, int64_t b,
+        REAL lam, REAL vth, REAL kc, REAL km, const int current, const int membrane, const int hard) {
+    {
+        const int64_t n0 = b * BLOCK;
+        const int64_t len = (N - n0) < BLOCK ? (N - n0) : BLOCK;
+        REAL v[BLOCK], ic[BLOCK], m[BLOCK], xs[BLOCK];
+        for (int64_t k = 0; k < len; ++k) {
+            v[k] = v_io[n0 + k]; ic[k] = i_io[n0 + k]; m[k] = m_io[n0 + k]; xs[k] = xs_io[n0 + k];
+        }
+        for (int64_t t = 0; t < T; ++t) {
+            const int64_t off = t * N + n0;
+            #pragma omp simd
+            for (int64_t k = 0; k < len; ++k) {
+                const REAL xt = x[off + k];
+                REAL h = lam * v[k];
+                h = h + xt;
+                if (current) {
+                    const REAL i_new = kc * (ic[k] + xs[k]);
+                    ic[k] = i_new;
+                    i_pos[off + k] = (uint8_t)(i_new > 0);
+                    h = h - (i_new > 0 ? i_new : (REAL)0);
+                }
+                const REAL s = h >= vth ? (REAL)1 : (REAL)0;
+                REAL u = hard ? h * ((REAL)1 - s) : h - s * vth;
+                if (membrane) {
+                    const REAL m_new = km * (m[k] + s * u);
+                    m[k] = m_new;
+                    m_seq[off + k] = m_new;
+                    u = u - s * ((REAL)1 / ((REAL)1 + EXP(-m_new)));
+                }
+                v[k] = u;
+                if (current) xs[k] = xt * s;
+                spikes[off + k] = s;
+                h_seq[off + k] = h;
+            }
+        }
+        for (int64_t k = 0; k < len; ++k) {
+            v_io[n0 + k] = v[k]; i_io[n0 + k] = ic[k]; m_io[n0 + k] = m[k]; xs_io[n0 + k] = xs[k];
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void SFX(backward_block)(
+        const REAL* grad_s, const REAL* x, const REAL* h_seq, const REAL* m_seq, const uint8_t* i_pos,
+        REAL* grad_x, REAL* gv_io, REAL* gi_io, REAL* gm_io, REAL* gxs_io, int64_t T, int64_t N, int64_t b,
+        REAL lam, REAL vth, REAL kc, REAL km, const int current, const int membrane, const int hard,
+        const int detach, const int family, REAL half_width, REAL height, REAL alpha) {
+    {
+        const int64_t n0 = b * BLOCK;
+        const int64_t len = (N - n0) < BLOCK ? (N - n0) : BLOCK;
+        REAL gv[BLOCK], gi[BLOCK], gm[BLOCK], gxs[BLOCK];
+        for (int64_t k = 0; k < len; ++k) {
+            gv[k] = gv_io[n0 + k]; gi[k] = gi_io[n0 + k]; gm[k] = gm_io[n0 + k]; gxs[k] = gxs_io[n0 + k];
+        }
+        for (int64_t t = T - 1; t >= 0; --t) {
+            const int64_t off = t * N + n0;
+            #pragma omp simd
+            for (int64_t k = 0; k < len; ++k) {
+                const REAL h = h_seq[off + k];
+                const REAL s = h >= vth ? (REAL)1 : (REAL)0;
+                REAL gs = grad_s[off + k];
+                REAL gx_extra = 0;
+                if (current) {
+                    gx_extra = gxs[k] * s;
+                    if (!detach) gs = gs + gxs[k] * x[off + k];
+                }
+                REAL gu = gv[k];
+                if (membrane) {
+                    const REAL u = hard ? h * ((REAL)1 - s) : h - s * vth;
+                    const REAL sig = (REAL)1 / ((REAL)1 + EXP(-m_seq[off + k]));
+                    const REAL gm_total = gm[k] - gv[k] * s * sig * ((REAL)1 - sig);
+                    if (!detach) gs = gs - gv[k] * sig + km * gm_total * u;
+                    gu = gu + km * gm_total * s;
+                    gm[k] = gm_total * km;
+                }
+                REAL gh;
+                if (hard) { gh = gu * ((REAL)1 - s); if (!detach) gs = gs - gu * h; }
+                else { gh = gu; if (!detach) gs = gs - gu * vth; }
+                gh = gh + gs * SFX(surrogate_grad)(h - vth, family, half_width, height, alpha);
+                grad_x[off + k] = gh + gx_extra;
+                gv[k] = gh * lam;
+                if (current) {
+                    const REAL gi_total = i_pos[off + k] ? gi[k] - gh : gi[k];
+                    gi[k] = gi_total * kc;
+                    gxs[k] = gi_total * kc;
+                }
+            }
+        }
+        for (int64_t k = 0; k < len; ++k) {
+            gv_io[n0 + k] = gv[k]; gi_io[n0 + k] = gi[k]; gm_io[n0 + k] = gm[k]; gxs_io[n0 + k] = gxs[k];
+        }
+    }
+}
+
+void SFX(neuron_forward)(const REAL* x, REAL* spikes, REAL* h_seq, REAL* m_seq, uint8_t* i_pos,
+                         REAL* v_io, REAL* i_io, REAL* m_io, REAL* xs_io,
+                         int64_t T, int64_t N, double lam, double vth, double kc, double km,
+                         int current, int membrane, int hard, int nthreads) {
+    const int64_t nblocks = (N + BLOCK - 1) / BLOCK;
+    const int key = (current << 2) | (membrane << 1) | hard;
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t b = 0; b < nblocks; ++b) {
+        switch (key) {
+FORWARD_CASES
+        }
+    }
+}
+
+void SFX(neuron_backward)(const REAL* grad_s, const REAL* x, const REAL* h_seq, const REAL* m_seq,
+                          const uint8_t* i_pos, REAL* grad_x,
+                          REAL* gv_io, REAL* gi_io, REAL* gm_io, REAL* gxs_io,
+                          int64_t T, int64_t N, double lam, double vth, double kc, double km,
+                          int current, int membrane, int hard, int detach,
+                          int family, double half_width, double height, double alpha, int nthreads) {
+    const int64_t nblocks = (N + BLOCK - 1) / BLOCK;
+    const int key = (family << 4) | (current << 3) | (membrane << 2) | (hard << 1) | detach;
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t b = 0; b < nblocks; ++b) {
+        switch (key) {
+BACKWARD_CASES
+        }
+    }
+}
+"""
+
+
+def _cases() -> tuple[str, str]:
+    """The switch cases that call the cores with compile-time flags, so each combination is specialised
+    (no branch on a flag inside the inner loop, which then vectorises)."""
+    fwd, bwd = [], []
+    for key in range(8):
+        c, m, hd = key >> 2 & 1, key >> 1 & 1, key & 1
+        fwd.append(
+            f"        case {key}: SFX(forward_block)(x, spikes, h_seq, m_seq, i_pos, v_io, i_io, m_io, xs_io, T, N, b, "
+            f"(REAL)lam, (REAL)vth, (REAL)kc, (REAL)km, {c}, {m}, {hd}); break;"
+        )
+    for key in range(64):
+        fam, c, m, hd, det = key >> 4, key >> 3 & 1, key >> 2 & 1, key >> 1 & 1, key & 1
+        bwd.append(
+            f"        case {key}: SFX(backward_block)(grad_s, x, h_seq, m_seq, i_pos, grad_x, gv_io, gi_io, gm_io, "
+            f"gxs_io, T, N, b, (REAL)lam, (REAL)vth, (REAL)kc, (REAL)km, {c}, {m}, {hd}, {det}, {fam}, "
+            f"(REAL)half_width, (REAL)height, (REAL)alpha); break;"
+        )
+    return "\n".join(fwd), "\n".join(bwd)
+
+
+def _source() -> str:
+    # Declaring exp as a SIMD function lets the compiler call glibc's vector exp (libmvec) inside the
+    # vectorised loops without -ffast-math.
+    head = (
+        f"#include <stdint.h>\n#include <math.h>\n#define BLOCK {BLOCK}\n"
+        '__attribute__((simd("notinbranch"))) float expf(float);\n'
+        '__attribute__((simd("notinbranch"))) double exp(double);\n'
+    )
+    fwd_cases, bwd_cases = _cases()
+    body = _BODY.replace("FORWARD_CASES", fwd_cases).replace("BACKWARD_CASES", bwd_cases)
+    parts = [head]
+    for real, suffix, exp, fabs in (("float", "f32", "expf", "fabsf"), ("double", "f64", "exp", "fabs")):
+        parts.append(
+            f"#define REAL {real}\n#define SFX(name) name##_{suffix}\n#define EXP {exp}\n#define FABS {fabs}\n"
+            + body
+            + "#undef REAL\n#undef SFX\n#undef EXP\n#undef FABS\n"
+        )
+    return "".join(parts)
+
+
+def _cpu_signature() -> str:
+    """Part of the cache key: the library is built with -march=native for this processor."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    wanted = [line for line in lines if line.startswith(("model name", "flags"))][:2]
+    return platform.machine() + "".join(wanted)
+
+
+_FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
+_LIBS = ["-lmvec", "-lm"]
+_lib: Optional[ctypes.CDLL] = None
+_failed: Optional[str] = None
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("ILIF_KERNEL_CACHE", Path.home() / ".cache" / "ilif"))
+
+
+def _build(source: str, target: Path) -> None:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise RuntimeError("no C compiler found (set CC or install gcc)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src = Path(tmp) / "neuron_kernel.c"
+        src.write_text(source)
+        out = Path(tmp) / target.name
+        proc = subprocess.run([compiler, *_FLAGS, str(src), "-o", str(out), *_LIBS], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {proc.stderr.strip()[:500]}")
+        os.replace(out, target)  # atomic: concurrent builders never see a half-written library
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i64, d, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+    for suffix in ("f32", "f64"):
+        fwd = getattr(lib, f"neuron_forward_{suffix}")
+        fwd.argtypes = [p] * 9 + [i64, i64, d, d, d, d, c_int, c_int, c_int, c_int]
+        fwd.restype = None
+        bwd = getattr(lib, f"neuron_backward_{suffix}")
+        bwd.argtypes = [p] * 10 + [i64, i64, d, d, d, d, c_int, c_int, c_int, c_int, c_int, d, d, d, c_int]
+        bwd.restype = None
+
+
+def load(strict: bool = False) -> Optional[ctypes.CDLL]:
+    """Build (once, cached by source hash) and load the kernel; None if it cannot be built and not strict."""
+    global _lib, _failed
+    if _lib is not None:
+        return _lib
+    if _failed is not None and not strict:
+        return None
+    source = _source()
+    digest = hashlib.sha256("\n".join([source, *_FLAGS, *_LIBS, _cpu_signature()]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"neuron_kernel_{digest}.so"
+    try:
+        if not target.exists():
+            _build(source, target)
+        lib = ctypes.CDLL(str(target))
+        _declare(lib)
+    except (OSError, RuntimeError) as err:
+        _failed = str(err)
+        if strict:
+            raise RuntimeError(f"the C neuron kernel could not be built: {err}") from err
+        warnings.warn(f"ilif: C neuron kernel unavailable ({err}); using the torch loop", RuntimeWarning)
+        return None
+    _lib = lib
+    return lib
+
+
+def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()
+
+
+def _suffix(x: torch.Tensor) -> str:
+    return "f32" if x.dtype == torch.float32 else "f64"
+
+
+def forward(x, v, i, m, xs, p):
+    """Kernel forward; see the contract in ``_fused``. ``x`` [T, N] contiguous; states [N] updated in place."""
+    lib = load(strict=True)
+    T, N = x.shape
+    spikes = torch.empty_like(x)
+    h_seq = torch.empty_like(x)
+    m_seq = torch.empty_like(x) if p.membrane_inhibition else None
+    i_pos = torch.empty(x.shape, dtype=torch.uint8) if p.current_inhibition else None
+    getattr(lib, f"neuron_forward_{_suffix(x)}")(
+        _ptr(x), _ptr(spikes), _ptr(h_seq), _ptr(m_seq), _ptr(i_pos),
+        _ptr(v), _ptr(i), _ptr(m), _ptr(xs),
+        T, N, p.decay, p.v_threshold, p.kappa_current, p.kappa_membrane,
+        int(p.current_inhibition), int(p.membrane_inhibition), int(p.reset == "hard"), torch.get_num_threads(),
+    )
+    return spikes, h_seq, m_seq, i_pos
+
+
+def backward(grad_s, x, h_seq, m_seq, i_pos, gv, gi, gm, gxs, p):
+    """Kernel backward; see ``_fused``. Returns grad_x [T, N]; gv, gi, gm, gxs [N] become initial-state grads."""
+    lib = load(strict=True)
+    T, N = h_seq.shape
+    grad_x = torch.empty_like(h_seq)
+    sg = p.surrogate
+    getattr(lib, f"neuron_backward_{_suffix(h_seq)}")(
+        _ptr(grad_s), _ptr(x), _ptr(h_seq), _ptr(m_seq), _ptr(i_pos), _ptr(grad_x),
+        _ptr(gv), _ptr(gi), _ptr(gm), _ptr(gxs),
+        T, N, p.decay, p.v_threshold, p.kappa_current, p.kappa_membrane,
+        int(p.current_inhibition), int(p.membrane_inhibition), int(p.reset == "hard"), int(p.detach_reset),
+        sg.family_id, sg.half_width, sg.height, sg.alpha, torch.get_num_threads(),
+    )
+    return grad_x

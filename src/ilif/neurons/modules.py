@@ -1,0 +1,149 @@
+"""LIF and ILIF as spikingjelly 2.0.0 ``MemoryModule``s.
+
+They follow spikingjelly's conventions: ``step_mode`` "s" (input [B, ...]) or "m" (input [T, B, ...]),
+state kept between calls and cleared by ``spikingjelly.activation_based.functional.reset_net``, and the
+explicit-state ``*_functional_forward`` hooks. Both step modes run the fused kernel
+(:func:`ilif.neurons.functional.multistep`; T = 1 in single-step mode), so a sequence fed step by step
+gives bit for bit the spikes and gradients of the same sequence fed at once.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from spikingjelly.activation_based import base
+
+from .functional import NeuronParams, NeuronState, multistep
+from .surrogate import Surrogate
+
+
+class LIF(base.MemoryModule):
+    """Leaky integrate-and-fire neuron: h_t = λ·v_{t−1} + x_t, s_t = Θ(h_t − V_th), reset.
+
+    Args:
+        tau: membrane time constant (float > 1); λ = 1 − 1/τ, the input is not divided by τ.
+        v_threshold: firing threshold V_th.
+        reset: "soft" (subtract V_th) or "hard" (to 0).
+        detach_reset: detach the spike where it updates the state.
+        surrogate: the :class:`Surrogate` used in the backward (default rectangle, γ = 1, unit area).
+        step_mode: "s" or "m".
+        store_membrane: keep the pre-spike membrane potential of the last call in ``self.h_seq``
+            ([T, B, ...], detached); off by default because it keeps a [T, B, ...] tensor alive.
+        backend: "auto", "c" or "torch" (see :func:`ilif.neurons.functional.multistep`).
+    """
+
+    memory_names: tuple[str, ...] = ("v",)
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        v_threshold: float = 1.0,
+        reset: str = "soft",
+        detach_reset: bool = False,
+        surrogate: Optional[Surrogate] = None,
+        step_mode: str = "s",
+        store_membrane: bool = False,
+        backend: str = "auto",
+        **inhibition,
+    ):
+        super().__init__()
+        self.params = NeuronParams(
+            tau=tau,
+            v_threshold=v_threshold,
+            reset=reset,
+            detach_reset=detach_reset,
+            surrogate=Surrogate() if surrogate is None else surrogate,
+            **inhibition,
+        ).validated()
+        self.step_mode = step_mode
+        self.store_membrane = store_membrane
+        self.backend = backend
+        self.h_seq: Optional[torch.Tensor] = None
+        for name in self.memory_names:
+            self.register_memory(name, 0.0)
+
+    @property
+    def surrogate(self) -> Surrogate:
+        return self.params.surrogate
+
+    def extra_repr(self) -> str:
+        p = self.params
+        sg = p.surrogate
+        text = (
+            f"tau={p.tau}, v_threshold={p.v_threshold}, reset={p.reset}, detach_reset={p.detach_reset}, "
+            f"surrogate={sg.family}(gamma={sg.gamma}, normalize={sg.normalize}), step_mode={self.step_mode}"
+        )
+        if p.current_inhibition or p.membrane_inhibition:
+            text += (
+                f", current_inhibition={p.current_inhibition}, kappa_current={p.kappa_current}, "
+                f"membrane_inhibition={p.membrane_inhibition}, kappa_membrane={p.kappa_membrane}"
+            )
+        return text
+
+    def materialize_states(self, inputs, states, step_mode):
+        x = inputs[0]
+        if step_mode == "m":
+            if x.dim() < 2:
+                raise ValueError(
+                    f"multi-step input must have shape [T, B, ...] (at least 2 dims); got shape {tuple(x.shape)}"
+                )
+            x = x[0]
+        return tuple(torch.zeros_like(x) if isinstance(s, float) else s for s in states)
+
+    def _full_state(self, states) -> NeuronState:
+        named = dict(zip(self.memory_names, states))
+        v = named["v"]
+        return NeuronState(*(named.get(k, v.new_zeros(())).expand_as(v) for k in NeuronState._fields))
+
+    def _run(self, x_seq: torch.Tensor, states):
+        spikes, new_state, h_seq = multistep(x_seq, self._full_state(states), self.params, self.backend)
+        self.h_seq = h_seq.detach() if self.store_membrane else None
+        return spikes, tuple(getattr(new_state, k) for k in self.memory_names)
+
+    def single_step_functional_forward(self, inputs, states, **kwargs):
+        spikes, new_states = self._run(inputs[0].unsqueeze(0), states)
+        return (spikes[0],), new_states
+
+    def multi_step_functional_forward(self, inputs, states, **kwargs):
+        spikes, new_states = self._run(inputs[0], states)
+        return (spikes,), new_states
+
+
+class ILIF(LIF):
+    """Temporal inhibitory LIF (ILIF_REFERENCE §2): LIF plus a current inhibition unit (eq. 1, strength
+    ``kappa_current``) and a membrane inhibition unit (eqs. 5–6, strength ``kappa_membrane``). Each can be
+    switched off for ablations; both off is exactly :class:`LIF`. Nothing is learnable.
+    """
+
+    memory_names = ("v", "i", "m", "xs")
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        v_threshold: float = 1.0,
+        reset: str = "soft",
+        detach_reset: bool = False,
+        surrogate: Optional[Surrogate] = None,
+        step_mode: str = "s",
+        store_membrane: bool = False,
+        backend: str = "auto",
+        kappa_current: float = 0.03,
+        kappa_membrane: float = 1.0,
+        current_inhibition: bool = True,
+        membrane_inhibition: bool = True,
+    ):
+        super().__init__(
+            tau=tau,
+            v_threshold=v_threshold,
+            reset=reset,
+            detach_reset=detach_reset,
+            surrogate=surrogate,
+            step_mode=step_mode,
+            store_membrane=store_membrane,
+            backend=backend,
+            kappa_current=kappa_current,
+            kappa_membrane=kappa_membrane,
+            current_inhibition=current_inhibition,
+            membrane_inhibition=membrane_inhibition,
+        )

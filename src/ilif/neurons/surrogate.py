@@ -1,0 +1,137 @@
+"""Surrogate spike functions parameterised by their width γ.
+
+Forward is always the Heaviside step Θ(z) (1 where z ≥ 0, else 0, in the input dtype), with
+z = h − V_th. Backward replaces dΘ/dz by a bump g(z) whose width is γ:
+
+| family    | g(z)                                   | width meaning              | area-normalised height |
+|-----------|----------------------------------------|----------------------------|------------------------|
+| rectangle | H · 1[|z| ≤ γ/2]                       | support [−γ/2, γ/2]        | H = 1/γ                |
+| triangle  | H · max(0, 1 − |z| / (γ/2))            | support [−γ/2, γ/2]        | H = 2/γ                |
+| sigmoid   | H · 4·σ(αz)(1 − σ(αz)),  α = 3.5255/γ  | full width at half maximum | H = α/4                |
+| atan      | H / (1 + (π/2 · α z)²),  α = 4/(πγ)    | full width at half maximum | H = α/2                |
+
+``normalize="area"`` makes ∫g = 1 (the released code's rectangle: height 1/γ);
+``normalize="peak"`` makes max g = 1. ``alpha`` is the spikingjelly 2.0.0 parameter that gives the
+same area-normalised bump: ``Rect(alpha=1/γ)``, ``PiecewiseQuadratic(alpha=2/γ)``,
+``Sigmoid(alpha=3.5255/γ)``, ``ATan(alpha=4/(πγ))``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+FAMILIES = ("rectangle", "triangle", "sigmoid", "atan")
+NORMALIZATIONS = ("area", "peak")
+
+# FWHM of σ'(x) = σ(x)(1 − σ(x)) is 2·ln(3 + 2√2) ≈ 3.5255 (half maximum where σ = (1 ± 1/√2)/2).
+SIGMOID_FWHM = 2.0 * math.log(3.0 + 2.0 * math.sqrt(2.0))
+
+
+def _check_positive_finite(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"{name}={value!r} is not allowed: it must be a finite number > 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """A γ-parameterised surrogate gradient for the spike step.
+
+    Args:
+        family: one of ``rectangle``, ``triangle``, ``sigmoid``, ``atan``.
+        gamma: support width (rectangle, triangle) or full width at half maximum (sigmoid, atan), > 0.
+        normalize: ``area`` (∫g = 1) or ``peak`` (max g = 1).
+    """
+
+    family: str = "rectangle"
+    gamma: float = 1.0
+    normalize: str = "area"
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"surrogate family={self.family!r} is not allowed: choose one of {FAMILIES}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(
+                f"surrogate normalize={self.normalize!r} is not allowed: choose one of {NORMALIZATIONS}"
+            )
+        object.__setattr__(self, "gamma", _check_positive_finite("surrogate gamma", self.gamma))
+
+    @property
+    def alpha(self) -> float:
+        """The spikingjelly 2.0.0 ``alpha`` giving the same area-normalised bump."""
+        return {
+            "rectangle": 1.0 / self.gamma,
+            "triangle": 2.0 / self.gamma,
+            "sigmoid": SIGMOID_FWHM / self.gamma,
+            "atan": 4.0 / (math.pi * self.gamma),
+        }[self.family]
+
+    @property
+    def height(self) -> float:
+        """Peak value of g (at z = 0)."""
+        if self.normalize == "peak":
+            return 1.0
+        return {
+            "rectangle": 1.0 / self.gamma,
+            "triangle": 2.0 / self.gamma,
+            "sigmoid": self.alpha / 4.0,
+            "atan": self.alpha / 2.0,
+        }[self.family]
+
+    @property
+    def half_width(self) -> float:
+        """γ/2: the support half-width, or the half width at half maximum for smooth families."""
+        return self.gamma / 2.0
+
+    @property
+    def family_id(self) -> int:
+        return FAMILIES.index(self.family)
+
+    def describe(self) -> dict:
+        """Resolved parameters, for logging: family, γ, normalisation, height and library alpha."""
+        return {
+            "family": self.family,
+            "gamma": self.gamma,
+            "normalize": self.normalize,
+            "height": self.height,
+            "alpha": self.alpha,
+        }
+
+    def grad(self, z: torch.Tensor) -> torch.Tensor:
+        """g(z), the surrogate derivative dS/dz, elementwise; same shape and dtype as ``z``."""
+        h = self.height
+        if self.family == "rectangle":
+            return (z.abs() <= self.half_width).to(z.dtype) * h
+        if self.family == "triangle":
+            return (1.0 - z.abs() / self.half_width).clamp_(min=0.0) * h
+        if self.family == "sigmoid":
+            sg = torch.sigmoid(z * self.alpha)
+            return sg * (1.0 - sg) * (4.0 * h)
+        scaled = z * (math.pi / 2.0 * self.alpha)
+        return h / (1.0 + scaled * scaled)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Θ(z) forward, g(z) backward. ``z``: any shape; returns spikes of the same shape/dtype."""
+        return _SpikeFunction.apply(z, self)
+
+
+def heaviside(z: torch.Tensor) -> torch.Tensor:
+    """Θ(z): 1.0 where z ≥ 0, else 0.0, in the dtype of ``z``."""
+    return (z >= 0).to(z.dtype)
+
+
+class _SpikeFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        ctx.surrogate = surrogate
+        return heaviside(z)
+
+    @staticmethod
+    def backward(ctx, grad_spike: torch.Tensor):
+        (z,) = ctx.saved_tensors
+        return grad_spike * ctx.surrogate.grad(z), None
