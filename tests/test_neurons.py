@@ -227,3 +227,10 @@ def test_multi_step_input_needs_two_dims():
 def test_unknown_backend_is_rejected():
     with pytest.raises(ValueError, match="backend"):
         LIF(step_mode="m", backend="cuda-magic")(torch.ones(2, 3))
+
+
+def test_state_of_another_batch_size_is_a_clear_error():
+    neuron = ILIF(step_mode="m")
+    neuron(torch.ones(2, 4, 3))
+    with pytest.raises(ValueError, match=r"neuron state has shape \(4, 3\) .*reset_net"):
+        neuron(torch.ones(2, 5, 3))

@@ -146,6 +146,11 @@ def fused_multistep(
         zeros = x.new_zeros(x.shape[1])
         state_flat = (zeros,) * 4
     else:
+        if state.v.shape != shape[1:]:
+            raise ValueError(
+                f"neuron state has shape {tuple(state.v.shape)} but one step of input has shape {tuple(shape[1:])}: "
+                "reset the network (spikingjelly functional.reset_net) before a new batch"
+            )
         state_flat = tuple(t.reshape(-1).to(x.dtype) for t in state)
     spikes, v, i, m, xs, h_seq = _FusedNeuron.apply(x, *state_flat, params, _use_c(x, backend))
     step_shape = shape[1:]

@@ -1,0 +1,43 @@
+"""Model registry: ``create_model(name, neuron=..., num_classes=..., in_channels=..., **kw)``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def model_names() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create_model(name: str, neuron: Callable[[], nn.Module], num_classes: int, in_channels: int, **kwargs) -> nn.Module:
+    """Build a registered backbone.
+
+    Args:
+        name: a name from :func:`model_names`.
+        neuron: factory returning a fresh neuron module (e.g. ``functools.partial(ILIF, tau=1.1)``);
+            models never build neurons themselves, so LIF and ILIF networks share every parameter.
+        num_classes: classifier outputs.
+        in_channels: input channels (3 for images, 2 for event polarities, 1 for digits).
+        kwargs: backbone options (``T``, ``dropout``, ``bn_per_step``).
+    Returns:
+        a module mapping [B, C, H, W] (static) or [B, T, C, H, W] (events) to logits [T, B, num_classes].
+    """
+    if name not in _MODELS:
+        raise ValueError(f"model={name!r} is not allowed: choose one of {model_names()}")
+    return _MODELS[name](neuron=neuron, num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+def spiking(neuron: Callable[[], nn.Module]) -> nn.Module:
+    """A fresh neuron from the factory, switched to multi-step mode."""
+    module = neuron()
+    module.step_mode = "m"
+    return module
