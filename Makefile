@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-all bench-neurons clean
+.PHONY: install test test-all bench-neurons energy-table clean
 
 # The stamp is written only after pip succeeds, so a failed install is retried on the next call.
 $(STAMP): pyproject.toml
@@ -22,6 +22,9 @@ test-all: $(STAMP)
 
 bench-neurons: $(STAMP)
 	$(PY) scripts/bench_neurons.py
+
+energy-table: $(STAMP)
+	$(PY) scripts/energy_table.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info
