@@ -1,9 +1,11 @@
 """Pre-activation spiking ResNets: ResNet-18 for CIFAR (ILIF_REFERENCE §4) and ResNet-34 for ImageNet.
 
 Block: neuron(BN(x)) -> conv3×3(stride) -> neuron(BN) -> dropout -> conv3×3, plus a shortcut fed by the
-first neuron's spikes (identity, or a 1×1 conv when the shape changes). The stem conv is the encoder
-and has no neuron after it; the head is BN -> neuron -> global average pool -> linear (at 32×32 input
-the global pool equals the release's avg-pool 4).
+first neuron's spikes (identity, or a 1×1 conv when the shape changes); block convs have a bias, as
+in the release. The stem conv (no bias) is the encoder and has no neuron after it; the head is
+BN -> neuron -> global average pool -> dropout -> linear (at 32×32 input the global pool equals the
+release's avg-pool 4). Init as in the release: kaiming-normal (fan_out) conv weights, BN weight 1 and
+bias 0, linear bias 0.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from .layers import TemporalDropout, TimeBatchNorm2d, TimeDistributed, encode_in
 from .registry import register_model, spiking
 
 
-def _conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+def _conv3x3(c_in: int, c_out: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, stride, 1, bias=bias)
 
 
 class PreActBlock(nn.Module):
@@ -29,7 +31,7 @@ class PreActBlock(nn.Module):
         self.dropout = TemporalDropout(dropout)
         self.conv2 = TimeDistributed(_conv3x3(c_out, c_out))
         self.shortcut = (
-            TimeDistributed(nn.Conv2d(c_in, c_out, 1, stride, bias=False)) if stride != 1 or c_in != c_out else nn.Identity()
+            TimeDistributed(nn.Conv2d(c_in, c_out, 1, stride)) if stride != 1 or c_in != c_out else nn.Identity()
         )
 
     def forward(self, x):
@@ -45,7 +47,7 @@ class PreActResNet(nn.Module):
         super().__init__()
         self.T = T
         if stem == "cifar":
-            self.encoder = _conv3x3(in_channels, 64)
+            self.encoder = _conv3x3(in_channels, 64, bias=False)
         else:  # ImageNet: 7×7/2 conv and 3×3/2 max-pool, both run once on the static image
             self.encoder = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.MaxPool2d(3, 2, 1))
         layers, c_in = [], 64
@@ -58,6 +60,7 @@ class PreActResNet(nn.Module):
         self.bn = TimeBatchNorm2d(512, per_step=bn_per_step)
         self.neuron = spiking(neuron)
         self.pool = TimeDistributed(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+        self.dropout = TemporalDropout(dropout)
         self.classifier = TimeDistributed(nn.Linear(512, num_classes))
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -65,11 +68,13 @@ class PreActResNet(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
 
     def forward(self, x):
         """x: [B, C, H, W] or [B, T, C, H, W] -> logits [T, B, num_classes]."""
         out = self.layers(encode_input(x, self.T, self.encoder))
-        return self.classifier(self.pool(self.neuron(self.bn(out))))
+        return self.classifier(self.dropout(self.pool(self.neuron(self.bn(out)))))
 
 
 @register_model
