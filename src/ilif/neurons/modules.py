@@ -45,7 +45,6 @@ class LIF(base.MemoryModule):
         step_mode: str = "s",
         store_membrane: bool = False,
         backend: str = "auto",
-        **inhibition,
     ):
         super().__init__()
         self.params = NeuronParams(
@@ -54,7 +53,6 @@ class LIF(base.MemoryModule):
             reset=reset,
             detach_reset=detach_reset,
             surrogate=Surrogate() if surrogate is None else surrogate,
-            **inhibition,
         ).validated()
         self.step_mode = step_mode
         self.store_membrane = store_membrane
@@ -142,8 +140,10 @@ class ILIF(LIF):
             step_mode=step_mode,
             store_membrane=store_membrane,
             backend=backend,
+        )
+        self.params = self.params._replace(
             kappa_current=kappa_current,
             kappa_membrane=kappa_membrane,
             current_inhibition=current_inhibition,
             membrane_inhibition=membrane_inhibition,
-        )
+        ).validated()
