@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ilif.models.layers import display_name
 from ilif.neurons import LIF
 
 E_MAC_PJ = 4.6
@@ -72,9 +73,9 @@ class OpsMeter:
     def __init__(self, model: nn.Module, events_input: bool = False, enabled: bool = True):
         self.events_input = events_input
         self.enabled = enabled
-        self.layers = {name.replace(".module", ""): m for name, m in model.named_modules()
+        self.layers = {display_name(name): m for name, m in model.named_modules()
                        if isinstance(m, (nn.Conv2d, nn.Linear))}
-        self.neurons = {name.replace(".module", ""): m for name, m in model.named_modules() if isinstance(m, LIF)}
+        self.neurons = {display_name(name): m for name, m in model.named_modules() if isinstance(m, LIF)}
         self.counts: dict[str, dict] = {}
         self.samples = 0
         self.neuron_steps: dict[str, float] = {}

@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ilif.models.layers import display_name
 from ilif.neurons import LIF
 
 
 def weight_grad_norms(model: nn.Module) -> dict[str, float]:
     """L2 norm of the gradient of every conv/linear weight, by layer name (after ``backward``)."""
     return {
-        name.replace(".module", ""): module.weight.grad.norm().item()
+        display_name(name): module.weight.grad.norm().item()
         for name, module in model.named_modules()
         if isinstance(module, (nn.Conv2d, nn.Linear)) and module.weight.grad is not None
     }
@@ -30,7 +31,7 @@ class TemporalGradientMeter:
         self.enabled = enabled
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
-        self._handles = [m.register_forward_hook(self._hook(name.replace(".module", "")))
+        self._handles = [m.register_forward_hook(self._hook(display_name(name)))
                          for name, m in model.named_modules() if isinstance(m, LIF)]
 
     def remove(self) -> None:

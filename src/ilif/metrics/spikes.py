@@ -19,11 +19,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ilif.models.layers import display_name
 from ilif.neurons import LIF
-
-
-def _pretty(name: str) -> str:
-    return name.replace(".module", "") or "<model>"
 
 
 class SpikeMeter:
@@ -38,7 +35,7 @@ class SpikeMeter:
     def __init__(self, model: nn.Module, occupancy: bool = True, enabled: bool = True):
         self.occupancy = occupancy
         self.enabled = enabled
-        self.neurons = {_pretty(name): m for name, m in model.named_modules() if isinstance(m, LIF)}
+        self.neurons = {display_name(name): m for name, m in model.named_modules() if isinstance(m, LIF)}
         self.counts: dict[str, dict[str, torch.Tensor]] = {}
         self._handles = [m.register_forward_hook(self._hook(name)) for name, m in self.neurons.items()]
         self._set_store_membrane()

@@ -6,6 +6,11 @@ import torch
 from torch import nn
 
 
+def display_name(qualified_name: str) -> str:
+    """A module's name without the ``.module`` that :class:`TimeDistributed` inserts ("" -> "<model>")."""
+    return qualified_name.replace(".module", "") or "<model>"
+
+
 def merge_time(x: torch.Tensor) -> torch.Tensor:
     """[T, B, ...] -> [T·B, ...]."""
     return x.flatten(0, 1)
