@@ -41,8 +41,10 @@ class SpikeMeter:
         self._set_store_membrane()
 
     def _set_store_membrane(self) -> None:
+        if not self.occupancy:  # leave the membrane setting to a meter that needs it
+            return
         for module in self.neurons.values():
-            module.store_membrane = self.enabled and self.occupancy
+            module.store_membrane = self.enabled
 
     def set_enabled(self, enabled: bool) -> None:
         self.enabled = enabled

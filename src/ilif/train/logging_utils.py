@@ -1,0 +1,125 @@
+"""Run-directory files (metrics.jsonl, summary.json) and the wandb mirror."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+log = logging.getLogger("ilif.train")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: non-finite floats become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_json_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(_plain(obj), indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+class MetricsFile:
+    """``metrics.jsonl``: one JSON object per epoch. On resume, lines after the checkpoint's epoch
+    (written by the killed run) are dropped so the file matches the restored state."""
+
+    def __init__(self, path: Path, keep_epochs_below: int):
+        self.path = path
+        kept = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a line cut by a kill
+                if record.get("epoch", math.inf) < keep_epochs_below:
+                    kept.append(line)
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(_plain(record), sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text()
+
+
+class WandbLogger:
+    """Mirror of the run directory in wandb. Any wandb failure becomes a warning and turns it off;
+    the local files stay complete."""
+
+    def __init__(self, cfg, run_dir: Path, name: str, config: dict, resume_id: Optional[str]):
+        self.run = None
+        mode = cfg.mode
+        if mode == "disabled" or os.environ.get("WANDB_MODE") == "disabled":
+            return
+        if mode == "auto":
+            mode = "online" if _has_wandb_key() else "offline"
+        try:
+            import wandb
+
+            self.run = wandb.init(
+                project=cfg.project, entity=cfg.entity, group=config.get("experiment_name"), name=name,
+                tags=list(cfg.tags), config=config, dir=str(run_dir), mode=mode, id=resume_id,
+                resume="allow" if resume_id else None, reinit="finish_previous",
+            )
+            self.run.define_metric("epoch")
+            self.run.define_metric("*", step_metric="epoch")
+            for key in ("test/acc1", "val/acc1", "test/acc5"):
+                self.run.define_metric(key, summary="max")
+            if mode == "offline":
+                log.info("wandb is offline; send this run to your dashboard with: wandb sync %s", self.run.dir.rsplit("/files", 1)[0])
+        except Exception as err:  # noqa: BLE001 - wandb must never stop training
+            self._disable(err)
+
+    @property
+    def run_id(self) -> Optional[str]:
+        return None if self.run is None else self.run.id
+
+    def _disable(self, err: Exception) -> None:
+        warnings.warn(f"wandb disabled after an error ({type(err).__name__}: {err}); local files are complete")
+        self.run = None
+
+    def log(self, record: dict) -> None:
+        if self.run is None:
+            return
+        try:
+            flat = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            self.run.log(flat)
+        except Exception as err:  # noqa: BLE001
+            self._disable(err)
+
+    def finish(self, summary: dict) -> None:
+        if self.run is None:
+            return
+        try:
+            import wandb
+
+            for key in ("layers", "energy_layers"):
+                rows = summary.get(key) or []
+                if rows:
+                    columns = list(rows[0])
+                    self.run.log({f"tables/{key}": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])})
+            for key, value in summary.get("final", {}).items():
+                if isinstance(value, (int, float)):
+                    self.run.summary[f"final/{key}"] = value
+            self.run.finish()
+        except Exception as err:  # noqa: BLE001
+            self._disable(err)
