@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -208,13 +209,17 @@ TRAINER_EXCLUDED = ("resume", "progress", "num_workers", "pin_memory")
 
 def identity(cfg: DictConfig) -> dict:
     """The resolved config without the keys that do not change what a run computes (logging, paths,
-    resume, progress bars, loader workers)."""
+    resume, progress bars, loader workers), plus the number of DDP processes (it changes the batches)."""
     container = OmegaConf.to_container(cfg, resolve=False)
     for key in IDENTITY_EXCLUDED:
         container.pop(key, None)
     for key in TRAINER_EXCLUDED:
         container.get("trainer", {}).pop(key, None)
-    return OmegaConf.to_container(OmegaConf.create(container), resolve=True)
+    resolved = OmegaConf.to_container(OmegaConf.create(container), resolve=True)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        resolved["world_size"] = world
+    return resolved
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -228,10 +233,7 @@ def run_name(cfg: DictConfig) -> str:
 
 
 def register_resolvers() -> None:
-    """``${ilif_run_dir:}``: runs_root/experiment/run_name-hash, the same for single runs and sweeps, so a
-    repeated sweep finds its finished runs."""
-    if not OmegaConf.has_resolver("ilif_run_dir"):
-        OmegaConf.register_new_resolver(
-            "ilif_run_dir",
-            lambda *, _root_: f"{_root_.runs_root}/{_root_.experiment_name}/{run_name(_root_)}-{config_hash(_root_)}",
-        )
+    """``${ilif_run_leaf:}``: run_name-hash. Single runs and sweeps both write to
+    runs_root/experiment/run_name-hash, so a repeated sweep finds its finished runs."""
+    if not OmegaConf.has_resolver("ilif_run_leaf"):
+        OmegaConf.register_new_resolver("ilif_run_leaf", lambda *, _root_: f"{run_name(_root_)}-{config_hash(_root_)}")

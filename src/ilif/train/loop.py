@@ -173,6 +173,8 @@ class Run:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.is_main = self.rank == 0
+        if not self.is_main:
+            log.setLevel(logging.WARNING)
         want = cfg.trainer.device
         if want == "auto":
             want = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,202 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ilif.data import build as build_data
+from ilif.train.loop import compute_loss, correct_counts, evaluate, neuron_factory, build_model, Run
+from ilif.metrics import SpikeMeter
+from ilif.neurons import ILIF, LIF
+
+FAST = ["trainer.progress=false", "trainer.limit_train_batches=4", "trainer.epochs=2"]
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    env.update({"WANDB_MODE": "disabled", **extra})
+    return env
+
+
+def run_train(cwd: Path, *overrides, env=None, multirun=False, launcher=None, timeout=300):
+    cmd = launcher or [sys.executable, "-m", "ilif.train"]
+    cmd = cmd + (["-m"] if multirun else []) + list(overrides)
+    return subprocess.run(cmd, cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=timeout)
+
+
+def run_dirs(cwd: Path, experiment: str = "default"):
+    return sorted(p for p in (cwd / "runs" / experiment).glob("*") if p.is_dir() and not p.name.startswith("."))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("surrogate.gamma=-1", "surrogate.gamma=-1.0 is not allowed: a finite number > 0"),
+     ("neuron=foo", "neuron='foo' is not allowed: choose one of ['ilif', 'ilif_current', 'ilif_membrane', 'lif']"),
+     ("trainer.T=0", "trainer.T=0 is not allowed: an integer > 0"),
+     ("neuron.tau=1", "neuron.tau=1.0 is not allowed: a finite number > 1")],
+)
+def test_bad_config_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):
+    proc = run_train(tmp_path, override)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {message}"]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_run_directory_is_complete(tmp_path):
+    proc = run_train(tmp_path, *FAST)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    assert run_dir.name.startswith("digits-ilif-g1-s0-")
+    assert "test acc" in proc.stdout and "firing rate" in proc.stdout and "µJ/sample" in proc.stdout
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    for key in ("train/loss", "train/acc1", "train/firing_rate", "test/loss", "test/acc1", "test/acc5",
+                "test/firing_rate", "test/occupancy", "test/layer_rates", "test/energy_uj", "test/snn_ann_ratio"):
+        assert key in records[-1], key
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["final"]["test/acc1"] == records[-1]["test/acc1"]
+    assert summary["best"]["metrics"]["test/acc1"] == max(r["test/acc1"] for r in records)
+    assert summary["surrogate"] == {"family": "rectangle", "gamma": 1.0, "normalize": "area", "height": 1.0, "alpha": 1.0}
+    assert summary["dataset_info"]["split"] == "stratified-0.25-seed0" and summary["seed"] == 0
+    assert len(summary["provenance"]["git_commit"]) in (40, 7) or summary["provenance"]["git_commit"] == "unknown"
+    assert {"torch", "spikingjelly", "hydra"} <= set(summary["provenance"]["versions"])
+    assert [row["layer"] for row in summary["layers"]] == ["neuron1", "neuron2"]
+    assert [row["kind"] for row in summary["energy_layers"]] == ["MAC", "AC", "AC"]
+    config = (run_dir / "config.yaml").read_text()
+    assert "${" not in config and "gamma: 1.0" in config
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(run_dir / name, weights_only=True)
+        assert "model" in state
+    assert not list(run_dir.glob(".*.tmp-*"))
+
+
+def _kill_during_second_epoch(cwd, overrides):
+    proc = subprocess.Popen([sys.executable, "-m", "ilif.train", *overrides], cwd=cwd, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if list((cwd / "runs").glob("*/*/last.pt")):  # epoch 0 is done; epoch 1 is running
+            break
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (metrics,) = list((cwd / "runs").glob("*/*/metrics.jsonl"))
+    return metrics.read_text().count("\n")
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    overrides = ["trainer.progress=false", "trainer.epochs=3", "trainer.batch_size=16", "trainer.deterministic=true",
+                 "model.dropout=0.2"]
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    clean.mkdir()
+    killed.mkdir()
+    assert run_train(clean, *overrides).returncode == 0
+    lines_at_kill = _kill_during_second_epoch(killed, overrides)
+    assert lines_at_kill < 3  # killed before the end
+    (run_dir,) = run_dirs(killed)
+    assert not (run_dir / "summary.json").exists()
+    torch.load(run_dir / "last.pt", weights_only=True)  # the checkpoint of the killed run is intact
+    resumed = run_train(killed, *overrides)
+    assert resumed.returncode == 0, resumed.stderr
+    ours = json.loads((run_dir / "summary.json").read_text())
+    reference = json.loads((run_dirs(clean)[0] / "summary.json").read_text())
+    assert ours["final"] == reference["final"]
+    assert ours["best"] == reference["best"]
+    assert (run_dir / "metrics.jsonl").read_text() == (run_dirs(clean)[0] / "metrics.jsonl").read_text()
+
+
+def test_sweep_collision_free_and_skips_finished(tmp_path):
+    proc = run_train(tmp_path, "neuron=lif,ilif", "surrogate.gamma=0.5,2", *FAST, multirun=True)
+    assert proc.returncode == 0, proc.stderr
+    dirs = run_dirs(tmp_path)
+    assert [d.name.rsplit("-", 1)[0] for d in dirs] == ["digits-ilif-g0.5-s0", "digits-ilif-g2-s0",
+                                                        "digits-lif-g0.5-s0", "digits-lif-g2-s0"]
+    stamps = {d: (d / "summary.json").stat().st_mtime_ns for d in dirs}
+    again = run_train(tmp_path, "neuron=lif,ilif", "surrogate.gamma=0.5,2", *FAST, multirun=True)
+    assert again.returncode == 0
+    assert again.stderr.count("already finished, skipped") + again.stdout.count("already finished, skipped") == 4
+    assert {d: (d / "summary.json").stat().st_mtime_ns for d in dirs} == stamps
+
+
+def test_submitit_local_two_job_sweep(tmp_path):
+    proc = run_train(tmp_path, "hydra/launcher=submitit_local", "neuron=lif,ilif", *FAST, multirun=True)
+    assert proc.returncode == 0, proc.stderr
+    dirs = run_dirs(tmp_path)
+    assert len(dirs) == 2
+    assert {json.loads((d / "summary.json").read_text())["neuron"] for d in dirs} == {"lif", "ilif"}
+
+
+def test_wandb_offline_run_files(tmp_path):
+    env = _env(WANDB_MODE="offline", WANDB_SILENT="true")
+    proc = run_train(tmp_path, *FAST, "logger.wandb.mode=offline", env=env)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("run-*.wandb"))
+    assert "wandb sync" in proc.stderr + proc.stdout
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    proc = run_train(tmp_path, "trainer.progress=false", "trainer.epochs=3", "schedule=step", "schedule.step_size=1",
+                     "schedule.gamma=1e30", "trainer.limit_train_batches=4")
+    assert proc.returncode == 3
+    assert "non-finite loss" in proc.stderr and "epoch 1" in proc.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 0
+    assert not (run_dir / "summary.json").exists()
+
+
+def test_ddp_two_cpu_processes_match_one_process_bookkeeping(tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "ilif.train"]
+    proc = run_train(tmp_path, *FAST, launcher=launcher)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    _, test_set, info = build_data({"name": "digits"})
+    model = build_model(cfg, info)
+    model.load_state_dict(torch.load(run_dir / "last.pt", weights_only=True)["model"])
+    os.environ.pop("WORLD_SIZE", None)
+    run = Run(cfg, run_dir)
+    meter = SpikeMeter(model, enabled=False)
+    loader = torch.utils.data.DataLoader(test_set, batch_size=100)
+    single = evaluate(model, loader, run, cfg.loss, meters=(meter,))
+    assert single["samples"] == 450
+    assert summary["final"]["test/acc1"] == single["acc1"]
+    assert summary["final"]["test/acc5"] == single["acc5"]
+    assert summary["final"]["test/loss"] == pytest.approx(single["loss"], rel=1e-6)
+    assert summary["final"]["test/firing_rate"] == pytest.approx(meter.summary()["firing_rate"], rel=1e-12)
+
+
+def test_loss_functions_by_hand():
+    logits = torch.tensor([[[2.0, 0.0]], [[0.0, 1.0]]])  # T = 2, B = 1, C = 2
+    y = torch.tensor([0])
+    ce = OmegaConf.create({"name": "ce", "label_smoothing": 0.0})
+    mean = torch.tensor([[1.0, 0.5]])
+    assert compute_loss(logits, y, ce).item() == pytest.approx(torch.nn.functional.cross_entropy(mean, y).item())
+    tet = OmegaConf.create({"name": "tet", "lam": 0.05, "mse_target": "constant", "phi": 1.0, "label_smoothing": 0.0})
+    per_step = [torch.nn.functional.cross_entropy(logits[t], y).item() for t in range(2)]
+    mse = ((2 - 1) ** 2 + 1 + 1 + 0) / 4
+    assert compute_loss(logits, y, tet).item() == pytest.approx(0.95 * sum(per_step) / 2 + 0.05 * mse)
+    onehot = OmegaConf.merge(tet, {"mse_target": "onehot"})
+    mse_label = ((2 - 1) ** 2 + 0 + (0 - 1) ** 2 + 1) / 4
+    assert compute_loss(logits, y, onehot).item() == pytest.approx(0.95 * sum(per_step) / 2 + 0.05 * mse_label)
+    assert correct_counts(logits, y) == (1, 1)  # Σ_t o_t = [2, 1] -> class 0
+
+
+def test_neuron_factory_picks_the_class():
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "neuron" / "lif.yaml")
+    sg = OmegaConf.create({"family": "sigmoid", "gamma": 0.5, "normalize": "peak"})
+    lif = neuron_factory(cfg, sg)()
+    assert type(lif) is LIF and lif.step_mode == "m" and lif.params.surrogate.normalize == "peak"
+    ilif_cfg = OmegaConf.merge(cfg, {"name": "ilif_current", "current_inhibition": True, "kappa_current": 0.1,
+                                     "kappa_membrane": 1.0})
+    ilif = neuron_factory(ilif_cfg, sg)()
+    assert type(ilif) is ILIF and ilif.params.current_inhibition and not ilif.params.membrane_inhibition
