@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+SCALE ?= full
+export WANDB_SILENT ?= true
 
-.PHONY: install test test-all bench-neurons energy-table clean
+.PHONY: install test test-all demo smoke bench-neurons bench-train energy-table clean \
+	reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-figures reproduce-all
 
 # The stamp is written only after pip succeeds, so a failed install is retried on the next call.
 $(STAMP): pyproject.toml
@@ -20,8 +23,49 @@ test: $(STAMP)
 test-all: $(STAMP)
 	WANDB_MODE=disabled $(PY) -m pytest -q -m ''
 
+# The main job: the γ dilemma on the offline digits data, LIF and ILIF × 5 γ × 3 seeds, on a CPU.
+# wandb is off while it trains (a wandb run costs seconds each); the runs can be sent afterwards.
+demo: $(STAMP)
+	WANDB_MODE=disabled $(PY) -m ilif.study demo
+	$(PY) -m ilif.report --demo
+	@echo "The runs are in runs/demo/. To see them in a wandb dashboard: $(VENV)/bin/wandb login, then"
+	@echo "  $(VENV)/bin/ilif-report --upload-wandb runs/demo/*"
+
+# Tables and figures: make reproduce-tableN SCALE=full|mini|smoke (each runs its grid, skipping
+# finished runs, then builds the report into results/<scale>/).
+reproduce-table1: $(STAMP)
+	$(PY) -m ilif.study 'table1_$(SCALE)*'
+	$(PY) -m ilif.report --scale $(SCALE) --tables 1
+
+reproduce-table2: $(STAMP)
+	$(PY) -m ilif.study 'table2_$(SCALE)'
+	$(PY) -m ilif.report --scale $(SCALE) --tables 2
+
+reproduce-table3: $(STAMP)
+	$(PY) -m ilif.study 'table3_$(SCALE)*'
+	$(PY) -m ilif.report --scale $(SCALE) --tables 3
+
+reproduce-table4: $(STAMP)
+	$(PY) -m ilif.study 'table1_$(SCALE)*'
+	$(PY) -m ilif.report --scale $(SCALE) --tables 4
+
+reproduce-figures: $(STAMP)
+	$(PY) -m ilif.study 'table1_$(SCALE)*' 'table2_$(SCALE)'
+	$(PY) -m ilif.report --scale $(SCALE) --figures
+
+reproduce-all: $(STAMP)
+	$(PY) -m ilif.study 'table1_$(SCALE)*' 'table2_$(SCALE)' 'table3_$(SCALE)*'
+	$(PY) -m ilif.report --scale $(SCALE) --tables 1 2 3 4 --figures
+
+# Every table and figure on stand-in data: proves the path from config to table (run by CI).
+smoke:
+	$(MAKE) reproduce-all SCALE=smoke WANDB_MODE=disabled
+
 bench-neurons: $(STAMP)
 	$(PY) scripts/bench_neurons.py
+
+bench-train: $(STAMP)
+	$(PY) scripts/bench_train.py
 
 energy-table: $(STAMP)
 	$(PY) scripts/energy_table.py

@@ -1,7 +1,7 @@
 """Benchmark the neurons: forward+backward time and peak memory over an input [T, B, C, H, W].
 
 Compares our LIF and fused ILIF with ILIF run the way the authors' release runs it (a per-step Python
-loop, autograd on every op: ``ilif.neurons.step``), spikingjelly 2.0.0 ``LIFNode(step_mode="m")`` and a
+loop, autograd on every op: ``backend="reference"``), spikingjelly 2.0.0 ``LIFNode(step_mode="m")`` and a
 copy floor (one elementwise pass and its backward). Times are medians over --repeats runs after one
 warm-up; peak memory is measured in a fresh subprocess per cell (CPU, Linux: the rise of the peak RSS
 over the RSS before the step; CUDA: torch.cuda.max_memory_allocated). Prints a markdown table with
@@ -29,28 +29,18 @@ def make_step(impl: str, gamma: float):
     """A closure running one forward+backward of ``impl`` on an input tensor [T, ...]."""
     from spikingjelly.activation_based import functional, neuron, surrogate
 
-    from ilif.neurons import ILIF, LIF, NeuronParams, Surrogate, step
+    from ilif.neurons import ILIF, LIF, Surrogate
 
     sg = Surrogate("rectangle", gamma)
     if impl == "copy floor":
         return lambda x: (x * 1.0).backward(torch.ones_like(x))
-    if impl == "ILIF release-style loop":
-        params = NeuronParams(tau=2.0, surrogate=sg, current_inhibition=True, membrane_inhibition=True)
-
-        def run(x):
-            state, spikes = None, []
-            for t in range(x.shape[0]):
-                s, state = step(x[t], state, params)
-                spikes.append(s)
-            torch.stack(spikes).backward(torch.ones_like(x))
-
-        return run
     module = {
         "spikingjelly LIF": lambda: neuron.LIFNode(
             tau=2.0, decay_input=False, v_reset=None, surrogate_function=surrogate.Rect(alpha=sg.alpha), step_mode="m"
         ),
         "ilif LIF": lambda: LIF(tau=2.0, surrogate=sg, step_mode="m"),
         "ilif ILIF (fused)": lambda: ILIF(tau=2.0, surrogate=sg, step_mode="m"),
+        "ILIF release-style loop": lambda: ILIF(tau=2.0, surrogate=sg, step_mode="m", backend="reference"),
     }[impl]()
 
     def run(x):

@@ -234,3 +234,13 @@ def test_state_of_another_batch_size_is_a_clear_error():
     neuron(torch.ones(2, 4, 3))
     with pytest.raises(ValueError, match=r"neuron state has shape \(4, 3\) .*reset_net"):
         neuron(torch.ones(2, 5, 3))
+
+
+def test_reference_backend_is_the_op_by_op_loop():
+    x = (torch.randn(6, 4, 5, dtype=torch.float64) + 0.6).requires_grad_()
+    fused = ILIF(step_mode="m", surrogate=Surrogate("sigmoid", 1.0))
+    loop = ILIF(step_mode="m", surrogate=Surrogate("sigmoid", 1.0), backend="reference", store_membrane=True)
+    out_f, out_l = fused(x), loop(x)
+    assert torch.equal(out_f, out_l) and loop.h_seq is None
+    g_f, g_l = (torch.autograd.grad(o.sum() + n.v.sum(), x)[0] for o, n in ((out_f, fused), (out_l, loop)))
+    torch.testing.assert_close(g_f, g_l, rtol=1e-10, atol=1e-10)

@@ -22,7 +22,7 @@ import torch
 from . import _cpu_kernel
 from .functional import NeuronParams, NeuronState
 
-BACKENDS = ("auto", "c", "torch")
+BACKENDS = ("auto", "c", "torch", "reference")
 
 
 def _torch_forward(x, v, i, m, xs, p: NeuronParams):

@@ -127,10 +127,11 @@ def multistep(
         state: state before the first step, each [B, ...] (None: all zeros).
         params: neuron constants.
         backend: ``auto`` (compiled C kernel for float32/float64 CPU tensors when it builds, else
-            torch), ``c`` or ``torch``.
+            torch), ``c``, ``torch``, or ``reference``: :func:`step` in a Python loop with autograd
+            on every op, the way the authors' release runs (slow; for checks and benchmarks).
     Returns:
         spikes [T, B, ...], the state after the last step, and the pre-spike membrane potential
-        h [T, B, ...] (no gradient; kept by the backward anyway).
+        h [T, B, ...] (no gradient; kept by the backward anyway; None for ``reference``).
     """
     from ._fused import fused_multistep
 
@@ -138,4 +139,10 @@ def multistep(
         raise ValueError(
             f"multi-step input must have shape [T, B, ...] (at least 2 dims); got shape {tuple(x_seq.shape)}"
         )
+    if backend == "reference":
+        spikes = []
+        for x in x_seq:
+            s, state = step(x, state, params)
+            spikes.append(s)
+        return torch.stack(spikes), state, None
     return fused_multistep(x_seq, state, params, backend)

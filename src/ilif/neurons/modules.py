@@ -30,7 +30,7 @@ class LIF(base.MemoryModule):
         step_mode: "s" or "m".
         store_membrane: keep the pre-spike membrane potential of the last call in ``self.h_seq``
             ([T, B, ...], detached); off by default because it keeps a [T, B, ...] tensor alive.
-        backend: "auto", "c" or "torch" (see :func:`ilif.neurons.functional.multistep`).
+        backend: "auto", "c", "torch" or "reference" (see :func:`ilif.neurons.functional.multistep`).
     """
 
     memory_names: tuple[str, ...] = ("v",)
@@ -96,7 +96,7 @@ class LIF(base.MemoryModule):
 
     def _run(self, x_seq: torch.Tensor, states):
         spikes, new_state, h_seq = multistep(x_seq, self._full_state(states), self.params, self.backend)
-        self.h_seq = h_seq.detach() if self.store_membrane else None
+        self.h_seq = h_seq.detach() if self.store_membrane and h_seq is not None else None
         return spikes, tuple(getattr(new_state, k) for k in self.memory_names)
 
     def single_step_functional_forward(self, inputs, states, **kwargs):

@@ -33,6 +33,9 @@ class DatasetConfig:
     download: bool = True
     augment: bool = True
     val_fraction: float = 0.0  # held out of train for model selection (0: select on test, as the release)
+    stand_in: bool = False  # smoke scale: tiny random data of this dataset's kind
+    stand_in_size: int = 16
+    stand_in_samples: int = 16
 
 
 @dataclass

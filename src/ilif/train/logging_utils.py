@@ -123,3 +123,26 @@ class WandbLogger:
             self.run.finish()
         except Exception as err:  # noqa: BLE001
             self._disable(err)
+
+
+def upload_runs(run_dirs: list[Path], mode: str = "auto", project: str = "ilif") -> int:
+    """Send finished run directories to wandb after the fact: config, every epoch of metrics.jsonl and
+    the summary tables, as if the run had logged them live. Returns the number of runs sent."""
+    from types import SimpleNamespace
+
+    sent = 0
+    for run_dir in run_dirs:
+        summary_path = Path(run_dir) / "summary.json"
+        if not summary_path.exists():
+            continue
+        summary = json.loads(summary_path.read_text())
+        config = {**summary.get("config", {}), "experiment_name": summary.get("experiment_name")}
+        cfg = SimpleNamespace(mode=mode, project=project, entity=None, tags=[])
+        logger = WandbLogger(cfg, Path(run_dir), summary["run_name"], config, resume_id=None)
+        if logger.run is None:
+            continue
+        for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+            logger.log(json.loads(line))
+        logger.finish(summary)
+        sent += 1
+    return sent

@@ -35,7 +35,7 @@ from ilif.models import create_model
 from ilif.neurons import ILIF, LIF, Surrogate
 
 from . import checkpoint
-from .config import config_hash, run_name
+from .config import config_hash, identity, run_name
 from .logging_utils import MetricsFile, WandbLogger, write_json_atomic
 
 log = logging.getLogger("ilif.train")
@@ -422,7 +422,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "dataset_info": {"name": info.name, "split": info.split, "train_size": len(train_set),
                          "val_size": len(val_set) if val_set is not None else 0, "test_size": len(test_set),
                          **info.details},
-        "world_size": run.world, "provenance": provenance(run.device),
+        "world_size": run.world, "provenance": provenance(run.device), "config": identity(cfg),
     }
     if run.is_main:
         write_json_atomic(summary, summary_path)

@@ -1,0 +1,99 @@
+"""Benchmark one training step (forward, loss, backward, SGD step) of a spiking backbone.
+
+Compares LIF and ILIF, eager and torch.compile'd, with our multi-step execution (layers over T·B,
+neurons scanning T), against the release's way: the whole network called once per time step, the
+neurons keeping their state between calls and computing op by op with autograd (``backend="reference"``). Prints a markdown table of median step times (after
+warm-up) with ratios measured in the same run.
+
+    python scripts/bench_train.py                              # preact_resnet18, T = 4, batch 32, 3×32×32
+    python scripts/bench_train.py --repeats 3 --no-compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+
+import torch
+from spikingjelly.activation_based import functional
+
+from ilif.models import create_model, model_names
+from ilif.neurons import ILIF, LIF
+from ilif.train.loop import compute_loss
+
+LOSS = type("Loss", (), {"name": "ce", "label_smoothing": 0.0})()
+
+
+def make_step(neuron_cls, args, mode: str):
+    """A closure running one training step; ``mode`` is eager, compiled or release."""
+    torch.manual_seed(0)
+    T = 1 if mode == "release" else args.T
+    backend = "reference" if mode == "release" else "auto"  # the release's neurons: autograd on every op
+    model = create_model(args.model, functools.partial(neuron_cls, tau=1.1, backend=backend), num_classes=10,
+                         in_channels=3, T=T)
+    model = model.to(args.device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    net = torch.compile(model, dynamic=False) if mode == "compiled" else model
+    x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
+    y = torch.randint(0, 10, (args.batch,), device=args.device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        if mode == "release":  # the whole network once per time step, state carried between calls
+            logits = torch.cat([net(x) for _ in range(args.T)])
+        else:
+            logits = net(x)
+        compute_loss(logits, y, LOSS).backward()
+        optimizer.step()
+        functional.reset_net(model)
+
+    return step
+
+
+def median_time(step, repeats: int, device: str) -> float:
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    step()
+    step()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="preact_resnet18", choices=model_names())
+    parser.add_argument("--T", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    modes = ["eager", "release"] + ([] if args.no_compile else ["compiled"])
+    times = {}
+    for mode in modes:
+        for name, cls in (("LIF", LIF), ("ILIF", ILIF)):
+            try:
+                times[(name, mode)] = median_time(make_step(cls, args, mode), args.repeats, args.device)
+            except Exception as err:  # noqa: BLE001 - a failed compile is a row, not a crash
+                print(f"{name} {mode}: failed ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+    print(f"{args.model}, T={args.T}, batch {args.batch}, {args.size}×{args.size}, device={args.device}, "
+          f"threads={torch.get_num_threads()}, repeats={args.repeats}, torch={torch.__version__}\n")
+    print("| neuron | execution | step ms (median) | × LIF same execution | × our eager ILIF |")
+    print("|---|---|---|---|---|")
+    for (name, mode), seconds in times.items():
+        lif = times.get(("LIF", mode))
+        ours = times.get(("ILIF", "eager"))
+        print(f"| {name} | {mode} | {seconds * 1e3:.0f} | {seconds / lif:.2f} | {seconds / ours:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Reports: tables (markdown + csv) and figures (png) from run directories only."""

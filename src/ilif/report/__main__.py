@@ -1,0 +1,122 @@
+"""``ilif-report``: tables and figures from run directories (it never runs a model).
+
+    ilif-report --scale mini --tables 2 3          # results/mini/table2.md, .csv, ...
+    ilif-report --scale smoke --tables 1 2 3 4 --figures
+    ilif-report --demo                              # results/demo/: table, figures, plain-language summary
+    ilif-report --upload-wandb runs/demo/*          # send finished runs to a wandb dashboard
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import plots, tables
+from .runs import group, mean_std, values, load_runs
+
+TABLE_EXPERIMENTS = {1: "table1_{scale}*", 2: "table2_{scale}", 3: "table3_{scale}*", 4: "table1_{scale}*"}
+BUILDERS = {1: tables.table1, 2: tables.table2, 3: tables.table3, 4: tables.table4}
+
+
+def make_command(table: str, scale: str) -> str:
+    return f"make reproduce-{table} SCALE={scale}"
+
+
+def build_tables(numbers: list[int], scale: str, out: Path) -> list[Path]:
+    written = []
+    for number in numbers:
+        pattern = TABLE_EXPERIMENTS[number].format(scale=scale)
+        records = load_runs([pattern])
+        table = BUILDERS[number](records, scale)
+        stem = out / f"table{number}"
+        tables.write_table(table, stem, make_command(f"table{number}", scale), f"runs/{pattern.rstrip('*')}*", scale)
+        written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+    return written
+
+
+def build_figures(scale: str, out: Path) -> list[Path]:
+    gamma_runs = load_runs([f"table2_{scale}"])
+    main_runs = load_runs([f"table1_{scale}*"])
+    return [
+        plots.metric_vs_gamma(gamma_runs, tables.RATE.getter, "network firing rate", "Fig. 1 — firing rate vs γ",
+                              out / "fig1_firing_rate_vs_gamma.png"),
+        plots.metric_vs_gamma(gamma_runs, tables.ACC.getter, "top-1 accuracy (%)", "Fig. 2 — accuracy vs γ",
+                              out / "fig2_accuracy_vs_gamma.png", scale=100),
+        plots.layer_rates(main_runs, out / "fig3_layer_firing_rates.png"),
+        plots.metric_vs_gamma(gamma_runs, lambda r: r.final("grad/temporal_ratio"), "|∂L/∂x_1| / |∂L/∂x_T|",
+                              "Fig. 4 — temporal gradient ratio vs γ", out / "fig4_temporal_gradient_ratio.png"),
+        plots.training_curves(main_runs, out / "fig5_training_curves.png"),
+    ]
+
+
+def demo_summary(records) -> str:
+    """Plain-language reading of the demo runs: whatever they show."""
+    groups = group(records, ["surrogate.gamma", "neuron.name"])
+    gammas = sorted({k[0] for k in groups})
+    lines = ["What the runs show (mean over seeds, test set):"]
+    lif_rates = []  # (γ, LIF firing rate) wherever the LIF runs exist
+    for gamma in gammas:
+        lif, ilif = groups.get((gamma, "lif"), []), groups.get((gamma, "ilif"), [])
+        lr, ir = (mean_std(values(r, tables.RATE.getter))[0] for r in (lif, ilif))
+        la, ia = (mean_std(values(r, tables.ACC.getter))[0] for r in (lif, ilif))
+        if lr is not None:
+            lif_rates.append((gamma, lr))
+        if None in (lr, ir, la, ia):
+            lines.append(f"  γ = {gamma:g}: runs missing")
+            continue
+        relation = f"{ir / lr:.2f}× LIF's" if lr > 0 else "n/a (LIF silent)"
+        lines.append(f"  γ = {gamma:g}: ILIF fires at {relation} rate ({ir:.3f} vs {lr:.3f}); "
+                     f"accuracy LIF {100 * la:.1f} %, ILIF {100 * ia:.1f} %")
+    if len(lif_rates) >= 2:
+        rates = [rate for _, rate in lif_rates]
+        if all(b > a for a, b in zip(rates, rates[1:])):
+            verdict = "rises with γ at every step"
+        elif rates[-1] > rates[0]:
+            verdict = "is higher at the largest γ than at the smallest, but not at every step"
+        else:
+            verdict = "does not rise with γ"
+        (g0, r0), (g1, r1) = lif_rates[0], lif_rates[-1]
+        lines.append(f"  LIF's firing rate {verdict} ({r0:.3f} at γ = {g0:g} -> {r1:.3f} at γ = {g1:g}).")
+    return "\n".join(lines)
+
+
+def build_demo(out: Path) -> str:
+    records = load_runs(["demo"])
+    tables.write_table(tables.demo_table(records), out / "table", "make demo", "runs/demo", "mini")
+    plots.metric_vs_gamma(records, tables.RATE.getter, "network firing rate", "Firing rate vs γ (digits)",
+                          out / "firing_rate_vs_gamma.png")
+    plots.metric_vs_gamma(records, tables.ACC.getter, "top-1 accuracy (%)", "Accuracy vs γ (digits)",
+                          out / "accuracy_vs_gamma.png", scale=100)
+    return demo_summary(records)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="ilif-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", choices=("full", "mini", "smoke"), default="full")
+    parser.add_argument("--tables", type=int, nargs="*", default=[], choices=sorted(BUILDERS))
+    parser.add_argument("--figures", action="store_true")
+    parser.add_argument("--demo", action="store_true", help="the make demo report in results/demo/")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--upload-wandb", metavar="RUN_DIR", nargs="+", type=Path,
+                        help="send finished run directories to wandb (online with an API key, else offline)")
+    args = parser.parse_args(argv)
+    if args.upload_wandb:
+        from ilif.train.logging_utils import upload_runs
+
+        print(f"sent {upload_runs(args.upload_wandb)} runs to wandb")
+        return 0
+    if args.demo:
+        print(build_demo(args.out / "demo"))
+        print(f"wrote {args.out / 'demo'}/table.md, table.csv, firing_rate_vs_gamma.png, accuracy_vs_gamma.png")
+        return 0
+    written = build_tables(args.tables, args.scale, args.out / args.scale)
+    if args.figures:
+        written += build_figures(args.scale, args.out / args.scale)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Reading run directories: the planned grid of an experiment and what each run left behind."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ilif.train.config import identity
+
+
+@dataclass
+class RunRecord:
+    """One planned run: its resolved config (identity) and, when finished, its summary and history."""
+
+    config: dict
+    run_dir: Path
+    summary: Optional[dict] = None
+    history: list = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.summary is not None
+
+    def get(self, dotted: str):
+        node = self.config
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+    def final(self, key: str):
+        return None if self.summary is None else self.summary["final"].get(key)
+
+
+def load_runs(experiment_patterns: list[str]) -> list[RunRecord]:
+    """The planned runs of the experiments (from their configs) with whatever their directories hold."""
+    from ilif.study import experiment_names, plan
+
+    records = []
+    for _, cfg, run_dir in plan(experiment_names(experiment_patterns), []):
+        record = RunRecord(identity(cfg), run_dir)
+        summary_path = run_dir / "summary.json"
+        if summary_path.exists():
+            summary = json.loads(summary_path.read_text())
+            if summary.get("status") == "finished":
+                record.summary = summary
+                metrics = run_dir / "metrics.jsonl"
+                if metrics.exists():
+                    record.history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        records.append(record)
+    return records
+
+
+def group(records: list[RunRecord], keys: list[str]) -> dict[tuple, list[RunRecord]]:
+    """Runs by the values of ``keys`` (dotted config paths), in first-seen order."""
+    groups: dict[tuple, list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault(tuple(record.get(k) for k in keys), []).append(record)
+    return groups
+
+
+def values(runs: list[RunRecord], getter) -> list[float]:
+    out = []
+    for run in runs:
+        if run.done:
+            value = getter(run)
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                out.append(float(value))
+    return out
+
+
+def mean_std(xs: list[float]) -> tuple[Optional[float], Optional[float]]:
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def cell(runs: list[RunRecord], getter, scale: float = 1.0, digits: int = 2) -> str:
+    """'mean ± std' over the finished runs, with 'n/N' when some are missing; 'missing (0/N)' if none."""
+    xs = values(runs, getter)
+    if not xs:
+        return f"missing (0/{len(runs)})"
+    mean, std = mean_std(xs)
+    text = f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+    return text if len(xs) == len(runs) else f"{text} ({len(xs)}/{len(runs)})"

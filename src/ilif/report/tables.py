@@ -1,0 +1,231 @@
+"""Tables 1–4 of ../shared/REPRODUCTION.md (and the demo table) built from run directories only."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from ilif.metrics.energy import E_MAC_PJ
+
+from .runs import RunRecord, cell, group, mean_std, values
+
+# Published LIF baselines of the same code lineage (ILIF_REFERENCE §6): the CLIF paper (Huang et al.,
+# ICML 2024), ResNet-18, T = 6. Shown in their own labelled column; not ILIF numbers.
+PUBLISHED_LIF = {"cifar10": 94.51, "cifar100": 76.23}
+PUBLISHED_SOURCE = "CLIF paper (ICML 2024), ResNet-18, T=6, LIF"
+
+
+@dataclass
+class Column:
+    name: str
+    getter: Callable[[RunRecord], Optional[float]]
+    scale: float = 1.0
+    digits: int = 2
+
+
+def _final(key):
+    return lambda run: run.final(key)
+
+
+def _best(key):
+    return lambda run: run.summary["best"]["metrics"].get(key)
+
+
+def _layer_spread(run):
+    rates = [row["firing_rate"] for row in run.summary.get("layers", [])]
+    return statistics.pstdev(rates) if len(rates) > 1 else None
+
+
+def _first_layer_grad(run):
+    norms = run.final("grad/weight_norms") or {}
+    return next(iter(norms.values()), None)
+
+
+ACC = Column("top-1 final (%)", _final("test/acc1"), 100)
+ACC_BEST = Column("top-1 best (%)", _best("test/acc1"), 100)
+RATE = Column("firing rate", _final("test/firing_rate"), 1, 4)
+ENERGY = Column("energy (µJ/sample)", _final("test/energy_uj"), 1, 3)
+RATIO = Column("SNN/ANN energy", _final("test/snn_ann_ratio"), 1, 3)
+TABLE2_COLUMNS = [ACC, RATE, Column("layer-rate spread (std)", _layer_spread, 1, 4),
+                  Column("support occupancy", _final("test/occupancy"), 1, 3),
+                  Column("first-layer grad norm", _first_layer_grad, 1, 4),
+                  Column("temporal grad ratio (t=1 / t=T)", _final("grad/temporal_ratio"), 1, 3)]
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    csv_header: list[str]
+    csv_rows: list[list]
+    notes: list[str]
+
+
+def _metric_cells(runs, columns) -> tuple[list[str], list]:
+    shown, numbers = [], []
+    for col in columns:
+        shown.append(cell(runs, col.getter, col.scale, col.digits))
+        xs = values(runs, col.getter)
+        mean, std = mean_std(xs)
+        numbers += [None if mean is None else mean * col.scale, None if std is None else std * col.scale, len(xs)]
+    return shown, numbers
+
+
+def _csv_metric_header(columns) -> list[str]:
+    return [f"{c.name} {part}" for c in columns for part in ("mean", "std", "n")]
+
+
+def _delta(runs, base_runs, getter, relative: bool) -> tuple[str, Optional[float]]:
+    """ILIF − LIF on the means (accuracy, in points) or the firing-rate reduction in % of LIF's."""
+    ours, base = mean_std(values(runs, getter))[0], mean_std(values(base_runs, getter))[0]
+    if ours is None or base is None:
+        return "—", None
+    value = 100 * (base - ours) / base if relative else 100 * (ours - base)
+    return (f"{value:.1f} %" if relative else f"{value:+.2f}"), value
+
+
+def comparison_table(title, records, keys, key_names, baseline_key, columns, reference: bool, notes) -> Table:
+    """Rows = groups of ``keys``; each non-baseline row also gets Δ accuracy and firing-rate reduction
+    against the row that differs only in its neuron being ``baseline_key``."""
+    groups = group(records, keys)
+    header = key_names + [c.name for c in columns] + ["Δ top-1 vs LIF (points)", "firing-rate reduction vs LIF"]
+    csv_header = key_names + _csv_metric_header(columns) + ["delta_acc_points", "rate_reduction_percent"]
+    if reference:
+        header.append(f"published LIF top-1 (%) [{PUBLISHED_SOURCE}]")
+        csv_header.append("published_lif_acc")
+    rows, csv_rows = [], []
+    neuron_index = keys.index("neuron.name")
+    for key, runs in groups.items():
+        base_key = key[:neuron_index] + (baseline_key,) + key[neuron_index + 1:]
+        base = groups.get(base_key) if key[neuron_index] != baseline_key else None
+        if base is None and key[neuron_index] != baseline_key:  # e.g. a κ variant: compare with LIF at default κ
+            base = next((r for k, r in groups.items() if k[neuron_index] == baseline_key and k[0] == key[0]), None)
+        shown, numbers = _metric_cells(runs, columns)
+        if base is not None:
+            d_acc, d_acc_v = _delta(runs, base, ACC.getter, relative=False)
+            d_rate, d_rate_v = _delta(runs, base, RATE.getter, relative=True)
+        else:
+            d_acc, d_acc_v, d_rate, d_rate_v = "—", None, "—", None
+        row = [str(k) for k in key] + shown + [d_acc, d_rate]
+        csv_row = list(key) + numbers + [d_acc_v, d_rate_v]
+        if reference:
+            published = PUBLISHED_LIF.get(key[0]) if key[neuron_index] == baseline_key else None
+            row.append("—" if published is None else f"{published:.2f}")
+            csv_row.append(published)
+        rows.append(row)
+        csv_rows.append(csv_row)
+    return Table(title, header, rows, csv_header, csv_rows, notes)
+
+
+def table1(records, scale) -> Table:
+    return comparison_table(
+        "Table 1 — ILIF vs LIF across datasets", records,
+        ["dataset.name", "neuron.name", "model.name", "trainer.T"], ["dataset", "neuron", "model", "T"], "lif",
+        [ACC, ACC_BEST, RATE, ENERGY, RATIO], reference=scale == "full",
+        notes=["energy: synaptic energy per sample (E_MAC 4.6 pJ, E_AC 0.9 pJ); neuron-state operations are in Table 4"])
+
+
+def table2(records, scale) -> Table:
+    groups = group(records, ["dataset.name", "surrogate.normalize", "surrogate.gamma", "neuron.name"])
+    header = ["dataset", "normalisation", "γ", "neuron"] + [c.name for c in TABLE2_COLUMNS]
+    rows, csv_rows = [], []
+    for key, runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3])):
+        shown, numbers = _metric_cells(runs, TABLE2_COLUMNS)
+        rows.append([str(k) for k in key] + shown)
+        csv_rows.append(list(key) + numbers)
+    return Table("Table 2 — the γ dilemma", header, rows, ["dataset", "normalize", "gamma", "neuron"] +
+                 _csv_metric_header(TABLE2_COLUMNS), csv_rows,
+                 ["support occupancy: share of pre-spike potentials within γ/2 of the threshold",
+                  "temporal grad ratio: mean |∂L/∂x_1| / mean |∂L/∂x_T| over neuron layers, last epoch"])
+
+
+def table3(records, scale) -> Table:
+    return comparison_table(
+        "Table 3 — ablation of the inhibitory units", records,
+        ["dataset.name", "neuron.name", "neuron.kappa_current"], ["dataset", "neuron", "κ_I"], "lif",
+        [ACC, ACC_BEST, RATE, ENERGY, RATIO], reference=False,
+        notes=["ilif_current: LIF + current inhibition only; ilif_membrane: LIF + membrane inhibition only",
+               "κ_I matters only for neurons with the current unit"])
+
+
+def table4(records, scale) -> Table:
+    """Per-layer firing rates, SOPs, MACs and energy of the Table 1 models, LIF vs ILIF vs ANN (means over seeds)."""
+    header = ["dataset", "layer", "kind", "MACs/step", "LIF input rate", "ILIF input rate", "LIF SOPs",
+              "ILIF SOPs", "LIF pJ", "ILIF pJ", "ANN pJ"]
+    rows, csv_rows = [], []
+    for dataset, runs in group(records, ["dataset.name"]).items():
+        by_neuron = {n: [r for r in rs if r.done] for (n,), rs in group(runs, ["neuron.name"]).items()}
+        lif, ilif = by_neuron.get("lif", []), by_neuron.get("ilif", [])
+        reference = (lif or ilif)
+        if not reference:
+            rows.append([dataset[0], f"missing (0/{len(runs)})"] + [""] * (len(header) - 2))
+            csv_rows.append([dataset[0], "missing"] + [None] * (len(header) - 2))
+            continue
+        layers = reference[0].summary["energy_layers"]
+        for index, layer in enumerate(layers):
+            def avg(rs, key, i=index):
+                xs = [r.summary["energy_layers"][i][key] for r in rs if r.summary["energy_layers"][i][key] is not None]
+                return mean_std(xs)[0]
+            numbers = [layer["macs"], avg(lif, "input_rate"), avg(ilif, "input_rate"), avg(lif, "sops"),
+                       avg(ilif, "sops"), avg(lif, "energy_pj"), avg(ilif, "energy_pj"), E_MAC_PJ * layer["macs"]]
+            fmt = [f"{numbers[0]:,}"] + [("—" if v is None else f"{v:.4f}") for v in numbers[1:3]] + \
+                  [("—" if v is None else f"{v:,.0f}") for v in numbers[3:]]
+            rows.append([dataset[0], layer["layer"], layer["kind"]] + fmt)
+            csv_rows.append([dataset[0], layer["layer"], layer["kind"]] + numbers)
+        for label, key in (("total synaptic", "snn_energy_pj"), ("neuron-state ops (apart)", "state_energy_pj")):
+            lif_v = mean_std([r.summary["energy_totals"][key] for r in lif])[0]
+            ilif_v = mean_std([r.summary["energy_totals"][key] for r in ilif])[0]
+            ann = reference[0].summary["energy_totals"]["ann_energy_pj"] if key == "snn_energy_pj" else None
+            fmt = lambda v: "—" if v is None else f"{v:,.0f}"  # noqa: E731
+            rows.append([dataset[0], label, "", "", "", "", "", "", fmt(lif_v), fmt(ilif_v), fmt(ann)])
+            csv_rows.append([dataset[0], label, "", None, None, None, None, None, lif_v, ilif_v, ann])
+    return Table("Table 4 — energy breakdown (per sample, mean over seeds)", header, rows, header, csv_rows,
+                 ["kind: MAC for the encoder of static images (run once), AC for layers reading spikes",
+                  "ANN pJ: E_MAC × dense MACs of the same layer, one pass"])
+
+
+def demo_table(records) -> Table:
+    rows, csv_rows = [], []
+    groups = group(records, ["surrogate.gamma", "neuron.name"])
+    header = ["γ", "neuron", "top-1 final (%)", "firing rate", "ILIF rate / LIF rate"]
+    for gamma in sorted({k[0] for k in groups}):
+        lif, ilif = groups.get((gamma, "lif"), []), groups.get((gamma, "ilif"), [])
+        lif_rate = mean_std(values(lif, RATE.getter))[0]
+        for name, runs in (("lif", lif), ("ilif", ilif)):
+            shown, numbers = _metric_cells(runs, [ACC, RATE])
+            rate = mean_std(values(runs, RATE.getter))[0]
+            ratio = rate / lif_rate if rate is not None and lif_rate else None
+            rows.append([f"{gamma:g}", name] + shown + ["—" if ratio is None else f"{ratio:.3f}"])
+            csv_rows.append([gamma, name] + numbers + [ratio])
+    return Table("The γ dilemma on digits (make demo)", header, rows,
+                 ["gamma", "neuron"] + _csv_metric_header([ACC, RATE]) + ["ilif_over_lif_rate"], csv_rows, [])
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_table(table: Table, path_stem: Path, command: str, sources: str, scale: str) -> None:
+    """``<stem>.md`` (with the producing command, the commit and the sources) and ``<stem>.csv``."""
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {table.title}", "", f"Produced by `{command}` at commit {git_commit()} from the run directories "
+             f"in {sources}. Cells are mean ± std over seeds; (n/N) marks cells with missing runs.", ""]
+    if scale == "smoke":
+        lines += ["**Smoke scale: tiny random stand-in data; these numbers only prove the pipeline.**", ""]
+    lines += ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
+    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
+    lines += [""] + [f"- {note}" for note in table.notes]
+    path_stem.with_suffix(".md").write_text("\n".join(lines).rstrip() + "\n")
+    with open(path_stem.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(table.csv_header)
+        writer.writerows(table.csv_rows)

@@ -1,0 +1,172 @@
+"""``ilif-study``: run the grids of experiment configs in one process, with a progress bar for the study.
+
+Each experiment file in ``configs/experiment/`` lists its grid under ``hydra.sweeper.params``, so
+``ilif-train -m experiment=NAME`` runs the same grid with Hydra's launcher. The study runner composes
+the same configs with Hydra's compose API, runs every job with the one trainer
+(:func:`ilif.train.loop.train`) into the same run directories, skips finished runs, resumes unfinished
+ones, and shows runs done / total with the elapsed and remaining time.
+
+    ilif-study demo
+    ilif-study 'table1_full*' --dry-run          # the plan and a rough time estimate
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import itertools
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from ilif.data import DatasetError
+from ilif.data import build as build_data
+
+log = logging.getLogger("ilif.train")
+
+# Rough seconds per training epoch on one current datacenter GPU, used only for the pre-flight estimate.
+ROUGH_GPU_SECONDS_PER_EPOCH = {"cifar10": 40, "cifar100": 40, "cifar10_dvs": 30, "dvs_gesture": 25,
+                               "imagenet": 2400, "digits": 1}
+
+
+def _config_dir() -> Path:
+    from ilif.train.app import CONFIG_DIR
+
+    return CONFIG_DIR
+
+
+def experiment_names(patterns: list[str]) -> list[str]:
+    """Experiment config names matching the glob ``patterns``, in sorted order."""
+    available = sorted(p.stem for p in (_config_dir() / "experiment").glob("*.yaml"))
+    names = sorted({n for pattern in patterns for n in fnmatch.filter(available, pattern)})
+    if not names:
+        raise ValueError(f"experiment={patterns!r} matches nothing: choose from {available}")
+    return names
+
+
+def plan(names: list[str], overrides: list[str]) -> list[tuple[str, object, Path]]:
+    """Every job of the experiments' grids: (experiment, composed config, run directory).
+
+    Hydra composes one config per combination of config-group choices (``neuron=lif``); plain values
+    of the grid (``seed=1``, ``surrogate.gamma=0.5``) are then set on a copy, which gives the same
+    config as composing each job and is much faster for large grids.
+    """
+    from ilif.train.config import config_hash, run_name, validate
+
+    groups = {p.name for p in _config_dir().iterdir() if p.is_dir()}
+    jobs = []
+    with initialize_config_dir(config_dir=str(_config_dir()), version_base="1.3"):
+        for name in names:
+            base = compose(config_name="train", overrides=[f"experiment={name}", *overrides], return_hydra_config=True)
+            params = OmegaConf.to_container(base.hydra.sweeper.params) if base.hydra.sweeper.get("params") else {}
+            axes = [[(key, value) for value in str(values).split(",")] for key, values in params.items()]
+            composed = {}
+            for combo in itertools.product(*axes):
+                choices = tuple(f"{k}={v}" for k, v in combo if k in groups)
+                if choices not in composed:
+                    composed[choices] = compose(config_name="train", overrides=[f"experiment={name}", *choices, *overrides])
+                cfg = composed[choices].copy()
+                for key, value in combo:
+                    if key not in groups:
+                        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+                validate(cfg)
+                run_dir = Path(cfg.runs_root) / cfg.experiment_name / f"{run_name(cfg)}-{config_hash(cfg)}"
+                jobs.append((name, cfg, run_dir))
+    return jobs
+
+
+def _finished(run_dir: Path) -> bool:
+    summary = run_dir / "summary.json"
+    return summary.exists() and json.loads(summary.read_text()).get("status") == "finished"
+
+
+def check_data(jobs) -> None:
+    """Build each dataset of the plan once, so a missing one stops the study before any training."""
+    seen = set()
+    for _, cfg, _ in jobs:
+        key = (cfg.dataset.name, cfg.dataset.stand_in, cfg.trainer.T)
+        if key not in seen:
+            seen.add(key)
+            build_data({**OmegaConf.to_container(cfg.dataset, resolve=True), "T": cfg.trainer.T})
+
+
+def describe(jobs) -> str:
+    lines, seconds = [], 0.0
+    for name, group in itertools.groupby(jobs, key=lambda job: job[0]):
+        group = list(group)
+        todo = [job for job in group if not _finished(job[2])]
+        cfg = group[0][1]
+        epoch_seconds = ROUGH_GPU_SECONDS_PER_EPOCH.get(cfg.dataset.name, 60)
+        seconds += sum(job[1].trainer.epochs * epoch_seconds for job in todo)
+        lines.append(f"  {name}: {len(group)} runs ({len(group) - len(todo)} finished) of {cfg.dataset.name} / "
+                     f"{cfg.model.name}, T={cfg.trainer.T}, {cfg.trainer.epochs} epochs -> {Path(cfg.runs_root) / cfg.experiment_name}")
+    lines.append(f"  rough estimate on one GPU: {seconds / 3600:.1f} h (assumes {ROUGH_GPU_SECONDS_PER_EPOCH} s per epoch)")
+    return "\n".join(lines)
+
+
+def run(jobs, progress: bool = True) -> dict:
+    """Train every job (finished ones are skipped inside the trainer). Returns counts of outcomes."""
+    from ilif.train.loop import TrainingDiverged, train
+
+    outcome = {"finished": 0, "skipped": 0, "failed": 0}
+    start = time.time()
+    bar = tqdm(total=len(jobs), desc="study", unit="run", disable=not progress, dynamic_ncols=True)
+    for name, cfg, run_dir in jobs:
+        if _finished(run_dir):
+            outcome["skipped"] += 1
+            bar.update(1)
+            continue
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(run_dir / "train.log")
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        try:
+            train(cfg, run_dir)
+            outcome["finished"] += 1
+        except TrainingDiverged as err:
+            log.error("%s", err)
+            tqdm.write(f"failed: {run_dir}: {err}")
+            outcome["failed"] += 1
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+        bar.update(1)
+    bar.close()
+    outcome["seconds"] = time.time() - start
+    return outcome
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="ilif-study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiments", nargs="+", help="experiment config names or globs (configs/experiment/)")
+    parser.add_argument("--override", action="append", default=[], help="a Hydra override applied to every run")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        jobs = plan(experiment_names(args.experiments), args.override)
+        print(f"{len(jobs)} runs:\n{describe(jobs)}", flush=True)
+        if args.dry_run:
+            return 0
+        check_data(jobs)
+    except (ValueError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    outcome = run(jobs, progress=not args.no_progress)
+    print(f"study done in {outcome['seconds']:.0f} s: {outcome['finished']} trained, {outcome['skipped']} already "
+          f"finished, {outcome['failed']} failed")
+    return 1 if outcome["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
