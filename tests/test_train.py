@@ -200,3 +200,22 @@ def test_neuron_factory_picks_the_class():
                                      "kappa_membrane": 1.0})
     ilif = neuron_factory(ilif_cfg, sg)()
     assert type(ilif) is ILIF and ilif.params.current_inhibition and not ilif.params.membrane_inhibition
+
+
+def test_missing_dataset_is_one_line_exit_2_and_no_run_dir(tmp_path):
+    proc = run_train(tmp_path, "dataset=cifar10", "dataset.download=false", f"dataset.root={tmp_path / 'nodata'}")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: dataset 'cifar10': missing files at ") and "get it from https://" in lines[-1]
+    assert run_dirs(tmp_path) == [] and not (tmp_path / "nodata").exists()
+
+
+def test_validation_split_selects_the_best_epoch(tmp_path):
+    proc = run_train(tmp_path, *FAST, "dataset.val_fraction=0.2", "trainer.epochs=3")
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["dataset_info"]["train_size"], summary["dataset_info"]["val_size"]) == (1078, 269)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    best = max(range(3), key=lambda e: (records[e]["val/acc1"], -e))
+    assert summary["best"]["epoch"] == best

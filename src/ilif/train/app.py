@@ -88,6 +88,8 @@ def hydra_main(cfg: DictConfig) -> float:
     try:
         summary = train(cfg, run_dir)
     except DatasetError as err:
+        if not (run_dir / "last.pt").exists():  # nothing was trained: leave no empty run directory
+            shutil.rmtree(run_dir, ignore_errors=True)
         _fail(str(err))
     except TrainingDiverged as err:
         log.error("%s", err)

@@ -294,7 +294,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
     if cfg.trainer.compile:
         try:
-            net = torch.compile(net)
+            net = torch.compile(net, dynamic=False)  # shapes are fixed per run; dynamic shapes trip inductor here
         except Exception as err:  # noqa: BLE001 - compile is an optional speed-up
             log.warning("torch.compile unavailable (%s); training eagerly", err)
 
