@@ -1,0 +1,49 @@
+"""Shared pieces of the data layer: the data root, the dataset error, the description of a dataset."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+
+class DatasetError(Exception):
+    """A dataset is missing or corrupt. ``str(err)`` is one line meant for the user; CLIs exit with 2."""
+
+    exit_code = 2
+
+    def __init__(self, dataset: str, path: Path | str, problem: str, expected: str, source: str):
+        self.dataset, self.path = dataset, str(path)
+        super().__init__(
+            f"dataset {dataset!r}: {problem} at {path}; expected {expected}; get it from {source}"
+        )
+
+
+def data_root(root: Optional[str] = None) -> Path:
+    """``root`` if given, else $ILIF_DATA, else ./data."""
+    return Path(root or os.environ.get("ILIF_DATA") or "data").expanduser()
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a run need to know about a dataset."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    input_size: int
+    events: bool  # True: samples are [T, C, H, W] event frames; False: static [C, H, W] images
+    split: str
+    train_size: int
+    test_size: int
+    details: dict = field(default_factory=dict)
+
+
+def remove_stale(path: Path) -> None:
+    """Remove a half-built folder or file (a failed build's leftover) if it exists."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()

@@ -1,0 +1,201 @@
+"""Static image datasets: digits (offline default), CIFAR-10/100 (python pickle batches), ImageNet."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import datasets as tv_datasets
+from torchvision import transforms
+
+from .common import DatasetError, DatasetInfo, remove_stale
+
+CIFAR_STATS = {  # ILIF_REFERENCE §4 (the release's normalisation)
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+}
+CIFAR_FILES = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels",
+                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels",
+                 "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
+}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class Cutout:
+    """Erase one random rectangle of a PIL image with a random colour, with probability ``p``.
+
+    The rectangle covers a uniform share in ``area`` of the image with an aspect ratio drawn uniformly
+    in ``aspect`` (ILIF_REFERENCE §4: p 0.5, area 2–40 %, aspect 0.4–2.5, the release's torchtoolbox
+    Cutout defaults). Uses Python's ``random``, which the trainer seeds.
+    """
+
+    def __init__(self, p: float = 0.5, area: tuple = (0.02, 0.4), aspect: tuple = (0.4, 2.5)):
+        self.p, self.area, self.aspect = p, area, aspect
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if random.random() >= self.p:
+            return image
+        width, height = image.size
+        for _ in range(100):
+            target = random.uniform(*self.area) * width * height
+            ratio = random.uniform(*self.aspect)
+            h, w = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
+            if 0 < h < height and 0 < w < width:
+                top, left = random.randint(0, height - h), random.randint(0, width - w)
+                pixels = np.array(image)
+                pixels[top:top + h, left:left + w] = [random.randint(0, 255) for _ in range(pixels.shape[-1])]
+                return Image.fromarray(pixels)
+        return image
+
+    def __repr__(self) -> str:
+        return f"Cutout(p={self.p}, area={self.area}, aspect={self.aspect})"
+
+
+class TensorImages(Dataset):
+    """Images [N, C, H, W] (float) and labels [N] held in memory."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.images[index], int(self.labels[index])
+
+
+def digits(split_seed: int = 0, test_fraction: float = 0.25):
+    """scikit-learn's handwritten digits (1797 images, 8×8, 10 classes; shipped with the package).
+
+    A fixed, class-stratified split seeded by ``split_seed``; pixels scaled to [0, 1] and standardised
+    with the training set's mean and std. Returns (train, test, info); samples are [1, 8, 8] float32.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(bunch.target, dtype=torch.int64)
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_fraction,
+                                           random_state=split_seed, stratify=bunch.target)
+    train_idx, test_idx = torch.tensor(np.sort(train_idx)), torch.tensor(np.sort(test_idx))
+    mean, std = images[train_idx].mean(), images[train_idx].std()
+    images = (images - mean) / std
+    info = DatasetInfo("digits", 10, 1, 8, False, f"stratified-{test_fraction}-seed{split_seed}",
+                       len(train_idx), len(test_idx))
+    return TensorImages(images[train_idx], labels[train_idx]), TensorImages(images[test_idx], labels[test_idx]), info
+
+
+class CifarPickle(Dataset):
+    """CIFAR-10/100 from the python pickle batches (the official ``*-python.tar.gz`` layout)."""
+
+    def __init__(self, folder: Path, files: list[str], label_key: str, transform, dataset: str):
+        chunks, labels = [], []
+        for name in files:
+            path = folder / name
+            try:
+                with open(path, "rb") as f:
+                    batch = pickle.load(f, encoding="latin1")
+                chunks.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                labels.extend(batch[label_key])
+            except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:
+                raise DatasetError(dataset, path, f"corrupt batch file ({type(err).__name__})",
+                                   "an unmodified python pickle batch", "the official archive") from None
+        self.images = np.concatenate(chunks).transpose(0, 2, 3, 1)  # [N, 32, 32, 3] uint8
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.transform(Image.fromarray(self.images[index])), self.labels[index]
+
+
+def _download_cifar(base: Path, name: str, url: str, md5: str) -> None:
+    """Download and unpack the official archive; leaves nothing behind when it fails."""
+    from torchvision.datasets.utils import download_url
+
+    archive = base / Path(url).name
+    created = base
+    while not created.parent.exists():  # the topmost folder this call creates, removed on failure
+        created = created.parent
+    existed = base.exists()
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        download_url(url, str(base), md5=md5)
+        with tarfile.open(archive) as tar:
+            tar.extractall(base, filter="data")
+    except Exception as err:  # noqa: BLE001 - any failure means "not available here"
+        remove_stale(archive)
+        remove_stale(base / CIFAR_FILES[name][0])
+        if not existed:
+            remove_stale(created)
+        raise DatasetError(name, base, f"not found and the download failed ({type(err).__name__})",
+                           f"{CIFAR_FILES[name][0]}/ with the python batches", url) from None
+    archive.unlink()
+
+
+def cifar(name: str, root: Path, download: bool = True, augment: bool = True, cutout: bool = True):
+    """CIFAR-10 or CIFAR-100 under ``root/<name>/``. Train transform (the release's): random crop 32 pad 4,
+    Cutout, horizontal flip, normalise; test: normalise. Returns (train, test, info)."""
+    folder_name, train_files, test_files, label_key, url, md5 = CIFAR_FILES[name]
+    base = root / name
+    folder = base / folder_name
+    if not all((folder / f).exists() for f in train_files + test_files):
+        if not download:
+            raise DatasetError(name, folder, "missing files", f"{', '.join(train_files + test_files)} "
+                               f"(the python version, about 170 MB unpacked)", url)
+        _download_cifar(base, name, url, md5)
+    mean, std = CIFAR_STATS[name]
+    normalise = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    train_tf = []
+    if augment:
+        train_tf = [transforms.RandomCrop(32, padding=4), *([Cutout()] if cutout else []), transforms.RandomHorizontalFlip()]
+    train = CifarPickle(folder, train_files, label_key, transforms.Compose(train_tf + normalise), name)
+    test = CifarPickle(folder, test_files, label_key, transforms.Compose(normalise), name)
+    classes = 10 if name == "cifar10" else 100
+    return train, test, DatasetInfo(name, classes, 3, 32, False, "official", len(train), len(test))
+
+
+class CheckedImageFolder(tv_datasets.ImageFolder):
+    """ImageFolder whose unreadable images raise a :class:`DatasetError` naming the file."""
+
+    def __getitem__(self, index: int):
+        path = self.samples[index][0]
+        try:
+            return super().__getitem__(index)
+        except (OSError, ValueError) as err:
+            raise DatasetError("imagenet", path, f"unreadable image ({type(err).__name__})",
+                               "a JPEG image", "the ImageNet (ILSVRC-2012) release") from None
+
+
+def imagenet(root: Path):
+    """ImageNet in ImageFolder layout under ``root/imagenet/{train,val}/<class>/*.JPEG``.
+
+    Train: RandomResizedCrop 224 + horizontal flip; test: Resize 256 + CenterCrop 224; ImageNet mean/std.
+    """
+    base = root / "imagenet"
+    normalise = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    splits = {}
+    for split in ("train", "val"):
+        folder = base / split
+        if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
+            raise DatasetError("imagenet", folder, "missing folder", "train/ and val/ with one folder of JPEGs per "
+                               "class (ILSVRC-2012: about 150 GB; 1.28 M train, 50 k val images)",
+                               "https://image-net.org (manual download, then the usual val re-foldering)")
+        tf = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()] if split == "train" else \
+            [transforms.Resize(256), transforms.CenterCrop(224)]
+        splits[split] = CheckedImageFolder(str(folder), transform=transforms.Compose(tf + normalise))
+    classes = len(splits["train"].classes)
+    return splits["train"], splits["val"], DatasetInfo("imagenet", classes, 3, 224, False, "official",
+                                                       len(splits["train"]), len(splits["val"]))
