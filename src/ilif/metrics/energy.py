@@ -19,6 +19,8 @@ Convention (ILIF_REFERENCE §5; 45 nm figures of Horowitz 2014): E_MAC = 4.6 pJ,
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,6 +90,15 @@ class OpsMeter:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+    @contextmanager
+    def recording(self):
+        """Enable the meter inside the block, restore the previous setting after it."""
+        previous, self.enabled = self.enabled, True
+        try:
+            yield self
+        finally:
+            self.enabled = previous
 
     def reset(self) -> None:
         self.counts, self.samples, self.neuron_steps = {}, 0, {}

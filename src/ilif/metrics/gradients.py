@@ -34,6 +34,9 @@ class TemporalGradientMeter:
         self._handles = [m.register_forward_hook(self._hook(display_name(name)))
                          for name, m in model.named_modules() if isinstance(m, LIF)]
 
+    def reset(self) -> None:
+        self.sums, self.counts = {}, {}
+
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()

@@ -14,7 +14,7 @@ import platform
 import random
 import subprocess
 import sys
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -220,34 +220,24 @@ def _limit(loader, limit: int):
 
 
 def evaluate(model, loader, run: Run, loss_cfg, limit: int = 0, meters=()) -> dict:
-    """Loss, top-1/top-5 accuracy over ``loader`` (all ranks summed); meters record while it runs."""
+    """Loss, top-1/top-5 accuracy over ``loader`` (all ranks summed); ``meters`` are reset and record
+    while it runs (their counts are summed over ranks too)."""
     model.eval()
     totals = [0.0, 0.0, 0.0, 0.0]  # loss sum, top-1 hits, top-5 hits, samples
-    contexts = [m.recording() for m in meters if isinstance(m, SpikeMeter)]
-    for meter in meters:
-        meter.reset()
-    ops = [m for m in meters if isinstance(m, OpsMeter)]
-    for m in ops:
-        m.enabled = True
-    with torch.no_grad():
-        for ctx in contexts:
-            ctx.__enter__()
-        try:
-            for x, y in _limit(loader, limit):
-                x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-                with run.autocast():
-                    logits = model(x)
-                sj_functional.reset_net(model)
-                totals[0] += compute_loss(logits, y, loss_cfg).item() * len(y)
-                top1, top5 = correct_counts(logits, y)
-                totals[1] += top1
-                totals[2] += top5
-                totals[3] += len(y)
-        finally:
-            for ctx in contexts:
-                ctx.__exit__(None, None, None)
-            for m in ops:
-                m.enabled = False
+    with torch.no_grad(), ExitStack() as stack:
+        for meter in meters:
+            meter.reset()
+            stack.enter_context(meter.recording())
+        for x, y in _limit(loader, limit):
+            x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+            with run.autocast():
+                logits = model(x)
+            sj_functional.reset_net(model)
+            totals[0] += compute_loss(logits, y, loss_cfg).item() * len(y)
+            top1, top5 = correct_counts(logits, y)
+            totals[1] += top1
+            totals[2] += top5
+            totals[3] += len(y)
     loss_sum, hit1, hit5, n = all_reduce_sum(totals, run.device)
     if run.world > 1:
         for meter in meters:
@@ -329,7 +319,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         net.train()
         train_spikes.reset()
         train_spikes.set_enabled(tcfg.train_meter)
-        grad_meter.sums, grad_meter.counts = {}, {}
+        grad_meter.reset()
         sums = [0.0, 0.0, 0.0]  # loss sum, hits, samples
         batches = tqdm(_limit(loader(train_set, True, epoch), tcfg.limit_train_batches), leave=False,
                        disable=not (tcfg.progress and run.is_main), desc=f"epoch {epoch}")
