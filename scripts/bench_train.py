@@ -2,8 +2,9 @@
 
 Compares LIF and ILIF, eager and torch.compile'd, with our multi-step execution (layers over T·B,
 neurons scanning T), against the release's way: the whole network called once per time step, the
-neurons keeping their state between calls and computing op by op with autograd (``backend="reference"``). Prints a markdown table of median step times (after
-warm-up) with ratios measured in the same run.
+neurons keeping their state between calls and computing op by op with autograd
+(``backend="reference"``). Prints a markdown table of median step times (after warm-up, timed
+round-robin across the configurations) with ratios measured in the same run.
 
     python scripts/bench_train.py                              # preact_resnet18, T = 4, batch 32, 3×32×32
     python scripts/bench_train.py --repeats 3 --no-compile
@@ -52,18 +53,22 @@ def make_step(neuron_cls, args, mode: str):
     return step
 
 
-def median_time(step, repeats: int, device: str) -> float:
+def interleaved_medians(steps: dict, repeats: int, device: str) -> dict:
+    """Median seconds per step of every closure, timed round-robin (one step of each per round) after
+    two warm-up steps each, so drift on a noisy machine hits every configuration alike."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    step()
-    step()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
+    for step in steps.values():
         step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        step()
+    times = {key: [] for key in steps}
+    for _ in range(repeats):
+        for key, step in steps.items():
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def main() -> None:
@@ -78,13 +83,16 @@ def main() -> None:
     args = parser.parse_args()
 
     modes = ["eager", "release"] + ([] if args.no_compile else ["compiled"])
-    times = {}
+    steps = {}
     for mode in modes:
         for name, cls in (("LIF", LIF), ("ILIF", ILIF)):
             try:
-                times[(name, mode)] = median_time(make_step(cls, args, mode), args.repeats, args.device)
-            except Exception as err:  # noqa: BLE001 - a failed compile is a row, not a crash
+                step = make_step(cls, args, mode)
+                step()  # compiles now, so a failing compile is a row, not a crash
+                steps[(name, mode)] = step
+            except Exception as err:  # noqa: BLE001
                 print(f"{name} {mode}: failed ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+    times = interleaved_medians(steps, args.repeats, args.device)
     print(f"{args.model}, T={args.T}, batch {args.batch}, {args.size}×{args.size}, device={args.device}, "
           f"threads={torch.get_num_threads()}, repeats={args.repeats}, torch={torch.__version__}\n")
     print("| neuron | execution | step ms (median) | × LIF same execution | × our eager ILIF |")
