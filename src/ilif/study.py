@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import itertools
-import json
 import logging
 import os
 import sys
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from ilif.data import DatasetError
 from ilif.data import build as build_data
+from ilif.train.logging_utils import finished_summary
 
 log = logging.getLogger("ilif.train")
 
@@ -83,11 +83,6 @@ def plan(names: list[str], overrides: list[str]) -> list[tuple[str, object, Path
     return jobs
 
 
-def _finished(run_dir: Path) -> bool:
-    summary = run_dir / "summary.json"
-    return summary.exists() and json.loads(summary.read_text()).get("status") == "finished"
-
-
 def check_data(jobs) -> None:
     """Build each dataset of the plan once, so a missing one stops the study before any training."""
     seen = set()
@@ -102,7 +97,7 @@ def describe(jobs) -> str:
     lines, seconds = [], 0.0
     for name, group in itertools.groupby(jobs, key=lambda job: job[0]):
         group = list(group)
-        todo = [job for job in group if not _finished(job[2])]
+        todo = [job for job in group if finished_summary(job[2]) is None]
         cfg = group[0][1]
         epoch_seconds = ROUGH_GPU_SECONDS_PER_EPOCH.get(cfg.dataset.name, 60)
         seconds += sum(job[1].trainer.epochs * epoch_seconds for job in todo)
@@ -120,7 +115,7 @@ def run(jobs, progress: bool = True) -> dict:
     start = time.time()
     bar = tqdm(total=len(jobs), desc="study", unit="run", disable=not progress, dynamic_ncols=True)
     for name, cfg, run_dir in jobs:
-        if _finished(run_dir):
+        if finished_summary(run_dir) is not None:
             outcome["skipped"] += 1
             bar.update(1)
             continue

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from ilif.train.config import identity
+from ilif.train.logging_utils import finished_summary
 
 
 @dataclass
@@ -41,15 +42,10 @@ def load_runs(experiment_patterns: list[str]) -> list[RunRecord]:
 
     records = []
     for _, cfg, run_dir in plan(experiment_names(experiment_patterns), []):
-        record = RunRecord(identity(cfg), run_dir)
-        summary_path = run_dir / "summary.json"
-        if summary_path.exists():
-            summary = json.loads(summary_path.read_text())
-            if summary.get("status") == "finished":
-                record.summary = summary
-                metrics = run_dir / "metrics.jsonl"
-                if metrics.exists():
-                    record.history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        record = RunRecord(identity(cfg), run_dir, finished_summary(run_dir))
+        metrics = run_dir / "metrics.jsonl"
+        if record.done and metrics.exists():
+            record.history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
         records.append(record)
     return records
 

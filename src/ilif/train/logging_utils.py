@@ -30,6 +30,15 @@ def write_json_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def finished_summary(run_dir: Path) -> Optional[dict]:
+    """The run's summary.json if the run finished, else None (no summary, or a failed one)."""
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary.get("status") == "finished" else None
+
+
 class MetricsFile:
     """``metrics.jsonl``: one JSON object per epoch. On resume, lines after the checkpoint's epoch
     (written by the killed run) are dropped so the file matches the restored state."""

@@ -36,7 +36,7 @@ from ilif.neurons import ILIF, LIF, Surrogate
 
 from . import checkpoint
 from .config import config_hash, identity, run_name
-from .logging_utils import MetricsFile, WandbLogger, write_json_atomic
+from .logging_utils import MetricsFile, WandbLogger, finished_summary, write_json_atomic
 
 log = logging.getLogger("ilif.train")
 
@@ -251,13 +251,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir = run.run_dir
     identity_hash = config_hash(cfg)
     summary_path, last_path, best_path = run_dir / "summary.json", run_dir / "last.pt", run_dir / "best.pt"
-    if cfg.trainer.resume and summary_path.exists():
-        import json
-
-        previous = json.loads(summary_path.read_text())
-        if previous.get("status") == "finished" and previous.get("config_hash") == identity_hash:
-            log.info("already finished, skipped: %s", run_dir)
-            return previous
+    previous = finished_summary(run_dir) if cfg.trainer.resume else None
+    if previous is not None and previous.get("config_hash") == identity_hash:
+        log.info("already finished, skipped: %s", run_dir)
+        return previous
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     train_set, val_set, test_set, info = _data(cfg)
