@@ -149,14 +149,12 @@ def provenance(device: torch.device) -> dict:
                                     capture_output=True, text=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", None
-    import hydra
-    import spikingjelly
+    from importlib.metadata import version
 
     return {
         "git_commit": commit, "git_dirty": dirty, "command": " ".join(sys.argv),
-        "versions": {"ilif": ilif.__version__, "torch": torch.__version__, "spikingjelly": spikingjelly.__version__
-                     if hasattr(spikingjelly, "__version__") else "2.0.0", "hydra": hydra.__version__,
-                     "numpy": np.__version__, "python": platform.python_version()},
+        "versions": {"ilif": ilif.__version__, "torch": torch.__version__, "spikingjelly": version("spikingjelly"),
+                     "hydra": version("hydra-core"), "numpy": np.__version__, "python": platform.python_version()},
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                  f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
     }
@@ -309,6 +307,21 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     wandb = WandbLogger(cfg.logger.wandb, run_dir, name, resolved, wandb_id) if run.is_main else None
 
+    def test_record(test_loader) -> tuple[dict, tuple]:
+        """Evaluate on the test set with the meters: the record's test/* fields and (layer table, energy report)."""
+        test = evaluate(net, test_loader, run, cfg.loss, tcfg.limit_eval_batches, (eval_spikes, eval_ops))
+        spikes, energy, layers = eval_spikes.summary(), eval_ops.report(), eval_spikes.layer_table()
+        fields = {f"test/{k}": v for k, v in test.items() if k != "samples"}
+        fields.update({"test/firing_rate": spikes["firing_rate"], "test/occupancy": spikes.get("occupancy"),
+                       "test/silent": spikes["silent"], "test/saturated": spikes["saturated"],
+                       "test/rate_per_step": spikes["rate_per_step"],
+                       "test/layer_rates": {r["layer"]: r["firing_rate"] for r in layers},
+                       "test/energy_uj": energy["totals"]["snn_energy_pj"] / 1e6,
+                       "test/ann_energy_uj": energy["totals"]["ann_energy_pj"] / 1e6,
+                       "test/snn_ann_ratio": energy["totals"]["snn_ann_ratio"],
+                       "test/state_energy_uj": energy["totals"]["state_energy_pj"] / 1e6})
+        return fields, (layers, energy)
+
     epochs = range(start_epoch, tcfg.epochs)
     bar = tqdm(epochs, desc=name, disable=not (tcfg.progress and run.is_main), dynamic_ncols=True)
     record, eval_snapshot = None, None
@@ -359,24 +372,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         if val_set is not None:
             val = evaluate(net, loader(val_set, False, epoch), run, cfg.loss, tcfg.limit_eval_batches)
             record.update({f"val/{k}": v for k, v in val.items() if k != "samples"})
-        test = evaluate(net, loader(test_set, False, epoch), run, cfg.loss, tcfg.limit_eval_batches, (eval_spikes, eval_ops))
-        record.update({f"test/{k}": v for k, v in test.items() if k != "samples"})
-        spikes, energy = eval_spikes.summary(), eval_ops.report()
-        record.update({"test/firing_rate": spikes["firing_rate"], "test/occupancy": spikes.get("occupancy"),
-                       "test/silent": spikes["silent"], "test/saturated": spikes["saturated"],
-                       "test/rate_per_step": spikes["rate_per_step"],
-                       "test/layer_rates": {r["layer"]: r["firing_rate"] for r in eval_spikes.layer_table()},
-                       "test/energy_uj": energy["totals"]["snn_energy_pj"] / 1e6,
-                       "test/ann_energy_uj": energy["totals"]["ann_energy_pj"] / 1e6,
-                       "test/snn_ann_ratio": energy["totals"]["snn_ann_ratio"],
-                       "test/state_energy_uj": energy["totals"]["state_energy_pj"] / 1e6})
+        test_fields, eval_snapshot = test_record(loader(test_set, False, epoch))
+        record.update(test_fields)
         select = "val/acc1" if val_set is not None else "test/acc1"
         if best is None or record[select] > best["metrics"][select]:
             best = {"epoch": epoch, "metrics": {k: v for k, v in record.items() if isinstance(v, (int, float))}}
             is_best = True
         else:
             is_best = False
-        eval_snapshot = (eval_spikes.layer_table(), energy)
         log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | firing rate %.4f | energy %.4f µJ",
                  epoch, record["train/loss"], record["train/acc1"], record["test/loss"], record["test/acc1"],
                  record["test/firing_rate"], record["test/energy_uj"])
@@ -392,10 +395,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             bar.set_postfix(test_acc=f"{record['test/acc1']:.3f}", rate=f"{record['test/firing_rate']:.3f}")
 
     if record is None:  # resumed a run whose epochs were all done, or epochs = 0
-        test = evaluate(net, loader(test_set, False, tcfg.epochs), run, cfg.loss, tcfg.limit_eval_batches, (eval_spikes, eval_ops))
-        record = {"epoch": tcfg.epochs - 1, **{f"test/{k}": v for k, v in test.items() if k != "samples"},
-                  "test/firing_rate": eval_spikes.summary().get("firing_rate")}
-        eval_snapshot = (eval_spikes.layer_table(), eval_ops.report())
+        test_fields, eval_snapshot = test_record(loader(test_set, False, tcfg.epochs))
+        record = {"epoch": tcfg.epochs - 1, **test_fields}
         best = best or {"epoch": record["epoch"], "metrics": {k: v for k, v in record.items() if isinstance(v, (int, float))}}
     layers, energy = eval_snapshot
     summary = {
