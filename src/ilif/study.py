@@ -59,7 +59,7 @@ def plan(names: list[str], overrides: list[str]) -> list[tuple[str, object, Path
     of the grid (``seed=1``, ``surrogate.gamma=0.5``) are then set on a copy, which gives the same
     config as composing each job and is much faster for large grids.
     """
-    from ilif.train.config import config_hash, run_name, validate
+    from ilif.train.config import config_hash, run_name, sweep_axes, validate
 
     groups = {p.name for p in _config_dir().iterdir() if p.is_dir()}
     jobs = []
@@ -67,7 +67,7 @@ def plan(names: list[str], overrides: list[str]) -> list[tuple[str, object, Path
         for name in names:
             base = compose(config_name="train", overrides=[f"experiment={name}", *overrides], return_hydra_config=True)
             params = OmegaConf.to_container(base.hydra.sweeper.params) if base.hydra.sweeper.get("params") else {}
-            axes = [[(key, value) for value in str(values).split(",")] for key, values in params.items()]
+            axes = sweep_axes(list(params.items()))
             composed = {}
             for combo in itertools.product(*axes):
                 choices = tuple(f"{k}={v}" for k, v in combo if k in groups)

@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ilif.data import DatasetError
 
-from .config import ConfigError, register_resolvers, register_schema, validate
+from .config import ConfigError, register_resolvers, register_schema, sweep_axes, validate
 from .loop import TrainingDiverged, train
 
 CONFIG_DIR = Path(os.environ.get("ILIF_CONFIGS", Path(__file__).resolve().parents[3] / "configs"))
@@ -45,14 +45,8 @@ def _group_options(group: str) -> list[str]:
 
 def _combinations(overrides: list[str]) -> list[list[str]]:
     """The basic sweeps of the command line (``key=a,b,c``) expanded; other sweep syntax is checked per job."""
-    choices = []
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if "," in value and not any(c in value for c in "[]{}()'\""):
-            choices.append([f"{key}={v}" for v in value.split(",")])
-        else:
-            choices.append([item])
-    return [list(combo) for combo in itertools.islice(itertools.product(*choices), MAX_PRECHECK)]
+    axes = sweep_axes([tuple(item.partition("=")[::2]) for item in overrides])
+    return [[f"{k}={v}" for k, v in combo] for combo in itertools.islice(itertools.product(*axes), MAX_PRECHECK)]
 
 
 def precheck(argv: list[str]) -> None:

@@ -206,6 +206,19 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "logger.wandb.mode", ("auto", "online", "offline", "disabled"))
 
 
+def sweep_axes(items: list[tuple[str, Any]]) -> list[list[tuple[str, str]]]:
+    """Hydra's basic sweep syntax ``key=a,b,c`` as one axis of (key, value) pairs per key; a value with
+    other sweep syntax (brackets, quotes, ranges) stays a single value."""
+    axes = []
+    for key, value in items:
+        text = str(value)
+        if "," in text and not any(c in text for c in "[]{}()'\""):
+            axes.append([(key, v) for v in text.split(",")])
+        else:
+            axes.append([(key, text)])
+    return axes
+
+
 IDENTITY_EXCLUDED = ("hydra", "logger", "runs_root")
 TRAINER_EXCLUDED = ("resume", "progress", "num_workers", "pin_memory")
 
