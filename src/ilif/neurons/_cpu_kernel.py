@@ -5,7 +5,7 @@ The kernel is plain C (no torch headers), built once with the system C compiler 
 Each thread takes a block of neurons and runs all T steps over it with the state held in L1-sized
 arrays, so every input is read once and every output written once (one pass over [T, N] forward, one
 backward). Build failures (no compiler) make ``load(strict=False)`` return None and the torch loop is
-used instead; the two implement the same contract (see ``_fused``).
+used instead; all backends implement the same contract (see ``_contract``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import Optional
 
 import torch
 
+from ._contract import KernelParams, compute_dtype, unused
+
 BLOCK = 512
 
 _BODY = r"""
@@ -35,9 +37,10 @@ static inline __attribute__((always_inline)) REAL SFX(surrogate_grad)(REAL z, co
 }
 
 static inline __attribute__((always_inline)) void SFX(forward_block)(
-        const REAL* x, REAL* spikes, REAL* h_seq, REAL* m_seq, uint8_t* i_pos,
+        const REAL* x, REAL* spikes, REAL* h_seq, REAL* m_seq, uint8_t* i_grad,
         REAL* v_io, REAL* i_io, REAL* m_io, REAL* xs_io, int64_t T, int64_t N, int64_t b,
-        REAL lam, REAL vth, REAL kc, REAL km, const int current, const int membrane, const int hard) {
+        REAL lam, REAL vth, REAL kc, REAL km, const int current, const int membrane, const int hard,
+        const int clamp_ge) {
     {
         const int64_t n0 = b * BLOCK;
         const int64_t len = (N - n0) < BLOCK ? (N - n0) : BLOCK;
@@ -55,7 +58,7 @@ static inline __attribute__((always_inline)) void SFX(forward_block)(
                 if (current) {
                     const REAL i_new = kc * (ic[k] + xs[k]);
                     ic[k] = i_new;
-                    i_pos[off + k] = (uint8_t)(i_new > 0);
+                    i_grad[off + k] = (uint8_t)(clamp_ge ? i_new >= 0 : i_new > 0);
                     h = h - (i_new > 0 ? i_new : (REAL)0);
                 }
                 const REAL s = h >= vth ? (REAL)1 : (REAL)0;
@@ -79,7 +82,7 @@ static inline __attribute__((always_inline)) void SFX(forward_block)(
 }
 
 static inline __attribute__((always_inline)) void SFX(backward_block)(
-        const REAL* grad_s, const REAL* x, const REAL* h_seq, const REAL* m_seq, const uint8_t* i_pos,
+        const REAL* grad_s, const REAL* x, const REAL* h_seq, const REAL* m_seq, const uint8_t* i_grad,
         REAL* grad_x, REAL* gv_io, REAL* gi_io, REAL* gm_io, REAL* gxs_io, int64_t T, int64_t N, int64_t b,
         REAL lam, REAL vth, REAL kc, REAL km, const int current, const int membrane, const int hard,
         const int detach, const int family, REAL half_width, REAL height, REAL alpha) {
@@ -118,7 +121,7 @@ static inline __attribute__((always_inline)) void SFX(backward_block)(
                 grad_x[off + k] = gh + gx_extra;
                 gv[k] = gh * lam;
                 if (current) {
-                    const REAL gi_total = i_pos[off + k] ? gi[k] - gh : gi[k];
+                    const REAL gi_total = i_grad[off + k] ? gi[k] - gh : gi[k];
                     gi[k] = gi_total * kc;
                     gxs[k] = gi_total * kc;
                 }
@@ -130,12 +133,12 @@ static inline __attribute__((always_inline)) void SFX(backward_block)(
     }
 }
 
-void SFX(neuron_forward)(const REAL* x, REAL* spikes, REAL* h_seq, REAL* m_seq, uint8_t* i_pos,
+void SFX(neuron_forward)(const REAL* x, REAL* spikes, REAL* h_seq, REAL* m_seq, uint8_t* i_grad,
                          REAL* v_io, REAL* i_io, REAL* m_io, REAL* xs_io,
                          int64_t T, int64_t N, double lam, double vth, double kc, double km,
-                         int current, int membrane, int hard, int nthreads) {
+                         int current, int membrane, int hard, int clamp_ge, int nthreads) {
     const int64_t nblocks = (N + BLOCK - 1) / BLOCK;
-    const int key = (current << 2) | (membrane << 1) | hard;
+    const int key = (clamp_ge << 3) | (current << 2) | (membrane << 1) | hard;
     #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int64_t b = 0; b < nblocks; ++b) {
         switch (key) {
@@ -145,7 +148,7 @@ FORWARD_CASES
 }
 
 void SFX(neuron_backward)(const REAL* grad_s, const REAL* x, const REAL* h_seq, const REAL* m_seq,
-                          const uint8_t* i_pos, REAL* grad_x,
+                          const uint8_t* i_grad, REAL* grad_x,
                           REAL* gv_io, REAL* gi_io, REAL* gm_io, REAL* gxs_io,
                           int64_t T, int64_t N, double lam, double vth, double kc, double km,
                           int current, int membrane, int hard, int detach,
@@ -166,16 +169,16 @@ def _cases() -> tuple[str, str]:
     """The switch cases that call the cores with compile-time flags, so each combination is specialised
     (no branch on a flag inside the inner loop, which then vectorises)."""
     fwd, bwd = [], []
-    for key in range(8):
-        c, m, hd = key >> 2 & 1, key >> 1 & 1, key & 1
+    for key in range(16):
+        ge, c, m, hd = key >> 3, key >> 2 & 1, key >> 1 & 1, key & 1
         fwd.append(
-            f"        case {key}: SFX(forward_block)(x, spikes, h_seq, m_seq, i_pos, v_io, i_io, m_io, xs_io, T, N, b, "
-            f"(REAL)lam, (REAL)vth, (REAL)kc, (REAL)km, {c}, {m}, {hd}); break;"
+            f"        case {key}: SFX(forward_block)(x, spikes, h_seq, m_seq, i_grad, v_io, i_io, m_io, xs_io, T, N, b, "
+            f"(REAL)lam, (REAL)vth, (REAL)kc, (REAL)km, {c}, {m}, {hd}, {ge}); break;"
         )
     for key in range(64):
         fam, c, m, hd, det = key >> 4, key >> 3 & 1, key >> 2 & 1, key >> 1 & 1, key & 1
         bwd.append(
-            f"        case {key}: SFX(backward_block)(grad_s, x, h_seq, m_seq, i_pos, grad_x, gv_io, gi_io, gm_io, "
+            f"        case {key}: SFX(backward_block)(grad_s, x, h_seq, m_seq, i_grad, grad_x, gv_io, gi_io, gm_io, "
             f"gxs_io, T, N, b, (REAL)lam, (REAL)vth, (REAL)kc, (REAL)km, {c}, {m}, {hd}, {det}, {fam}, "
             f"(REAL)half_width, (REAL)height, (REAL)alpha); break;"
         )
@@ -241,7 +244,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     p, i64, d, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
     for suffix in ("f32", "f64"):
         fwd = getattr(lib, f"neuron_forward_{suffix}")
-        fwd.argtypes = [p] * 9 + [i64, i64, d, d, d, d, c_int, c_int, c_int, c_int]
+        fwd.argtypes = [p] * 9 + [i64, i64, d, d, d, d, c_int, c_int, c_int, c_int, c_int]
         fwd.restype = None
         bwd = getattr(lib, f"neuron_backward_{suffix}")
         bwd.argtypes = [p] * 10 + [i64, i64, d, d, d, d, c_int, c_int, c_int, c_int, c_int, d, d, d, c_int]
@@ -273,42 +276,46 @@ def load(strict: bool = False) -> Optional[ctypes.CDLL]:
     return lib
 
 
-def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
-    return None if t is None else t.data_ptr()
+def _ptr(t: torch.Tensor) -> Optional[int]:
+    return t.data_ptr() if t.numel() else None
 
 
 def _suffix(x: torch.Tensor) -> str:
     return "f32" if x.dtype == torch.float32 else "f64"
 
 
-def forward(x, v, i, m, xs, p):
-    """Kernel forward; see the contract in ``_fused``. ``x`` [T, N] contiguous; states [N] updated in place."""
+def forward(x, v, i, m, xs, kp: KernelParams):
+    """Kernel forward; see ``_contract``. ``x`` [T, N] on the CPU; states [N] (compute dtype) updated in place."""
     lib = load(strict=True)
+    out_dtype = x.dtype
+    x = x.to(compute_dtype(x.dtype)).contiguous()
     T, N = x.shape
     spikes = torch.empty_like(x)
     h_seq = torch.empty_like(x)
-    m_seq = torch.empty_like(x) if p.membrane_inhibition else None
-    i_pos = torch.empty(x.shape, dtype=torch.uint8) if p.current_inhibition else None
+    m_seq = torch.empty_like(x) if kp.membrane else unused(x, x.dtype)
+    i_grad = torch.empty(x.shape, dtype=torch.uint8) if kp.current else unused(x, torch.uint8)
     getattr(lib, f"neuron_forward_{_suffix(x)}")(
-        _ptr(x), _ptr(spikes), _ptr(h_seq), _ptr(m_seq), _ptr(i_pos),
+        _ptr(x), _ptr(spikes), _ptr(h_seq), _ptr(m_seq), _ptr(i_grad),
         _ptr(v), _ptr(i), _ptr(m), _ptr(xs),
-        T, N, p.decay, p.v_threshold, p.kappa_current, p.kappa_membrane,
-        int(p.current_inhibition), int(p.membrane_inhibition), int(p.reset == "hard"), torch.get_num_threads(),
+        T, N, kp.lam, kp.vth, kp.kc, kp.km,
+        int(kp.current), int(kp.membrane), int(kp.hard), int(kp.clamp_ge), torch.get_num_threads(),
     )
-    return spikes, h_seq, m_seq, i_pos
+    return spikes.to(out_dtype), h_seq, m_seq, i_grad
 
 
-def backward(grad_s, x, h_seq, m_seq, i_pos, gv, gi, gm, gxs, p):
-    """Kernel backward; see ``_fused``. Returns grad_x [T, N]; gv, gi, gm, gxs [N] become initial-state grads."""
+def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp: KernelParams):
+    """Kernel backward; see ``_contract``. Returns grad_x [T, N]; gv, gi, gm, gxs [N] become initial-state grads."""
     lib = load(strict=True)
+    out_dtype = grad_s.dtype
+    grad_s = grad_s.to(h_seq.dtype).contiguous()
+    x = x.to(h_seq.dtype).contiguous()
     T, N = h_seq.shape
     grad_x = torch.empty_like(h_seq)
-    sg = p.surrogate
     getattr(lib, f"neuron_backward_{_suffix(h_seq)}")(
-        _ptr(grad_s), _ptr(x), _ptr(h_seq), _ptr(m_seq), _ptr(i_pos), _ptr(grad_x),
+        _ptr(grad_s), _ptr(x), _ptr(h_seq), _ptr(m_seq), _ptr(i_grad), _ptr(grad_x),
         _ptr(gv), _ptr(gi), _ptr(gm), _ptr(gxs),
-        T, N, p.decay, p.v_threshold, p.kappa_current, p.kappa_membrane,
-        int(p.current_inhibition), int(p.membrane_inhibition), int(p.reset == "hard"), int(p.detach_reset),
-        sg.family_id, sg.half_width, sg.height, sg.alpha, torch.get_num_threads(),
+        T, N, kp.lam, kp.vth, kp.kc, kp.km,
+        int(kp.current), int(kp.membrane), int(kp.hard), int(kp.detach),
+        kp.family, kp.half_width, kp.height, kp.alpha, torch.get_num_threads(),
     )
-    return grad_x
+    return grad_x.to(out_dtype)

@@ -1,6 +1,7 @@
 """The functional core of LIF and ILIF: explicit parameters, explicit state, pure step functions.
 
-ILIF (ILIF_REFERENCE §2, the authors' released code), per step t with λ = 1 − 1/τ:
+ILIF as the authors' released code defines it (the equations and every switch: docs/neuron.md), per
+step t with λ = 1 − 1/τ:
 
     (1) i_t = κ_I · (i_{t−1} + x_{t−1}·s_{t−1})       current inhibition (x_0 = s_0 = 0)
     (2) h_t = λ·v_{t−1} + x_t − max(i_t, 0)
@@ -12,14 +13,17 @@ ILIF (ILIF_REFERENCE §2, the authors' released code), per step t with λ = 1 �
 With ``current_inhibition=False`` (1) is dropped (i ≡ 0); with ``membrane_inhibition=False`` (5, 6)
 are dropped (v_t = u_t). Both off is LIF. The state carried between steps is (v, i, m, xs) with
 xs_t = x_t·s_t. ``detach_reset=True`` detaches s_t wherever it updates the state (1, 4, 5, 6), so the
-spike's gradient flows only through the layer output. max(i, 0) has derivative 1[i > 0], as torch's
-clamp has (the release uses ``torch.clamp(min=0)``).
+spike's gradient flows only through the layer output. The derivative of max(i, 0) is 1[i > 0] plus
+``clamp_grad_at_zero`` at i = 0 exactly (every step before a neuron's first spike): 1.0, the default,
+is how the release trained (its ``torch.clamp`` passed the gradient at the bound on the torch versions
+it ran on); 0.0 drops that path. Both are written out here and in every kernel, whatever the
+installed torch's clamp does.
 
 Two implementations of the same equations:
 - :func:`step`: one step, op by op, autograd on every op. It is the oracle for the tests and the way
   the authors' release runs (a per-step Python loop).
-- :func:`multistep`: the whole [T, ...] sequence in one autograd Function with a hand-written BPTT
-  backward (``ilif.neurons._fused``). The modules use it in both step modes.
+- :func:`multistep`: the whole [T, ...] sequence through the fused custom op (``ilif.neurons._ops``)
+  with a hand-written BPTT backward. The modules use it in both step modes.
 """
 
 from __future__ import annotations
@@ -29,9 +33,13 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from ._contract import KernelParams, check_dtype, compute_dtype
+from ._ops import FUSED_BACKENDS, neuron_forward
 from .surrogate import Surrogate
 
 RESETS = ("soft", "hard")
+BACKENDS = (*FUSED_BACKENDS, "reference")
+CLAMP_GRADS = (0.0, 1.0)
 
 
 class NeuronParams(NamedTuple):
@@ -46,6 +54,7 @@ class NeuronParams(NamedTuple):
     membrane_inhibition: bool = False
     kappa_current: float = 0.03
     kappa_membrane: float = 1.0
+    clamp_grad_at_zero: float = 1.0
 
     @property
     def decay(self) -> float:
@@ -66,8 +75,24 @@ class NeuronParams(NamedTuple):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0.0:
                 raise ValueError(f"{name}={value!r} is not allowed: it must be a finite float >= 0")
+        if self.clamp_grad_at_zero not in CLAMP_GRADS or isinstance(self.clamp_grad_at_zero, bool):
+            raise ValueError(
+                f"clamp_grad_at_zero={self.clamp_grad_at_zero!r} is not allowed: choose 1.0 (the release's "
+                "gradient of max(i, 0) at i = 0) or 0.0"
+            )
         return self._replace(tau=float(self.tau), v_threshold=float(self.v_threshold),
-                             kappa_current=float(self.kappa_current), kappa_membrane=float(self.kappa_membrane))
+                             kappa_current=float(self.kappa_current), kappa_membrane=float(self.kappa_membrane),
+                             clamp_grad_at_zero=float(self.clamp_grad_at_zero))
+
+    def kernel_params(self) -> KernelParams:
+        """The resolved constants the fused kernels take."""
+        sg = self.surrogate
+        return KernelParams(
+            lam=self.decay, vth=self.v_threshold, kc=self.kappa_current, km=self.kappa_membrane,
+            current=self.current_inhibition, membrane=self.membrane_inhibition, hard=self.reset == "hard",
+            detach=self.detach_reset, clamp_ge=self.clamp_grad_at_zero == 1.0, family=sg.family_id,
+            half_width=sg.half_width, height=sg.height, alpha=sg.alpha,
+        )
 
 
 class NeuronState(NamedTuple):
@@ -81,8 +106,14 @@ class NeuronState(NamedTuple):
 
 
 def zero_state(like: torch.Tensor) -> NeuronState:
-    """All-zero state shaped like one step of input ``like`` [B, ...]."""
-    return NeuronState(*(torch.zeros_like(like) for _ in range(4)))
+    """All-zero state shaped like one step of input ``like`` [B, ...], in its compute dtype."""
+    return NeuronState(*(torch.zeros_like(like, dtype=compute_dtype(like.dtype)) for _ in range(4)))
+
+
+def positive_part(i: torch.Tensor, grad_at_zero: float) -> torch.Tensor:
+    """max(i, 0) with derivative 1[i > 0] + grad_at_zero·1[i = 0], independent of torch's clamp."""
+    keep = i >= 0 if grad_at_zero == 1.0 else i > 0
+    return torch.where(keep, i, torch.zeros_like(i))
 
 
 def step(x: torch.Tensor, state: Optional[NeuronState], params: NeuronParams) -> tuple[torch.Tensor, NeuronState]:
@@ -100,7 +131,7 @@ def step(x: torch.Tensor, state: Optional[NeuronState], params: NeuronParams) ->
     h = p.decay * v + x
     if p.current_inhibition:
         i = p.kappa_current * (i + xs)
-        h = h - torch.clamp(i, min=0.0)
+        h = h - positive_part(i, p.clamp_grad_at_zero)
     s = p.surrogate(h - p.v_threshold)
     s_state = s.detach() if p.detach_reset else s
     u = h - s_state * p.v_threshold if p.reset == "soft" else h * (1.0 - s_state)
@@ -119,30 +150,50 @@ def multistep(
     state: Optional[NeuronState],
     params: NeuronParams,
     backend: str = "auto",
-) -> tuple[torch.Tensor, NeuronState, torch.Tensor]:
-    """All T steps of equations (1)–(6) in one fused autograd Function.
+) -> tuple[torch.Tensor, NeuronState, Optional[torch.Tensor]]:
+    """All T steps of equations (1)–(6) in one fused custom op.
 
     Args:
-        x_seq: input currents [T, B, ...] (at least 2 dims).
+        x_seq: input currents [T, B, ...] (at least 2 dims), float16, bfloat16, float32 or float64.
         state: state before the first step, each [B, ...] (None: all zeros).
         params: neuron constants.
-        backend: ``auto`` (compiled C kernel for float32/float64 CPU tensors when it builds, else
-            torch), ``c``, ``torch``, or ``reference``: :func:`step` in a Python loop with autograd
-            on every op, the way the authors' release runs (slow; for checks and benchmarks).
+        backend: ``auto`` (the C kernel for CPU tensors, Triton for CUDA tensors, the torch loop where
+            neither runs), ``c``, ``triton``, ``torch``, or ``reference``: :func:`step` in a Python loop
+            with autograd on every op, the way the authors' release runs (slow; for checks and benchmarks).
     Returns:
-        spikes [T, B, ...], the state after the last step, and the pre-spike membrane potential
-        h [T, B, ...] (no gradient; kept by the backward anyway; None for ``reference``).
+        spikes [T, B, ...] in x's dtype, the state after the last step (compute dtype: float64 for
+        float64 input, else float32), and the pre-spike membrane potential h [T, B, ...] (no
+        gradient; kept by the backward anyway; None for ``reference``).
     """
-    from ._fused import fused_multistep
-
     if x_seq.dim() < 2:
         raise ValueError(
             f"multi-step input must have shape [T, B, ...] (at least 2 dims); got shape {tuple(x_seq.shape)}"
         )
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not allowed: choose one of {BACKENDS}")
+    check_dtype(x_seq)
     if backend == "reference":
-        spikes = []
-        for x in x_seq:
-            s, state = step(x, state, params)
-            spikes.append(s)
-        return torch.stack(spikes), state, None
-    return fused_multistep(x_seq, state, params, backend)
+        return _reference(x_seq, state, params)
+    shape = x_seq.shape
+    x = x_seq.reshape(shape[0], -1)
+    if state is None:
+        state_flat = (x.new_zeros(x.shape[1], dtype=compute_dtype(x.dtype)),) * 4
+    else:
+        if state.v.shape != shape[1:]:
+            raise ValueError(
+                f"neuron state has shape {tuple(state.v.shape)} but one step of input has shape {tuple(shape[1:])}: "
+                "reset the network (spikingjelly functional.reset_net) before a new batch"
+            )
+        state_flat = tuple(t.reshape(-1).to(compute_dtype(x.dtype)) for t in state)
+    spikes, h_seq, _m_seq, _i_grad, *final = neuron_forward(x, *state_flat, *params.kernel_params(), backend)
+    new_state = NeuronState(*(t.view(shape[1:]) for t in final))
+    return spikes.view(shape), new_state, h_seq.view(shape)
+
+
+def _reference(x_seq: torch.Tensor, state: Optional[NeuronState], params: NeuronParams):
+    """:func:`step` over T in the compute dtype; spikes cast back to x's dtype. Shapes as :func:`multistep`."""
+    spikes = []
+    for x in x_seq.to(compute_dtype(x_seq.dtype)):
+        s, state = step(x, state, params)
+        spikes.append(s)
+    return torch.stack(spikes).to(x_seq.dtype), state, None

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from spikingjelly.activation_based import base
 
-from .functional import NeuronParams, NeuronState, multistep
+from .functional import NeuronParams, NeuronState, multistep, zero_state
 from .surrogate import Surrogate
 
 
@@ -30,7 +30,7 @@ class LIF(base.MemoryModule):
         step_mode: "s" or "m".
         store_membrane: keep the pre-spike membrane potential of the last call in ``self.h_seq``
             ([T, B, ...], detached); off by default because it keeps a [T, B, ...] tensor alive.
-        backend: "auto", "c", "torch" or "reference" (see :func:`ilif.neurons.functional.multistep`).
+        backend: "auto", "c", "triton", "torch" or "reference" (see :func:`ilif.neurons.functional.multistep`).
     """
 
     memory_names: tuple[str, ...] = ("v",)
@@ -75,7 +75,8 @@ class LIF(base.MemoryModule):
         if p.current_inhibition or p.membrane_inhibition:
             text += (
                 f", current_inhibition={p.current_inhibition}, kappa_current={p.kappa_current}, "
-                f"membrane_inhibition={p.membrane_inhibition}, kappa_membrane={p.kappa_membrane}"
+                f"membrane_inhibition={p.membrane_inhibition}, kappa_membrane={p.kappa_membrane}, "
+                f"clamp_grad_at_zero={p.clamp_grad_at_zero}"
             )
         return text
 
@@ -87,7 +88,7 @@ class LIF(base.MemoryModule):
                     f"multi-step input must have shape [T, B, ...] (at least 2 dims); got shape {tuple(x.shape)}"
                 )
             x = x[0]
-        return tuple(torch.zeros_like(x) if isinstance(s, float) else s for s in states)
+        return tuple(zero_state(x).v if isinstance(s, float) else s for s in states)
 
     def _full_state(self, states) -> NeuronState:
         named = dict(zip(self.memory_names, states))
@@ -109,9 +110,11 @@ class LIF(base.MemoryModule):
 
 
 class ILIF(LIF):
-    """Temporal inhibitory LIF (ILIF_REFERENCE §2): LIF plus a current inhibition unit (eq. 1, strength
+    """Temporal inhibitory LIF (docs/neuron.md): LIF plus a current inhibition unit (eq. 1, strength
     ``kappa_current``) and a membrane inhibition unit (eqs. 5–6, strength ``kappa_membrane``). Each can be
     switched off for ablations; both off is exactly :class:`LIF`. Nothing is learnable.
+    ``clamp_grad_at_zero`` (1.0 or 0.0) is the derivative of max(i, 0) at i = 0 (1.0: as the release
+    trained; see :mod:`ilif.neurons.functional`).
     """
 
     memory_names = ("v", "i", "m", "xs")
@@ -130,6 +133,7 @@ class ILIF(LIF):
         kappa_membrane: float = 1.0,
         current_inhibition: bool = True,
         membrane_inhibition: bool = True,
+        clamp_grad_at_zero: float = 1.0,
     ):
         super().__init__(
             tau=tau,
@@ -146,4 +150,5 @@ class ILIF(LIF):
             kappa_membrane=kappa_membrane,
             current_inhibition=current_inhibition,
             membrane_inhibition=membrane_inhibition,
+            clamp_grad_at_zero=clamp_grad_at_zero,
         ).validated()

@@ -103,20 +103,25 @@ class Surrogate:
 
     def grad(self, z: torch.Tensor) -> torch.Tensor:
         """g(z), the surrogate derivative dS/dz, elementwise; same shape and dtype as ``z``."""
-        h = self.height
-        if self.family == "rectangle":
-            return (z.abs() <= self.half_width).to(z.dtype) * h
-        if self.family == "triangle":
-            return (1.0 - z.abs() / self.half_width).clamp_(min=0.0) * h
-        if self.family == "sigmoid":
-            sg = torch.sigmoid(z * self.alpha)
-            return sg * (1.0 - sg) * (4.0 * h)
-        scaled = z * (math.pi / 2.0 * self.alpha)
-        return h / (1.0 + scaled * scaled)
+        return surrogate_grad(z, self.family_id, self.half_width, self.height, self.alpha)
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         """Θ(z) forward, g(z) backward. ``z``: any shape; returns spikes of the same shape/dtype."""
         return _SpikeFunction.apply(z, self)
+
+
+def surrogate_grad(z: torch.Tensor, family_id: int, half_width: float, height: float, alpha: float) -> torch.Tensor:
+    """g(z) for the family with index ``family_id`` in :data:`FAMILIES`, from the resolved constants
+    (what the kernels receive). ``z``: any shape; returns the same shape and dtype."""
+    if family_id == 0:
+        return (z.abs() <= half_width).to(z.dtype) * height
+    if family_id == 1:
+        return (1.0 - z.abs() / half_width).clamp_(min=0.0) * height
+    if family_id == 2:
+        sg = torch.sigmoid(z * alpha)
+        return sg * (1.0 - sg) * (4.0 * height)
+    scaled = z * (math.pi / 2.0 * alpha)
+    return height / (1.0 + scaled * scaled)
 
 
 def heaviside(z: torch.Tensor) -> torch.Tensor:

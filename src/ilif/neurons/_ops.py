@@ -1,0 +1,130 @@
+"""The fused neuron as two torch custom ops, ``ilif::neuron_forward`` and ``ilif::neuron_backward``.
+
+Registered with ``torch.library`` (fake implementations for tracing, autograd through the backward
+op), so ``torch.compile`` traces a whole spiking network without a graph break, and autograd runs the
+hand-written BPTT backward. Each op picks a backend at run time from the tensors it is given:
+
+- ``c``: the compiled C kernel (``_cpu_kernel``), CPU tensors; the ``auto`` choice on the CPU.
+- ``triton``: the Triton kernels (``_triton_kernel``), CUDA tensors (CPU tensors too under
+  ``TRITON_INTERPRET=1``); the ``auto`` choice on CUDA.
+- ``torch``: a loop over T of torch ops (``_torch_loop``), any device; the fallback when the other two
+  cannot run.
+
+All three implement the contract and the precision policy of ``_contract``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from . import _cpu_kernel, _torch_loop
+from ._contract import KernelParams, compute_dtype
+
+FUSED_BACKENDS = ("auto", "c", "torch", "triton")
+
+
+def _triton() -> ModuleType | None:
+    """The Triton kernel module, or None where Triton is not installed."""
+    try:
+        return importlib.import_module("ilif.neurons._triton_kernel")
+    except ImportError:
+        return None
+
+
+def backend_module(backend: str, x: Tensor) -> ModuleType:
+    """The module implementing ``backend`` (one of :data:`FUSED_BACKENDS`) for tensors like ``x``;
+    ``auto`` resolves by device. Raises ValueError naming the backend when it cannot run on ``x``.
+    """
+    if backend == "torch":
+        return _torch_loop
+    if backend == "c" or (backend == "auto" and x.device.type == "cpu"):
+        if x.device.type != "cpu":
+            raise ValueError(f"backend='c' needs a CPU tensor; got one on {x.device}")
+        if _cpu_kernel.load(strict=backend == "c") is not None:
+            return _cpu_kernel
+        return _torch_loop
+    triton_kernel = _triton()
+    if triton_kernel is None:
+        if backend == "triton":
+            raise ValueError("backend='triton' needs the triton package (pip install triton)")
+        return _torch_loop
+    if backend == "triton":
+        triton_kernel.check_device(x)
+    return triton_kernel if x.device.type == "cuda" or backend == "triton" else _torch_loop
+
+
+_OUTPUTS = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+@torch.library.custom_op("ilif::neuron_forward", mutates_args=())
+def neuron_forward(
+    x: Tensor, v: Tensor, i: Tensor, m: Tensor, xs: Tensor,
+    lam: float, vth: float, kc: float, km: float,
+    current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool,
+    family: int, half_width: float, height: float, alpha: float, backend: str,
+) -> _OUTPUTS:
+    """All T steps. ``x`` [T, N]; v, i, m, xs [N] in the compute dtype. Returns spikes [T, N] (x's dtype),
+    h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or [0], and the final v, i, m, xs [N]."""
+    kp = KernelParams(lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height, alpha)
+    v, i, m, xs = (t.clone() for t in (v, i, m, xs))
+    spikes, h_seq, m_seq, i_grad = backend_module(backend, x).forward(x, v, i, m, xs, kp)
+    return spikes, h_seq, m_seq, i_grad, v, i, m, xs
+
+
+@neuron_forward.register_fake
+def _(x, v, i, m, xs, lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height,
+      alpha, backend):
+    cdt = compute_dtype(x.dtype)
+    full = x.new_empty(x.shape, dtype=cdt)
+    empty = x.new_empty((0,), dtype=cdt)
+    return (
+        torch.empty_like(x), full, torch.empty_like(full) if membrane else empty,
+        x.new_empty(x.shape if current else (0,), dtype=torch.uint8),
+        torch.empty_like(v), torch.empty_like(i), torch.empty_like(m), torch.empty_like(xs),
+    )
+
+
+@torch.library.custom_op("ilif::neuron_backward", mutates_args=())
+def neuron_backward(
+    grad_s: Tensor, x: Tensor, h_seq: Tensor, m_seq: Tensor, i_grad: Tensor,
+    gv: Tensor, gi: Tensor, gm: Tensor, gxs: Tensor,
+    lam: float, vth: float, kc: float, km: float,
+    current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool,
+    family: int, half_width: float, height: float, alpha: float, backend: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """BPTT through all T steps. Returns grad_x [T, N] (grad_s's dtype) and the grads of the initial
+    v, i, m, xs [N]."""
+    kp = KernelParams(lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height, alpha)
+    gv, gi, gm, gxs = (g.contiguous().clone() for g in (gv, gi, gm, gxs))
+    grad_x = backend_module(backend, h_seq).backward(grad_s.contiguous(), x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp)
+    return grad_x, gv, gi, gm, gxs
+
+
+@neuron_backward.register_fake
+def _(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, *scalars):
+    return (torch.empty_like(grad_s), torch.empty_like(gv), torch.empty_like(gi), torch.empty_like(gm),
+            torch.empty_like(gxs))
+
+
+def _setup_context(ctx, inputs, output):
+    x, _v, _i, _m, _xs, *scalars = inputs
+    _spikes, h_seq, m_seq, i_grad, *_state = output
+    current = scalars[4]
+    ctx.save_for_backward(x if current else x.new_empty((0,)), h_seq, m_seq, i_grad)
+    ctx.scalars = scalars
+
+
+def _backward(ctx, grad_s, _grad_h, _grad_m_seq, _grad_i_grad, gv, gi, gm, gxs):
+    x, h_seq, m_seq, i_grad = ctx.saved_tensors
+    state_like = h_seq[0]
+    grad_s = torch.zeros(h_seq.shape, dtype=x.dtype, device=h_seq.device) if grad_s is None else grad_s
+    gv, gi, gm, gxs = (torch.zeros_like(state_like) if g is None else g for g in (gv, gi, gm, gxs))
+    grads = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, *ctx.scalars)
+    return (*grads, *([None] * len(ctx.scalars)))
+
+
+neuron_forward.register_autograd(_backward, setup_context=_setup_context)
