@@ -1,14 +1,17 @@
 """Benchmark the neurons: forward+backward time and peak memory over an input [T, B, C, H, W].
 
-Compares our LIF and fused ILIF with ILIF run the way the authors' release runs it (a per-step Python
-loop, autograd on every op: ``backend="reference"``), spikingjelly 2.0.0 ``LIFNode(step_mode="m")`` and a
-copy floor (one elementwise pass and its backward). Times are medians over --repeats runs after one
+Compares our LIF and ILIF on the device's fused backend (the C kernel on the CPU, Triton on CUDA),
+ILIF through our torch loop (``backend="torch"``, the fallback), ILIF run the way the authors' release
+runs it (a per-step Python loop, autograd on every op: ``backend="reference"``), spikingjelly 2.0.0
+``LIFNode(step_mode="m")`` (on CUDA its own Triton kernels) and a copy floor (one elementwise pass and
+its backward). Times are medians over --repeats runs after one
 warm-up; peak memory is measured in a fresh subprocess per cell (CPU, Linux: the rise of the peak RSS
 over the RSS before the step; CUDA: torch.cuda.max_memory_allocated). Prints a markdown table with
 every time as a ratio to spikingjelly's LIF and to the floor.
 
     python scripts/bench_neurons.py                    # T = 4, 8, 16 on [T, 32, 64, 32, 32]
     python scripts/bench_neurons.py --T 4 --shape 8 16 16 16 --repeats 3
+    python scripts/bench_neurons.py --device cuda --T 4 8 --shape 128 64 32 32
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 
 import torch
 
-IMPLS = ("copy floor", "spikingjelly LIF", "ilif LIF", "ilif ILIF (fused)", "ILIF release-style loop")
+IMPLS = ("copy floor", "spikingjelly LIF", "ilif LIF", "ilif ILIF (fused)", "ILIF torch loop", "ILIF release-style loop")
 
 
 def make_step(impl: str, gamma: float):
@@ -40,6 +43,7 @@ def make_step(impl: str, gamma: float):
         ),
         "ilif LIF": lambda: LIF(tau=2.0, surrogate=sg, step_mode="m"),
         "ilif ILIF (fused)": lambda: ILIF(tau=2.0, surrogate=sg, step_mode="m"),
+        "ILIF torch loop": lambda: ILIF(tau=2.0, surrogate=sg, step_mode="m", backend="torch"),
         "ILIF release-style loop": lambda: ILIF(tau=2.0, surrogate=sg, step_mode="m", backend="reference"),
     }[impl]()
 
@@ -115,7 +119,8 @@ def main() -> None:
 
     if args.device == "cpu":
         _cpu_kernel.load(strict=False)  # build before timing
-    print(f"device={args.device} threads={torch.get_num_threads()} shape=[T, {', '.join(map(str, args.shape))}] "
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    print(f"device={args.device} ({name}) threads={torch.get_num_threads()} shape=[T, {', '.join(map(str, args.shape))}] "
           f"repeats={args.repeats} torch={torch.__version__}\n")
     print("| T | implementation | fwd+bwd ms (median) | × spikingjelly LIF | × copy floor | peak MiB | × ilif LIF mem |")
     print("|---|---|---|---|---|---|---|")
