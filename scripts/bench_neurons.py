@@ -66,10 +66,12 @@ def reset_peak_rss() -> None:
 
 
 def measure_memory(impl: str, shape: list[int], device: str, gamma: float) -> float:
-    """Peak extra memory (MiB) of one forward+backward, measured in this (fresh) process."""
+    """Peak extra memory (MiB) of one forward+backward, measured in this (fresh) process after a
+    warm-up step on a tiny input (so loading code and building kernels are not counted)."""
     torch.manual_seed(0)
     x = torch.randn(shape, device=device, requires_grad=True)
     run = make_step(impl, gamma)
+    run(torch.randn([2] * len(shape), device=device, requires_grad=True))
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

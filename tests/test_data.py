@@ -1,4 +1,5 @@
 import random
+import zipfile
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from PIL import Image
 from data_fixtures import write_cifar, write_cifar10_dvs, write_gesture, write_imagenet
 from ilif.data import Cutout, DatasetError, build, make_loader
 from ilif.data.__main__ import main as data_cli
-from ilif.data.neuromorphic import resize_frames, split_cifar10_dvs
+from ilif.data.neuromorphic import CIFAR10_DVS_CLASSES, cifar10_dvs, resize_frames, split_cifar10_dvs
 
 
 def test_digits_split_is_fixed_and_standardised():
@@ -64,6 +65,7 @@ def test_cutout_erases_one_rectangle_with_one_colour():
     box = changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     assert box.all() and 0.02 * 1024 * 0.5 <= box.size <= 0.4 * 1024 * 1.5
     assert len({tuple(out[r, c]) for r, c in zip(rows, cols)}) == 1
+    assert len(set(out[rows[0], cols[0]].tolist())) == 1  # one value in every channel, as torchtoolbox's Cutout
     assert np.array_equal(np.array(Cutout(p=0.0)(image)), np.zeros((32, 32, 3)))
 
 
@@ -89,6 +91,22 @@ def test_cifar10_dvs_end_to_end(tmp_path):
     assert (len(rand_train), len(rand_test), rand_info.split) == (90, 10, "random")
     again = build({**cfg, "split": "random", "split_seed": 1})[1]
     assert again.samples == rand_test.samples and rand_test.samples != test.samples
+
+
+def test_reference_preprocess_places_events_as_the_release_reader(tmp_path):
+    write_cifar10_dvs(tmp_path, per_class=1, n_events=40)
+    train, _, _ = cifar10_dvs(tmp_path, T=2, preprocess="reference", size=128)
+    path, _ = train.samples[0]
+    cls = CIFAR10_DVS_CLASSES[0]
+    with zipfile.ZipFile(tmp_path / "cifar10_dvs" / "download" / f"{cls}.zip") as zf:
+        payload = zf.read(f"{cls}/cifar10_{cls}_0.aedat")
+    pairs = np.frombuffer(payload[payload.index(b"file\r\n") + 6:], dtype=">u4").reshape(-1, 2)
+    x_raw, y_raw = (pairs[:, 0] >> 1) & 0x7F, (pairs[:, 0] >> 8) & 0x7F
+    release = np.zeros((128, 128), dtype=bool)
+    release[y_raw, 127 - x_raw] = True  # the release's reader: x = 127 − x, y = y; frames are [y, x]
+    frames = train[0][0]
+    assert torch.equal(frames.sum((0, 1)) > 0, torch.from_numpy(release))
+    assert path.endswith("_0.npz")
 
 
 def test_split_reference_is_900_100_by_file_index():

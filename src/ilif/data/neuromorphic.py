@@ -118,11 +118,21 @@ def resize_frames(frames: np.ndarray, size: int, preprocess: str) -> torch.Tenso
     return torch.stack(out)
 
 
-class EventFrames(Dataset):
-    """(frames [T, 2, size, size] float32, label) from a list of (npz path, label)."""
+def release_orientation(frames: np.ndarray) -> np.ndarray:
+    """CIFAR10-DVS frames [T, 2, 128, 128] as spikingjelly 2.0.0 reads them (x = 127 − y_raw,
+    y = 127 − x_raw) -> as the release's reader places events (x = 127 − x_raw, y = y_raw):
+    out[..., a, b] = frames[..., b, 127 − a]. Polarity stays spikingjelly's."""
+    return np.ascontiguousarray(np.flip(np.swapaxes(frames, -1, -2), -2))
 
-    def __init__(self, samples: list[tuple[str, int]], loader, size: int, preprocess: str, dataset: str):
+
+class EventFrames(Dataset):
+    """(frames [T, 2, size, size] float32, label) from a list of (npz path, label); ``orient`` is applied
+    to the raw frames first (None: as read)."""
+
+    def __init__(self, samples: list[tuple[str, int]], loader, size: int, preprocess: str, dataset: str,
+                 orient=None):
         self.samples, self.loader, self.size, self.preprocess, self.dataset = samples, loader, size, preprocess, dataset
+        self.orient = orient
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -134,6 +144,8 @@ class EventFrames(Dataset):
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
             raise DatasetError(self.dataset, path, f"corrupt frame file ({type(err).__name__})",
                                "a spikingjelly frames .npz", "a rebuild: delete the file's frames_number_* folder") from None
+        if self.orient is not None:
+            frames = self.orient(frames)
         return resize_frames(frames, self.size, self.preprocess), label
 
 
@@ -188,7 +200,8 @@ def _extract_cifar10_dvs(download_root: Path, out: Path) -> None:
 
 def cifar10_dvs(root: Path, T: int = 10, split: str = "reference", preprocess: str = "clean", size: int = 48,
                 seed: int = 0):
-    """CIFAR10-DVS as [T, 2, size, size] frames (equal events per frame), 10 classes. Returns (train, test, info)."""
+    """CIFAR10-DVS as [T, 2, size, size] frames (equal events per frame), 10 classes. Returns (train, test, info).
+    ``preprocess="reference"`` also places the events as the release's reader does (:func:`release_orientation`)."""
     from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
 
     if preprocess not in PREPROCESS:
@@ -203,8 +216,9 @@ def cifar10_dvs(root: Path, T: int = 10, split: str = "reference", preprocess: s
     loader = folder.loader
     info = DatasetInfo("cifar10_dvs", 10, 2, size, True, split, len(train), len(test),
                        {"T": T, "preprocess": preprocess, "split_seed": seed if split == "random" else None})
-    return (EventFrames(train, loader, size, preprocess, "cifar10_dvs"),
-            EventFrames(test, loader, size, preprocess, "cifar10_dvs"), info)
+    orient = release_orientation if preprocess == "reference" else None
+    return (EventFrames(train, loader, size, preprocess, "cifar10_dvs", orient),
+            EventFrames(test, loader, size, preprocess, "cifar10_dvs", orient), info)
 
 
 def _check_gesture_extract(extract_root: Path) -> None:

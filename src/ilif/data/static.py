@@ -31,11 +31,12 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class Cutout:
-    """Erase one random rectangle of a PIL image with a random colour, with probability ``p``.
+    """Erase one random rectangle of a PIL image with one random value, with probability ``p``.
 
     The rectangle covers a uniform share in ``area`` of the image with an aspect ratio drawn uniformly
-    in ``aspect`` (ILIF_REFERENCE §4: p 0.5, area 2–40 %, aspect 0.4–2.5, the release's torchtoolbox
-    Cutout defaults). Uses Python's ``random``, which the trainer seeds.
+    in ``aspect``, and every channel of it gets the same value in 0..255 (the release's torchtoolbox
+    Cutout with its defaults: p 0.5, area 2–40 %, aspect 0.4–2.5, one value per patch; docs/recipes.md).
+    Uses Python's ``random``, which the trainer seeds.
     """
 
     def __init__(self, p: float = 0.5, area: tuple = (0.02, 0.4), aspect: tuple = (0.4, 2.5)):
@@ -52,7 +53,7 @@ class Cutout:
             if 0 < h < height and 0 < w < width:
                 top, left = random.randint(0, height - h), random.randint(0, width - w)
                 pixels = np.array(image)
-                pixels[top:top + h, left:left + w] = [random.randint(0, 255) for _ in range(pixels.shape[-1])]
+                pixels[top:top + h, left:left + w] = random.randint(0, 255)
                 return Image.fromarray(pixels)
         return image
 

@@ -1,4 +1,4 @@
-"""Spiking VGG-11 with BatchNorm for event data (ILIF_REFERENCE §4).
+"""Spiking VGG-11 with BatchNorm for event data (docs/recipes.md).
 
 Stages [64, M] [128, M] [256, 256, M] [512, 512, M] [512, 512, M]; each conv3×3 -> BN -> neuron ->
 dropout (one mask per sample for all T steps); M = average pooling 2; head adaptive-avg-pool 7×7 ->
@@ -38,6 +38,8 @@ class SpikingVGG(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
+        nn.init.normal_(self.classifier.module.weight, 0.0, 0.01)  # the release's classifier init
+        nn.init.zeros_(self.classifier.module.bias)
 
     def forward(self, x):
         """x: [B, T, C, H, W] (events) or [B, C, H, W] -> logits [T, B, num_classes]."""

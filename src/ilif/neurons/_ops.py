@@ -116,6 +116,8 @@ def _setup_context(ctx, inputs, output):
     current = scalars[4]
     ctx.save_for_backward(x if current else x.new_empty((0,)), h_seq, m_seq, i_grad)
     ctx.scalars = scalars
+    ctx.mark_non_differentiable(h_seq, m_seq, i_grad)
+    ctx.set_materialize_grads(False)  # no [T, N] zeros for outputs the loss does not use
 
 
 def _backward(ctx, grad_s, _grad_h, _grad_m_seq, _grad_i_grad, gv, gi, gm, gxs):

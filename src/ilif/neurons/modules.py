@@ -14,7 +14,8 @@ from typing import Optional
 import torch
 from spikingjelly.activation_based import base
 
-from .functional import NeuronParams, NeuronState, multistep, zero_state
+from ._contract import compute_dtype
+from .functional import NeuronParams, NeuronState, multistep
 from .surrogate import Surrogate
 
 
@@ -88,7 +89,8 @@ class LIF(base.MemoryModule):
                     f"multi-step input must have shape [T, B, ...] (at least 2 dims); got shape {tuple(x.shape)}"
                 )
             x = x[0]
-        return tuple(zero_state(x).v if isinstance(s, float) else s for s in states)
+        zeros = torch.zeros_like(x, dtype=compute_dtype(x.dtype))
+        return tuple(zeros if isinstance(s, float) else s for s in states)
 
     def _full_state(self, states) -> NeuronState:
         named = dict(zip(self.memory_names, states))

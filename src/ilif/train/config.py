@@ -56,6 +56,7 @@ class NeuronConfig:
     membrane_inhibition: bool = True
     kappa_current: float = 0.03
     kappa_membrane: float = 1.0
+    clamp_grad_at_zero: float = 1.0  # d max(i, 0)/di at i = 0: 1.0 as the release trained, or 0.0
 
 
 @dataclass
@@ -98,6 +99,7 @@ class TrainerConfig:
     eval_batch_size: int = 256
     num_workers: int = 0
     pin_memory: bool = False
+    drop_last: bool = False  # drop the last incomplete training batch (the release does on DVS Gesture)
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (fp16 on CUDA, off on CPU) | off | fp16 | bf16
     compile: bool = False
@@ -182,6 +184,7 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "neuron.reset", ("soft", "hard"))
     _positive(cfg, "neuron.kappa_current", strict=False)
     _positive(cfg, "neuron.kappa_membrane", strict=False)
+    _choice(cfg, "neuron.clamp_grad_at_zero", (0.0, 1.0))
     _choice(cfg, "surrogate.family", FAMILIES)
     _positive(cfg, "surrogate.gamma")
     _choice(cfg, "surrogate.normalize", NORMALIZATIONS)

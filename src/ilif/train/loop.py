@@ -58,7 +58,8 @@ def neuron_factory(neuron_cfg, surrogate_cfg):
     return functools.partial(ILIF, **common, kappa_current=neuron_cfg.kappa_current,
                              kappa_membrane=neuron_cfg.kappa_membrane,
                              current_inhibition=neuron_cfg.current_inhibition,
-                             membrane_inhibition=neuron_cfg.membrane_inhibition)
+                             membrane_inhibition=neuron_cfg.membrane_inhibition,
+                             clamp_grad_at_zero=neuron_cfg.clamp_grad_at_zero)
 
 
 def build_model(cfg: DictConfig, info, T: Optional[int] = None) -> torch.nn.Module:
@@ -219,7 +220,8 @@ def _limit(loader, limit: int):
 
 def evaluate(model, loader, run: Run, loss_cfg, limit: int = 0, meters=()) -> dict:
     """Loss, top-1/top-5 accuracy over ``loader`` (all ranks summed); ``meters`` are reset and record
-    while it runs (their counts are summed over ranks too)."""
+    while it runs (their counts are summed over ranks too). Always in float32, without autocast, as the
+    release evaluates."""
     model.eval()
     totals = [0.0, 0.0, 0.0, 0.0]  # loss sum, top-1 hits, top-5 hits, samples
     with torch.no_grad(), ExitStack() as stack:
@@ -228,8 +230,7 @@ def evaluate(model, loader, run: Run, loss_cfg, limit: int = 0, meters=()) -> di
             stack.enter_context(meter.recording())
         for x, y in _limit(loader, limit):
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-            with run.autocast():
-                logits = model(x)
+            logits = model(x)
             sj_functional.reset_net(model)
             totals[0] += compute_loss(logits, y, loss_cfg).item() * len(y)
             top1, top5 = correct_counts(logits, y)
@@ -298,7 +299,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         else:
             sampler = None
         return make_loader(dataset, tcfg.batch_size if train else tcfg.eval_batch_size, train=train,
-                           num_workers=tcfg.num_workers, pin_memory=pin, seed=cfg.seed * 100_003 + epoch, sampler=sampler)
+                           num_workers=tcfg.num_workers, pin_memory=pin, seed=cfg.seed * 100_003 + epoch, sampler=sampler,
+                           drop_last=train and tcfg.drop_last)
 
     metrics = MetricsFile(run_dir / "metrics.jsonl", keep_epochs_below=start_epoch) if run.is_main else None
     name = run_name(cfg)
