@@ -1,6 +1,5 @@
 import functools
 import itertools
-import os
 
 import pytest
 import torch
@@ -9,9 +8,9 @@ from spikingjelly.activation_based import functional
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, state_ops_per_step, synaptic_ops, weight_grad_norms
+from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, synaptic_ops, weight_grad_norms
 from ilif.models import create_model
-from ilif.neurons import ILIF, LIF, Surrogate
+from ilif.neurons import ILIF, LIF, PLIF, Surrogate
 
 
 def _toy_inputs():
@@ -179,10 +178,11 @@ def test_dense_macs_match_torch_flop_counter():
 
 
 def test_state_ops_per_step():
-    assert state_ops_per_step(LIF()) == (1, 3)
-    assert state_ops_per_step(ILIF()) == (7, 8)
-    assert state_ops_per_step(ILIF(current_inhibition=False)) == (5, 5)
-    assert state_ops_per_step(ILIF(membrane_inhibition=False)) == (3, 6)
+    assert LIF().state_ops() == (1, 3)
+    assert ILIF().state_ops() == (7, 8)
+    assert ILIF(current_inhibition=False).state_ops() == (5, 5)
+    assert ILIF(membrane_inhibition=False).state_ops() == (3, 6)
+    assert PLIF().state_ops() == (2, 5)
 
 
 def test_temporal_gradient_ratio_and_weight_norms():

@@ -7,7 +7,8 @@ from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from devices import DEVICE, FUSED
-from ilif.neurons import FAMILIES, ILIF, LIF, NeuronParams, NeuronState, Surrogate, multistep, step
+from ilif.neurons import FAMILIES, ILIF, LIF, PLIF, NeuronParams, NeuronState, Surrogate, multistep, step
+from ilif.neurons.surrogate import SIGMOID_FWHM
 
 # Hand trace of docs/neuron.md: tau = 2, constant input 1.0.
 HAND_TRACE = [  # t, h, s, v, m, i
@@ -246,3 +247,19 @@ def test_reference_backend_is_the_op_by_op_loop():
     assert torch.equal(out_f, out_l) and loop.h_seq is None
     g_f, g_l = (torch.autograd.grad(o.sum() + n.v.sum(), x)[0] for o, n in ((out_f, fused), (out_l, loop)))
     torch.testing.assert_close(g_f, g_l, rtol=1e-10, atol=1e-10)
+
+
+def test_plif_is_spikingjelly_parametric_lif_with_our_surrogate():
+    sg = Surrogate("sigmoid", SIGMOID_FWHM / 4.0)
+    x = (torch.randn(6, 4, 20, device=DEVICE) + 0.6).requires_grad_()
+    ours = PLIF(tau=2.0, surrogate=sg, step_mode="m").to(DEVICE)
+    theirs = sj_neuron.ParametricLIFNode(init_tau=2.0, surrogate_function=sj_surrogate.Sigmoid(alpha=4.0),
+                                         step_mode="m").to(DEVICE)
+    out_ours, out_theirs = ours(x), theirs(x)
+    g_ours = torch.autograd.grad(out_ours.sum(), [x, ours.w])
+    g_theirs = torch.autograd.grad(out_theirs.sum(), [x, theirs.w])
+    assert torch.equal(out_ours, out_theirs)
+    for a, b in zip(g_ours, g_theirs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="tau=1.0 is not allowed"):
+        PLIF(tau=1.0)

@@ -11,9 +11,11 @@ import torch
 from omegaconf import OmegaConf
 
 from ilif.data import build as build_data
-from ilif.train.loop import compute_loss, correct_counts, evaluate, neuron_factory, build_model, Run
+from ilif.train.build import build_model, neuron_factory
+from ilif.train.config import ConfigError, check_neuron
+from ilif.train.loop import compute_loss, correct_counts, evaluate, Run
 from ilif.metrics import SpikeMeter
-from ilif.neurons import ILIF, LIF
+from ilif.neurons import ILIF, LIF, PLIF
 
 FAST = ["trainer.progress=false", "trainer.limit_train_batches=4", "trainer.epochs=2"]
 
@@ -37,9 +39,9 @@ def run_dirs(cwd: Path, experiment: str = "default"):
 @pytest.mark.parametrize(
     "override, message",
     [("surrogate.gamma=-1", "surrogate.gamma=-1.0 is not allowed: a finite number > 0"),
-     ("neuron=foo", "neuron='foo' is not allowed: choose one of ['ilif', 'ilif_current', 'ilif_membrane', 'lif']"),
+     ("neuron=foo", "neuron='foo' is not allowed: choose one of ['ilif', 'ilif_current', 'ilif_membrane', 'lif', 'plif']"),
      ("trainer.T=0", "trainer.T=0 is not allowed: an integer > 0"),
-     ("neuron.tau=1", "neuron.tau=1.0 is not allowed: a finite number > 1")],
+     ("neuron.tau=1", "neuron.tau=1 is not allowed: it must be a finite float > 1")],
 )
 def test_bad_config_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):
     proc = run_train(tmp_path, override)
@@ -191,15 +193,33 @@ def test_loss_functions_by_hand():
     assert correct_counts(logits, y) == (1, 1)  # Σ_t o_t = [2, 1] -> class 0
 
 
-def test_neuron_factory_picks_the_class():
-    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "neuron" / "lif.yaml")
-    sg = OmegaConf.create({"family": "sigmoid", "gamma": 0.5, "normalize": "peak"})
-    lif = neuron_factory(cfg, sg)()
+def _neuron_cfg(name: str, **neuron):
+    cfg = OmegaConf.create({"neuron": OmegaConf.load(Path(__file__).parents[1] / "configs" / "neuron" / f"{name}.yaml"),
+                            "surrogate": {"family": "sigmoid", "gamma": 0.5, "normalize": "peak"}})
+    return OmegaConf.merge(cfg, {"neuron": neuron})
+
+
+def test_neuron_factory_instantiates_the_configured_class():
+    lif = neuron_factory(_neuron_cfg("lif"))()
     assert type(lif) is LIF and lif.step_mode == "m" and lif.params.surrogate.normalize == "peak"
-    ilif_cfg = OmegaConf.merge(cfg, {"name": "ilif_current", "current_inhibition": True, "kappa_current": 0.1,
-                                     "kappa_membrane": 1.0})
-    ilif = neuron_factory(ilif_cfg, sg)()
+    ilif = neuron_factory(_neuron_cfg("ilif", membrane_inhibition=False, kappa_current=0.1))()
     assert type(ilif) is ILIF and ilif.params.current_inhibition and not ilif.params.membrane_inhibition
+    assert ilif.params.kappa_current == 0.1 and ilif.params.clamp_grad_at_zero == 1.0
+    plif = neuron_factory(_neuron_cfg("plif"))()
+    assert type(plif) is PLIF and plif.v_reset == 0.0 and plif.surrogate.family == "sigmoid"
+
+
+@pytest.mark.parametrize("name, neuron, message", [
+    ("ilif", {"tau": 1.0}, "neuron.tau=1.0 is not allowed: it must be a finite float > 1"),
+    ("ilif", {"clamp_grad_at_zero": 0.5}, "neuron.clamp_grad_at_zero=0.5 is not allowed: choose 1.0"),
+    ("lif", {"kappa_current": 0.1}, "neuron.kappa_current=0.1 is not allowed: LIF takes ['tau', 'v_threshold', "
+                                    "'reset', 'detach_reset']"),
+    ("plif", {"reset": "zero"}, "neuron.reset='zero' is not allowed: choose one of ('soft', 'hard')"),
+])
+def test_neuron_values_are_checked_by_their_class(name, neuron, message):
+    with pytest.raises(ConfigError) as err:
+        check_neuron(_neuron_cfg(name, **neuron))
+    assert str(err.value).startswith(message)
 
 
 def test_missing_dataset_is_one_line_exit_2_and_no_run_dir(tmp_path):

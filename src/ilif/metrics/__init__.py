@@ -1,6 +1,6 @@
 """Meters that read a model through hooks: spikes, operations/energy, gradients."""
 
-from .energy import E_AC_PJ, E_MAC_PJ, OpsMeter, state_ops_per_step, synaptic_ops
+from .energy import E_AC_PJ, E_MAC_PJ, OpsMeter, synaptic_ops
 from .gradients import TemporalGradientMeter, weight_grad_norms
 from .spikes import SpikeMeter
 

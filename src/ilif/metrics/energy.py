@@ -26,22 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ilif.models.layers import display_name
-from ilif.neurons import LIF
+from ilif.neurons import SpikingNeuron
 
 E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
-
-# (multiply-class, add-class) operations per neuron-step: LIF charge (λ·v, +x), compare, soft reset;
-# current unit: i + xs, ×κ_I, clamp, h − c, x·s; membrane unit: s·u, m +, ×κ_M, σ(m), s·σ, u −.
-STATE_OPS = {"lif": (1, 3), "current": (2, 3), "membrane": (4, 2)}
-
-
-def state_ops_per_step(neuron: LIF) -> tuple[int, int]:
-    """(multiply-class, add-class) operations of one neuron-step of ``neuron``."""
-    p = neuron.params
-    parts = ["lif"] + ["current"] * p.current_inhibition + ["membrane"] * p.membrane_inhibition
-    return tuple(sum(STATE_OPS[part][k] for part in parts) for k in range(2))
-
 
 def dense_macs_per_row(layer: nn.Module, out: torch.Tensor) -> int:
     """F_l for one input row: conv k_h·k_w·(C_in/groups)·C_out·H_out·W_out; linear in·out."""
@@ -77,7 +65,7 @@ class OpsMeter:
         self.enabled = enabled
         self.layers = {display_name(name): m for name, m in model.named_modules()
                        if isinstance(m, (nn.Conv2d, nn.Linear))}
-        self.neurons = {display_name(name): m for name, m in model.named_modules() if isinstance(m, LIF)}
+        self.neurons = {display_name(name): m for name, m in model.named_modules() if isinstance(m, SpikingNeuron)}
         self.counts: dict[str, dict] = {}
         self.samples = 0
         self.neuron_steps: dict[str, float] = {}
@@ -174,7 +162,7 @@ class OpsMeter:
                              "mac_ops": 0.0, "energy_pj": e_ac_pj * sops})
         neurons = []
         for name, steps in self.neuron_steps.items():
-            mul, add = state_ops_per_step(self.neurons[name])
+            mul, add = self.neurons[name].state_ops()
             per_sample = steps / n
             neurons.append({"layer": name, "neuron_steps": per_sample, "mul_ops": mul * per_sample,
                             "add_ops": add * per_sample, "energy_pj": (mul * e_mac_pj + add * e_ac_pj) * per_sample})

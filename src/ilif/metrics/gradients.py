@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ilif.models.layers import display_name
-from ilif.neurons import LIF
+from ilif.neurons import SpikingNeuron
 
 
 def weight_grad_norms(model: nn.Module) -> dict[str, float]:
@@ -32,7 +32,7 @@ class TemporalGradientMeter:
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
         self._handles = [m.register_forward_hook(self._hook(display_name(name)))
-                         for name, m in model.named_modules() if isinstance(m, LIF)]
+                         for name, m in model.named_modules() if isinstance(m, SpikingNeuron)]
 
     def reset(self) -> None:
         self.sums, self.counts = {}, {}

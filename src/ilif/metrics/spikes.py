@@ -1,4 +1,4 @@
-"""Spike meter: counts spikes of every LIF/ILIF layer through forward hooks (no model changes).
+"""Spike meter: counts spikes of every neuron layer through forward hooks (no model changes).
 
 Everything is accumulated as COUNTS (float64 tensors, exact for integers below 2^53), so counts add
 across batches, and across DDP ranks by a sum all-reduce, and rates are derived only at the end:
@@ -20,14 +20,14 @@ import torch
 from torch import nn
 
 from ilif.models.layers import display_name
-from ilif.neurons import LIF
+from ilif.neurons import SpikingNeuron
 
 
 class SpikeMeter:
     """Attach to ``model``; while ``enabled`` every neuron forward adds to the counts.
 
     Args:
-        model: any network containing :class:`ilif.neurons.LIF` / ``ILIF`` modules (multi-step).
+        model: any network containing :class:`ilif.neurons.SpikingNeuron` layers (LIF, ILIF, PLIF; multi-step).
         occupancy: also count support occupancy (asks the neurons to keep their membrane potential).
         enabled: start enabled; when disabled a hook returns at once (cheap during training).
     """
@@ -35,7 +35,7 @@ class SpikeMeter:
     def __init__(self, model: nn.Module, occupancy: bool = True, enabled: bool = True):
         self.occupancy = occupancy
         self.enabled = enabled
-        self.neurons = {display_name(name): m for name, m in model.named_modules() if isinstance(m, LIF)}
+        self.neurons = {display_name(name): m for name, m in model.named_modules() if isinstance(m, SpikingNeuron)}
         self.counts: dict[str, dict[str, torch.Tensor]] = {}
         self._handles = [m.register_forward_hook(self._hook(name)) for name, m in self.neurons.items()]
         self._set_store_membrane()
@@ -69,7 +69,7 @@ class SpikeMeter:
         self.counts = {}
 
     def _hook(self, name: str):
-        def hook(module: LIF, inputs, spikes: torch.Tensor) -> None:
+        def hook(module: SpikingNeuron, inputs, spikes: torch.Tensor) -> None:
             if not self.enabled:
                 return
             if module.step_mode != "m":
@@ -84,8 +84,8 @@ class SpikeMeter:
                 "neuron_spikes": s.sum((0, 1)),
             }
             if self.occupancy and module.h_seq is not None:
-                sg = module.params.surrogate
-                z = (module.h_seq - module.params.v_threshold).abs()
+                sg = module.surrogate
+                z = (module.h_seq - module.v_threshold).abs()
                 new["in_support"] = (z <= sg.half_width).sum().to(torch.float64)
                 new["potentials"] = torch.tensor(float(z.numel()), dtype=torch.float64)
             layer = self.counts.get(name)

@@ -10,6 +10,11 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a backbone under its function name; a name taken twice is an error. A backbone takes
+    ``neuron, num_classes, in_channels, T, dropout, bn_per_step`` and ``**unused`` for what the trainer
+    passes to every backbone (``input_size``) and it does not need."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model {fn.__name__!r} is already registered ({_MODELS[fn.__name__].__module__})")
     _MODELS[fn.__name__] = fn
     return fn
 
@@ -27,7 +32,7 @@ def create_model(name: str, neuron: Callable[[], nn.Module], num_classes: int, i
             models never build neurons themselves, so LIF and ILIF networks share every parameter.
         num_classes: classifier outputs.
         in_channels: input channels (3 for images, 2 for event polarities, 1 for digits).
-        kwargs: backbone options (``T``, ``dropout``, ``bn_per_step``).
+        kwargs: backbone options (``T``, ``dropout``, ``bn_per_step``, ``input_size``).
     Returns:
         a module mapping [B, C, H, W] (static) or [B, T, C, H, W] (events) to logits [T, B, num_classes].
     """

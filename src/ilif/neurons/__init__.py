@@ -4,8 +4,10 @@
     neuron = ILIF(tau=2.0, surrogate=Surrogate("rectangle", gamma=1.0), step_mode="m")
 """
 
+from .base import SpikingNeuron
 from .functional import NeuronParams, NeuronState, multistep, step, zero_state
 from .modules import ILIF, LIF
+from .plif import PLIF
 from .surrogate import FAMILIES, NORMALIZATIONS, Surrogate, heaviside
 
 __all__ = [
@@ -15,6 +17,8 @@ __all__ = [
     "NORMALIZATIONS",
     "NeuronParams",
     "NeuronState",
+    "PLIF",
+    "SpikingNeuron",
     "Surrogate",
     "heaviside",
     "multistep",

@@ -42,6 +42,10 @@ BACKENDS = (*FUSED_BACKENDS, "reference")
 CLAMP_GRADS = (0.0, 1.0)
 
 
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class NeuronParams(NamedTuple):
     """Constants of one neuron layer (nothing here is learnable)."""
 
@@ -63,17 +67,20 @@ class NeuronParams(NamedTuple):
 
     def validated(self) -> "NeuronParams":
         """Return ``self`` after checking every value; raises ValueError naming the bad parameter."""
-        if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not math.isfinite(self.tau) or self.tau <= 1.0:
+        if not _finite_number(self.tau) or self.tau <= 1.0:
             raise ValueError(f"tau={self.tau!r} is not allowed: it must be a finite float > 1")
-        if not math.isfinite(self.v_threshold) or self.v_threshold <= 0.0:
+        if not _finite_number(self.v_threshold) or self.v_threshold <= 0.0:
             raise ValueError(f"v_threshold={self.v_threshold!r} is not allowed: it must be a finite float > 0")
+        for name in ("detach_reset", "current_inhibition", "membrane_inhibition"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed: it must be true or false")
         if self.reset not in RESETS:
             raise ValueError(f"reset={self.reset!r} is not allowed: choose one of {RESETS}")
         if not isinstance(self.surrogate, Surrogate):
             raise ValueError(f"surrogate={self.surrogate!r} is not allowed: it must be an ilif.neurons.Surrogate")
         for name in ("kappa_current", "kappa_membrane"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0.0:
+            if not _finite_number(value) or value < 0.0:
                 raise ValueError(f"{name}={value!r} is not allowed: it must be a finite float >= 0")
         if self.clamp_grad_at_zero not in CLAMP_GRADS or isinstance(self.clamp_grad_at_zero, bool):
             raise ValueError(

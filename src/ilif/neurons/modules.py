@@ -15,11 +15,16 @@ import torch
 from spikingjelly.activation_based import base
 
 from ._contract import compute_dtype
+from .base import SpikingNeuron
 from .functional import NeuronParams, NeuronState, multistep
 from .surrogate import Surrogate
 
+# (multiply-class, add-class) operations per neuron-step: LIF charge (λ·v, +x), compare, soft reset;
+# current unit: i + xs, ×κ_I, clamp, h − c, x·s; membrane unit: s·u, m +, ×κ_M, σ(m), s·σ, u −.
+STATE_OPS = {"lif": (1, 3), "current": (2, 3), "membrane": (4, 2)}
 
-class LIF(base.MemoryModule):
+
+class LIF(base.MemoryModule, SpikingNeuron):
     """Leaky integrate-and-fire neuron: h_t = λ·v_{t−1} + x_t, s_t = Θ(h_t − V_th), reset.
 
     Args:
@@ -65,6 +70,16 @@ class LIF(base.MemoryModule):
     @property
     def surrogate(self) -> Surrogate:
         return self.params.surrogate
+
+    @property
+    def v_threshold(self) -> float:
+        return self.params.v_threshold
+
+    def state_ops(self) -> tuple[int, int]:
+        """(multiply-class, add-class) operations of one neuron-step: LIF's plus each inhibitory unit's."""
+        p = self.params
+        parts = ["lif"] + ["current"] * p.current_inhibition + ["membrane"] * p.membrane_inhibition
+        return tuple(sum(STATE_OPS[part][k] for part in parts) for k in range(2))
 
     def extra_repr(self) -> str:
         p = self.params

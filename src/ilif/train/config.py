@@ -9,6 +9,7 @@ is allowed.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -16,11 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ilif.data import NAMES as DATASETS
 from ilif.models import model_names
 from ilif.neurons import FAMILIES, NORMALIZATIONS
+
+from .build import neuron_factory
 
 
 @dataclass
@@ -43,20 +47,6 @@ class ModelConfig:
     name: str = MISSING
     dropout: float = 0.0
     bn_per_step: bool = False
-
-
-@dataclass
-class NeuronConfig:
-    name: str = MISSING
-    tau: float = 2.0
-    v_threshold: float = 1.0
-    reset: str = "soft"
-    detach_reset: bool = False
-    current_inhibition: bool = True
-    membrane_inhibition: bool = True
-    kappa_current: float = 0.03
-    kappa_membrane: float = 1.0
-    clamp_grad_at_zero: float = 1.0  # d max(i, 0)/di at i = 0: 1.0 as the release trained, or 0.0
 
 
 @dataclass
@@ -130,7 +120,7 @@ class LoggerConfig:
 class TrainConfig:
     dataset: DatasetConfig = MISSING
     model: ModelConfig = MISSING
-    neuron: NeuronConfig = MISSING
+    neuron: Any = MISSING  # _target_ (a neuron class), name, and the class's own arguments
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -151,6 +141,13 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, value: Any, allowed: str):
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+    @classmethod
+    def from_message(cls, message: str) -> "ConfigError":
+        """A ConfigError with a message already in the one-line form (from a class's own check)."""
+        err = cls.__new__(cls)
+        ValueError.__init__(err, message)
+        return err
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -179,12 +176,6 @@ def validate(cfg: DictConfig) -> None:
     _require(0.0 <= val < 1.0, "dataset.val_fraction", val, "a number in [0, 1)")
     _choice(cfg, "model.name", model_names())
     _require(0.0 <= cfg.model.dropout < 1.0, "model.dropout", cfg.model.dropout, "a number in [0, 1)")
-    _positive(cfg, "neuron.tau", minimum=1.0)
-    _positive(cfg, "neuron.v_threshold")
-    _choice(cfg, "neuron.reset", ("soft", "hard"))
-    _positive(cfg, "neuron.kappa_current", strict=False)
-    _positive(cfg, "neuron.kappa_membrane", strict=False)
-    _choice(cfg, "neuron.clamp_grad_at_zero", (0.0, 1.0))
     _choice(cfg, "surrogate.family", FAMILIES)
     _positive(cfg, "surrogate.gamma")
     _choice(cfg, "surrogate.normalize", NORMALIZATIONS)
@@ -207,6 +198,25 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "trainer.limit_train_batches", strict=False, integer=True)
     _positive(cfg, "trainer.limit_eval_batches", strict=False, integer=True)
     _choice(cfg, "logger.wandb.mode", ("auto", "online", "offline", "disabled"))
+    check_neuron(cfg)
+
+
+def check_neuron(cfg: DictConfig) -> None:
+    """Build one neuron to let its class check the values; raises ConfigError naming the ``neuron.*`` key."""
+    spec = OmegaConf.to_container(cfg.neuron, resolve=True)
+    try:
+        cls = get_class(spec["_target_"])
+    except Exception as err:  # noqa: BLE001 - any import failure is a bad _target_
+        raise ConfigError("neuron._target_", spec.get("_target_"), f"an importable neuron class ({err})") from None
+    accepted = inspect.signature(cls).parameters
+    for key in spec:
+        if key not in ("name", "_target_") and key not in accepted:
+            allowed = [k for k in accepted if k not in ("surrogate", "step_mode", "store_membrane", "backend")]
+            raise ConfigError(f"neuron.{key}", spec[key], f"{cls.__name__} takes {allowed}")
+    try:
+        neuron_factory(cfg)()
+    except ValueError as err:
+        raise ConfigError.from_message(f"neuron.{err}") from None
 
 
 def sweep_axes(items: list[tuple[str, Any]]) -> list[list[tuple[str, str]]]:

@@ -6,9 +6,7 @@ One entry point, :func:`train` (called by the Hydra app), with the run directory
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import os
 import platform
 import random
@@ -16,7 +14,6 @@ import subprocess
 import sys
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -24,17 +21,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from spikingjelly.activation_based import functional as sj_functional
-from torch.utils.data import Subset
 from tqdm import tqdm
 
 import ilif
-from ilif.data import build as build_data
 from ilif.data import make_loader
 from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, weight_grad_norms
-from ilif.models import create_model
-from ilif.neurons import ILIF, LIF, Surrogate
 
 from . import checkpoint
+from .build import build_datasets, build_model, build_optimizer, build_scheduler, surrogate_of
 from .config import config_hash, identity, run_name
 from .logging_utils import MetricsFile, WandbLogger, finished_summary, write_json_atomic
 
@@ -48,47 +42,11 @@ class TrainingDiverged(RuntimeError):
 # ---------------------------------------------------------------------------- building blocks
 
 
-def neuron_factory(neuron_cfg, surrogate_cfg):
-    """A factory for the configured neuron: LIF when both inhibitory units are off, else ILIF."""
-    surrogate = Surrogate(surrogate_cfg.family, surrogate_cfg.gamma, surrogate_cfg.normalize)
-    common = dict(tau=float(neuron_cfg.tau), v_threshold=neuron_cfg.v_threshold, reset=neuron_cfg.reset,
-                  detach_reset=neuron_cfg.detach_reset, surrogate=surrogate, step_mode="m")
-    if not (neuron_cfg.current_inhibition or neuron_cfg.membrane_inhibition):
-        return functools.partial(LIF, **common)
-    return functools.partial(ILIF, **common, kappa_current=neuron_cfg.kappa_current,
-                             kappa_membrane=neuron_cfg.kappa_membrane,
-                             current_inhibition=neuron_cfg.current_inhibition,
-                             membrane_inhibition=neuron_cfg.membrane_inhibition,
-                             clamp_grad_at_zero=neuron_cfg.clamp_grad_at_zero)
-
-
-def build_model(cfg: DictConfig, info, T: Optional[int] = None) -> torch.nn.Module:
-    kwargs = dict(T=T or cfg.trainer.T, dropout=cfg.model.dropout, bn_per_step=cfg.model.bn_per_step)
-    if cfg.model.name == "convnet_small":
-        kwargs["input_size"] = info.input_size
-    return create_model(cfg.model.name, neuron_factory(cfg.neuron, cfg.surrogate), num_classes=info.num_classes,
-                        in_channels=info.in_channels, **kwargs)
-
-
-def build_optimizer(cfg, model):
-    o = cfg.optim
-    if o.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-
-
-def build_scheduler(cfg, optimizer):
-    s = cfg.schedule
-    if s.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.trainer.epochs, 1), eta_min=s.eta_min)
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
-
-
 def compute_loss(logits: torch.Tensor, target: torch.Tensor, loss_cfg) -> torch.Tensor:
     """logits [T, B, C], target [B].
 
     ce:  CE(mean_t o_t, y).
-    tet: (1 − λ)·mean_t CE(o_t, y) + λ·MSE(o_t, φ), φ a constant or the one-hot label (ILIF_REFERENCE §4).
+    tet: (1 − λ)·mean_t CE(o_t, y) + λ·MSE(o_t, φ), φ a constant or the one-hot label (docs/recipes.md).
     """
     logits = logits.float()
     if loss_cfg.name == "ce":
@@ -200,17 +158,6 @@ class Run:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
 
-def _data(cfg: DictConfig):
-    data_cfg = {**OmegaConf.to_container(cfg.dataset, resolve=True), "T": cfg.trainer.T}
-    train_set, test_set, info = build_data(data_cfg)
-    val_set = None
-    if cfg.dataset.val_fraction > 0:
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.dataset.split_seed)).tolist()
-        n_val = int(round(cfg.dataset.val_fraction * len(train_set)))
-        val_set, train_set = Subset(train_set, sorted(order[:n_val])), Subset(train_set, sorted(order[n_val:]))
-    return train_set, val_set, test_set, info
-
-
 def _limit(loader, limit: int):
     for index, batch in enumerate(loader):
         if limit and index >= limit:
@@ -256,7 +203,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         return previous
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
-    train_set, val_set, test_set, info = _data(cfg)
+    train_set, val_set, test_set, info = build_datasets(cfg)
     model = build_model(cfg, info).to(run.device)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
@@ -407,8 +354,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "gamma": cfg.surrogate.gamma, "seed": cfg.seed,
         "final": {k: v for k, v in record.items()}, "best": best,
         "layers": layers, "energy_layers": energy["layers"], "neuron_state_ops": energy["neurons"],
-        "energy_totals": energy["totals"], "surrogate": Surrogate(cfg.surrogate.family, cfg.surrogate.gamma,
-                                                                   cfg.surrogate.normalize).describe(),
+        "energy_totals": energy["totals"], "surrogate": surrogate_of(cfg).describe(),
         "dataset_info": {"name": info.name, "split": info.split, "train_size": len(train_set),
                          "val_size": len(val_set) if val_set is not None else 0, "test_size": len(test_set),
                          **info.details},

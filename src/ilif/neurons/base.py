@@ -1,0 +1,31 @@
+"""What every spiking neuron of the package offers the meters and the trainer.
+
+A neuron layer is a spikingjelly ``MemoryModule`` in multi-step mode that also says how many
+state-update operations one neuron-step costs (the energy meter reports them apart from synaptic
+operations) and exposes its threshold and surrogate (the spike meter's support occupancy). Meters
+find neuron layers with ``isinstance(module, SpikingNeuron)``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .surrogate import Surrogate
+
+
+class SpikingNeuron:
+    """Mixin for neuron layers: :meth:`state_ops`, ``v_threshold``, ``surrogate`` and ``h_seq``."""
+
+    #: pre-spike membrane potential of the last call [T, B, ...] when ``store_membrane`` is on, else None
+    h_seq: Optional[torch.Tensor] = None
+    store_membrane: bool = False
+
+    def state_ops(self) -> tuple[int, int]:
+        """(multiply-class, add-class) operations of one neuron-step of this layer."""
+        raise NotImplementedError
+
+    @property
+    def surrogate(self) -> Surrogate:
+        raise NotImplementedError

@@ -1,0 +1,66 @@
+"""From a composed config to the objects of a run: data, neuron factory, model, optimiser, schedule.
+
+The neuron group's files name their class with ``_target_`` (``ilif.neurons.ILIF``, ``ilif.neurons.LIF``,
+``ilif.neurons.PLIF``, or any importable neuron of a user's), and every other key except ``name`` is a
+constructor argument, so a neuron's parameters and their checks live in its class only.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import Subset
+
+from ilif.data import build as build_data
+from ilif.models import create_model
+from ilif.neurons import Surrogate
+
+
+def surrogate_of(cfg: DictConfig) -> Surrogate:
+    return Surrogate(cfg.surrogate.family, cfg.surrogate.gamma, cfg.surrogate.normalize)
+
+
+def neuron_factory(cfg: DictConfig) -> Callable[[], nn.Module]:
+    """A factory of fresh multi-step neurons as ``cfg.neuron`` describes them, with ``cfg.surrogate``."""
+    spec = {k: v for k, v in OmegaConf.to_container(cfg.neuron, resolve=True).items() if k != "name"}
+    return functools.partial(instantiate({**spec, "_partial_": True}), surrogate=surrogate_of(cfg), step_mode="m")
+
+
+def build_model(cfg: DictConfig, info, T: Optional[int] = None) -> nn.Module:
+    """The configured backbone with the configured neuron, for a dataset described by ``info``."""
+    return create_model(cfg.model.name, neuron_factory(cfg), num_classes=info.num_classes,
+                        in_channels=info.in_channels, T=T or cfg.trainer.T, dropout=cfg.model.dropout,
+                        bn_per_step=cfg.model.bn_per_step, input_size=info.input_size)
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
+    s = cfg.schedule
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.trainer.epochs, 1), eta_min=s.eta_min)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+
+
+def build_datasets(cfg: DictConfig):
+    """(train, val or None, test, info); the validation part is held out of train by ``dataset.val_fraction``."""
+    data_cfg = {**OmegaConf.to_container(cfg.dataset, resolve=True), "T": cfg.trainer.T}
+    train_set, test_set, info = build_data(data_cfg)
+    val_set = None
+    if cfg.dataset.val_fraction > 0:
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.dataset.split_seed)).tolist()
+        n_val = int(round(cfg.dataset.val_fraction * len(train_set)))
+        val_set, train_set = Subset(train_set, sorted(order[:n_val])), Subset(train_set, sorted(order[n_val:]))
+    return train_set, val_set, test_set, info
+
+
