@@ -3,49 +3,36 @@ from pathlib import Path
 
 import pytest
 
+from omegaconf import OmegaConf
+
+from ilif.conf import compose_config
+from ilif.grid import SCALES, plan, table_jobs
 from ilif.report import tables
 from ilif.report.__main__ import build_demo, demo_summary
 from ilif.report.runs import load_runs
-from ilif.study import experiment_names, plan
 
-# ILIF_REFERENCE §4, the release's recipe: dataset -> (model, T, batch, lr, weight decay, dropout, MSE target)
-RECIPES = {
-    "cifar10": ("preact_resnet18", 6, 128, 0.1, 5e-5, 0.0, "constant"),
-    "cifar100": ("preact_resnet18", 6, 128, 0.1, 5e-4, 0.0, "constant"),
-    "cifar10_dvs": ("vgg11_bn", 10, 128, 0.05, 5e-4, 0.3, "onehot"),
-    "dvs_gesture": ("vgg11_bn", 20, 16, 0.1, 5e-4, 0.4, "constant"),
-}
-
-
-@pytest.mark.parametrize("dataset", sorted(RECIPES))
-def test_full_configs_follow_the_release_recipe(dataset):
-    jobs = plan([f"table1_full_{dataset}"], [])
-    assert sorted((cfg.neuron.name, cfg.seed) for _, cfg, _ in jobs) == [
-        ("ilif", 1234), ("ilif", 1235), ("ilif", 1236), ("lif", 1234), ("lif", 1235), ("lif", 1236)]
-    model, T, batch, lr, wd, dropout, target = RECIPES[dataset]
-    for _, cfg, run_dir in jobs:
-        assert (cfg.dataset.name, cfg.model.name, cfg.trainer.T, cfg.trainer.batch_size) == (dataset, model, T, batch)
-        assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", lr, 0.9, wd)
-        assert (cfg.model.dropout, cfg.trainer.epochs, cfg.schedule.name) == (dropout, 200, "cosine")
-        assert (cfg.loss.name, cfg.loss.lam, cfg.loss.mse_target) == ("tet", 0.05, target)
-        assert (cfg.neuron.tau, cfg.neuron.v_threshold, cfg.neuron.reset) == (1.1, 1.0, "soft")
-        assert cfg.surrogate.family == "sigmoid" and abs(3.5255 / cfg.surrogate.gamma - 4.0) < 1e-3  # Sigmoid(alpha=4)
-        assert run_dir.parts[:2] == ("runs", "table1_full")
-    assert {cfg.neuron.name: (cfg.neuron.current_inhibition, cfg.neuron.membrane_inhibition) for _, cfg, _ in jobs} == {
-        "lif": (False, False), "ilif": (True, True)}
-
-
-def test_every_experiment_composes_with_the_expected_grid():
-    sizes = {name: len(plan([name], [])) for name in experiment_names(["*"])}
-    assert sizes["demo"] == 30
-    assert sizes["table2_mini"] == sizes["table2_full"] == 60 and sizes["table2_smoke"] == 20
-    assert sizes["table3_mini"] + sizes["table3_mini_kappa"] == 12 + 6
-    assert sizes["table1_full_imagenet"] == 2 and sizes["table1_mini"] == 6
-    assert sum(v for k, v in sizes.items() if k.startswith("table1_smoke")) == 10
-    smoke = plan(["table2_smoke"], [])
+def test_every_table_composes_with_the_expected_grid():
+    sizes = {(n, scale): len(table_jobs([n], scale)) for n in (1, 2, 3) for scale in SCALES}
+    assert sizes[(1, "full")] == 5 * 2 * 3 and sizes[(1, "mini")] == 2 * 3 and sizes[(1, "smoke")] == 5 * 2
+    assert sizes[(2, "full")] == sizes[(2, "mini")] == 5 * 2 * 2 * 3 and sizes[(2, "smoke")] == 20
+    assert sizes[(3, "full")] == 2 * (4 + 2) * 3 and sizes[(3, "mini")] == (4 + 2) * 3 and sizes[(3, "smoke")] == 12
+    assert len(plan(["demo"], [])) == 30
+    smoke = table_jobs([2], "smoke")
     assert all(cfg.dataset.stand_in and cfg.trainer.epochs == 1 for _, cfg, _ in smoke)
     assert {cfg.surrogate.normalize for _, cfg, _ in smoke} == {"area", "peak"}
     assert len({run_dir for _, _, run_dir in smoke}) == 20  # collision-free
+    full = table_jobs([1], "full")
+    assert {cfg.dataset.name for _, cfg, _ in full} == {"cifar10", "cifar100", "cifar10_dvs", "dvs_gesture", "imagenet"}
+    assert {cfg.seed for _, cfg, _ in full} == {1234, 1235, 1236}
+    assert {run_dir.parts[1] for _, _, run_dir in full} == {"table1_full"}
+    mini = table_jobs([1, 3], "mini")
+    assert {(cfg.dataset.name, cfg.model.name, cfg.trainer.T, cfg.neuron.tau) for _, cfg, _ in mini} == {
+        ("digits", "convnet_small", 6, 1.1)}
+
+
+def test_an_override_of_a_grid_key_replaces_its_axis():
+    jobs = table_jobs([1], "full", ["neuron=lif,ilif,plif", "recipe=cifar10"])
+    assert sorted({cfg.neuron.name for _, cfg, _ in jobs}) == ["ilif", "lif", "plif"] and len(jobs) == 9
 
 
 def _write_summary(run_dir: Path, acc: float, rate: float, layers=(0.1, 0.2)):
@@ -71,7 +58,7 @@ def test_demo_report_from_run_directories(tmp_path, monkeypatch):
         lif_rate = 0.1 * gamma
         rate = lif_rate if neuron == "lif" else lif_rate / 2
         _write_summary(run_dir, acc=0.9 + 0.01 * seed, rate=rate)
-    records = load_runs(["demo"])
+    records = load_runs(plan(["demo"], []))
     table = tables.demo_table(records)
     rows = {(row[0], row[1]): row for row in table.rows}
     assert rows[("1", "lif")][2:] == ["91.00 ± 1.00", "0.1000 ± 0.0000", "1.000"]
@@ -82,7 +69,7 @@ def test_demo_report_from_run_directories(tmp_path, monkeypatch):
     assert "γ = 0.25: ILIF fires at 0.50× LIF's rate (0.013 vs 0.025); accuracy LIF 91.0 %, ILIF 91.0 %" in text
     assert "γ = 4: runs missing" in text
     assert "LIF's firing rate rises with γ at every step (0.025 at γ = 0.25 -> 0.400 at γ = 4)." in text
-    build_demo(tmp_path / "results" / "demo")
+    build_demo(tmp_path / "results" / "demo", "runs")
     written = sorted(p.name for p in (tmp_path / "results" / "demo").iterdir())
     assert written == ["accuracy_vs_gamma.png", "firing_rate_vs_gamma.png", "table.csv", "table.md"]
     md = (tmp_path / "results" / "demo" / "table.md").read_text()
@@ -91,10 +78,11 @@ def test_demo_report_from_run_directories(tmp_path, monkeypatch):
 
 def test_table1_deltas_and_published_reference(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for _, cfg, run_dir in plan(["table1_full_cifar10"], []):
+    jobs = table_jobs([1], "full", ["recipe=cifar10"])
+    for _, cfg, run_dir in jobs:
         neuron = cfg.neuron.name
         _write_summary(run_dir, acc=0.94 if neuron == "lif" else 0.95, rate=0.2 if neuron == "lif" else 0.15)
-    table = tables.table1(load_runs(["table1_full_cifar10"]), "full")
+    table = tables.table1(load_runs(jobs), "full")
     rows = {row[1]: row for row in table.rows}
     assert rows["lif"][-1] == "94.51" and rows["ilif"][-1] == "—"
     assert rows["ilif"][-3:-1] == ["+1.00", "25.0 %"]
@@ -102,15 +90,11 @@ def test_table1_deltas_and_published_reference(tmp_path, monkeypatch):
 
 
 def test_fast_plan_equals_composing_each_job():
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from ilif.study import _config_dir
-
-    jobs = plan(["table2_mini", "table3_mini_kappa"], [])
-    with initialize_config_dir(config_dir=str(_config_dir()), version_base="1.3"):
-        for name, cfg, _ in jobs[:5] + jobs[-3:]:
-            overrides = [f"experiment={name}", f"neuron={cfg.neuron.name}", f"seed={cfg.seed}",
-                         f"surrogate.gamma={cfg.surrogate.gamma}", f"surrogate.normalize={cfg.surrogate.normalize}",
-                         f"neuron.kappa_current={cfg.neuron.kappa_current}"]
-            assert OmegaConf.to_container(compose(config_name="train", overrides=overrides)) == OmegaConf.to_container(cfg)
+    jobs = table_jobs([2, 3], "mini")
+    for name, cfg, _ in jobs[:5] + jobs[-3:]:
+        overrides = [f"experiment={name}", "scale=mini", "recipe=mini", f"neuron={cfg.neuron.name}",
+                     f"seed={cfg.seed}", f"surrogate.gamma={cfg.surrogate.gamma}",
+                     f"surrogate.normalize={cfg.surrogate.normalize}"]
+        if "kappa_current" in cfg.neuron:
+            overrides.append(f"neuron.kappa_current={cfg.neuron.kappa_current}")
+        assert OmegaConf.to_container(compose_config(overrides)) == OmegaConf.to_container(cfg)

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from ilif.data import build as build_data
 from ilif.train.build import build_model, neuron_factory
 from ilif.train.config import ConfigError, check_neuron
-from ilif.train.loop import compute_loss, correct_counts, evaluate, Run
+from ilif.train.engine import Run, compute_loss, correct_counts, evaluate
 from ilif.metrics import SpikeMeter
 from ilif.neurons import ILIF, LIF, PLIF
 
@@ -166,7 +166,7 @@ def test_ddp_two_cpu_processes_match_one_process_bookkeeping(tmp_path):
     model = build_model(cfg, info)
     model.load_state_dict(torch.load(run_dir / "last.pt", weights_only=True)["model"])
     os.environ.pop("WORLD_SIZE", None)
-    run = Run(cfg, run_dir)
+    run = Run(cfg)
     meter = SpikeMeter(model, enabled=False)
     loader = torch.utils.data.DataLoader(test_set, batch_size=100)
     single = evaluate(model, loader, run, cfg.loss, meters=(meter,))

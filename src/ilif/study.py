@@ -7,13 +7,13 @@ the same configs with Hydra's compose API, runs every job with the one trainer
 ones, and shows runs done / total with the elapsed and remaining time.
 
     ilif-study demo
-    ilif-study 'table1_full*' --dry-run          # the plan and a rough time estimate
+    ilif-study --table 1 --scale mini            # Table 1's grid at mini scale (what make reproduce-table1 runs)
+    ilif-study --table 1 2 3 --scale full --dry-run   # the plan and a rough time estimate
 """
 
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import itertools
 import logging
 import os
@@ -21,14 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from ilif.data import DatasetError
 from ilif.data import build as build_data
-from ilif.train.logging_utils import finished_summary
+from ilif.grid import SCALES, TABLES, experiment_names, plan, table_jobs
+from ilif.rundir import finished_summary
 
 log = logging.getLogger("ilif.train")
 
@@ -37,50 +36,12 @@ ROUGH_GPU_SECONDS_PER_EPOCH = {"cifar10": 40, "cifar100": 40, "cifar10_dvs": 30,
                                "imagenet": 2400, "digits": 1}
 
 
-def _config_dir() -> Path:
-    from ilif.train.app import CONFIG_DIR
+def validate_jobs(jobs) -> None:
+    """Check every job's config (ranges, choices, the neuron's own checks); ConfigError on the first bad one."""
+    from ilif.train.config import validate
 
-    return CONFIG_DIR
-
-
-def experiment_names(patterns: list[str]) -> list[str]:
-    """Experiment config names matching the glob ``patterns``, in sorted order."""
-    available = sorted(p.stem for p in (_config_dir() / "experiment").glob("*.yaml"))
-    names = sorted({n for pattern in patterns for n in fnmatch.filter(available, pattern)})
-    if not names:
-        raise ValueError(f"experiment={patterns!r} matches nothing: choose from {available}")
-    return names
-
-
-def plan(names: list[str], overrides: list[str]) -> list[tuple[str, object, Path]]:
-    """Every job of the experiments' grids: (experiment, composed config, run directory).
-
-    Hydra composes one config per combination of config-group choices (``neuron=lif``); plain values
-    of the grid (``seed=1``, ``surrogate.gamma=0.5``) are then set on a copy, which gives the same
-    config as composing each job and is much faster for large grids.
-    """
-    from ilif.train.config import config_hash, run_name, sweep_axes, validate
-
-    groups = {p.name for p in _config_dir().iterdir() if p.is_dir()}
-    jobs = []
-    with initialize_config_dir(config_dir=str(_config_dir()), version_base="1.3"):
-        for name in names:
-            base = compose(config_name="train", overrides=[f"experiment={name}", *overrides], return_hydra_config=True)
-            params = OmegaConf.to_container(base.hydra.sweeper.params) if base.hydra.sweeper.get("params") else {}
-            axes = sweep_axes(list(params.items()))
-            composed = {}
-            for combo in itertools.product(*axes):
-                choices = tuple(f"{k}={v}" for k, v in combo if k in groups)
-                if choices not in composed:
-                    composed[choices] = compose(config_name="train", overrides=[f"experiment={name}", *choices, *overrides])
-                cfg = composed[choices].copy()
-                for key, value in combo:
-                    if key not in groups:
-                        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
-                validate(cfg)
-                run_dir = Path(cfg.runs_root) / cfg.experiment_name / f"{run_name(cfg)}-{config_hash(cfg)}"
-                jobs.append((name, cfg, run_dir))
-    return jobs
+    for _, cfg, _ in jobs:
+        validate(cfg)
 
 
 def check_data(jobs) -> None:
@@ -142,14 +103,22 @@ def run(jobs, progress: bool = True) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ilif-study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiments", nargs="+", help="experiment config names or globs (configs/experiment/)")
+    parser.add_argument("experiments", nargs="*", help="experiment config names or globs (configs/experiment/)")
+    parser.add_argument("--table", type=int, nargs="+", default=[], choices=sorted(TABLES),
+                        help="the experiments behind these tables (with --scale)")
+    parser.add_argument("--scale", choices=SCALES, default="full", help="the scale of --table (default full)")
     parser.add_argument("--override", action="append", default=[], help="a Hydra override applied to every run")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if not (args.experiments or args.table):
+        parser.error("name experiments or --table")
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
-        jobs = plan(experiment_names(args.experiments), args.override)
+        jobs = table_jobs(args.table, args.scale, args.override) if args.table else []
+        if args.experiments:
+            jobs += plan(experiment_names(args.experiments), args.override)
+        validate_jobs(jobs)
         print(f"{len(jobs)} runs:\n{describe(jobs)}", flush=True)
         if args.dry_run:
             return 0

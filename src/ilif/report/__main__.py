@@ -2,6 +2,7 @@
 
     ilif-report --scale mini --tables 2 3          # results/mini/table2.md, .csv, ...
     ilif-report --scale smoke --tables 1 2 3 4 --figures
+    ilif-report --scale full --tables 1 --runs-root /scratch/me/runs   # runs trained elsewhere
     ilif-report --demo                              # results/demo/: table, figures, plain-language summary
     ilif-report --upload-wandb runs/demo/*          # send finished runs to a wandb dashboard
 """
@@ -12,32 +13,31 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import plots, tables
-from .runs import group, mean_std, values, load_runs
+from ilif.grid import FIGURES, SCALES, TABLES, plan, table_jobs
 
-TABLE_EXPERIMENTS = {1: "table1_{scale}*", 2: "table2_{scale}", 3: "table3_{scale}*", 4: "table1_{scale}*"}
+from . import plots, tables
+from .runs import group, load_runs, mean_std, values
+
 BUILDERS = {1: tables.table1, 2: tables.table2, 3: tables.table3, 4: tables.table4}
 
 
-def make_command(table: str, scale: str) -> str:
-    return f"make reproduce-{table} SCALE={scale}"
-
-
-def build_tables(numbers: list[int], scale: str, out: Path) -> list[Path]:
+def build_tables(numbers: list[int], scale: str, out: Path, runs_root: str) -> list[Path]:
     written = []
     for number in numbers:
-        pattern = TABLE_EXPERIMENTS[number].format(scale=scale)
-        records = load_runs([pattern])
+        records = load_runs(table_jobs([number], scale, [f"runs_root={runs_root}"]))
         table = BUILDERS[number](records, scale)
         stem = out / f"table{number}"
-        tables.write_table(table, stem, make_command(f"table{number}", scale), f"runs/{pattern.rstrip('*')}*", scale)
+        sources = ", ".join(f"{runs_root}/{name}_{scale}" for name in sorted(set(TABLES[number])))
+        tables.write_table(table, stem, f"make reproduce-table{number} SCALE={scale}", sources, scale)
         written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
     return written
 
 
-def build_figures(scale: str, out: Path) -> list[Path]:
-    gamma_runs = load_runs([f"table2_{scale}"])
-    main_runs = load_runs([f"table1_{scale}*"])
+def build_figures(scale: str, out: Path, runs_root: str) -> list[Path]:
+    main_name, gamma_name = FIGURES
+    overrides = [f"scale={scale}", f"runs_root={runs_root}"]
+    gamma_runs = load_runs(plan([gamma_name], overrides))
+    main_runs = load_runs(plan([main_name], overrides))
     return [
         plots.metric_vs_gamma(gamma_runs, tables.RATE.getter, "network firing rate", "Fig. 1 — firing rate vs γ",
                               out / "fig1_firing_rate_vs_gamma.png"),
@@ -81,8 +81,8 @@ def demo_summary(records) -> str:
     return "\n".join(lines)
 
 
-def build_demo(out: Path) -> str:
-    records = load_runs(["demo"])
+def build_demo(out: Path, runs_root: str) -> str:
+    records = load_runs(plan(["demo"], [f"runs_root={runs_root}"]))
     tables.write_table(tables.demo_table(records), out / "table", "make demo", "runs/demo", "mini")
     plots.metric_vs_gamma(records, tables.RATE.getter, "network firing rate", "Firing rate vs γ (digits)",
                           out / "firing_rate_vs_gamma.png")
@@ -93,26 +93,27 @@ def build_demo(out: Path) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ilif-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", choices=("full", "mini", "smoke"), default="full")
+    parser.add_argument("--scale", choices=SCALES, default="full")
     parser.add_argument("--tables", type=int, nargs="*", default=[], choices=sorted(BUILDERS))
     parser.add_argument("--figures", action="store_true")
     parser.add_argument("--demo", action="store_true", help="the make demo report in results/demo/")
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--runs-root", default="runs", help="where the run directories are (default runs/)")
     parser.add_argument("--upload-wandb", metavar="RUN_DIR", nargs="+", type=Path,
                         help="send finished run directories to wandb (online with an API key, else offline)")
     args = parser.parse_args(argv)
     if args.upload_wandb:
-        from ilif.train.logging_utils import upload_runs
+        from ilif.wandb_mirror import upload_runs
 
         print(f"sent {upload_runs(args.upload_wandb)} runs to wandb")
         return 0
     if args.demo:
-        print(build_demo(args.out / "demo"))
+        print(build_demo(args.out / "demo", args.runs_root))
         print(f"wrote {args.out / 'demo'}/table.md, table.csv, firing_rate_vs_gamma.png, accuracy_vs_gamma.png")
         return 0
-    written = build_tables(args.tables, args.scale, args.out / args.scale)
+    written = build_tables(args.tables, args.scale, args.out / args.scale, args.runs_root)
     if args.figures:
-        written += build_figures(args.scale, args.out / args.scale)
+        written += build_figures(args.scale, args.out / args.scale, args.runs_root)
     for path in written:
         print(f"wrote {path}")
     return 0

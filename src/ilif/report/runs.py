@@ -1,16 +1,16 @@
-"""Reading run directories: the planned grid of an experiment and what each run left behind."""
+"""Reading run directories: the planned grid of an experiment and what each run left behind (no torch)."""
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ilif.train.config import identity
-from ilif.train.logging_utils import finished_summary
+from ilif.conf import identity
+from ilif.grid import Job
+from ilif.rundir import finished_summary, read_history
 
 
 @dataclass
@@ -36,16 +36,13 @@ class RunRecord:
         return None if self.summary is None else self.summary["final"].get(key)
 
 
-def load_runs(experiment_patterns: list[str]) -> list[RunRecord]:
-    """The planned runs of the experiments (from their configs) with whatever their directories hold."""
-    from ilif.study import experiment_names, plan
-
+def load_runs(jobs: list[Job]) -> list[RunRecord]:
+    """The planned runs (see :mod:`ilif.grid`) with whatever their directories hold."""
     records = []
-    for _, cfg, run_dir in plan(experiment_names(experiment_patterns), []):
+    for _, cfg, run_dir in jobs:
         record = RunRecord(identity(cfg), run_dir, finished_summary(run_dir))
-        metrics = run_dir / "metrics.jsonl"
-        if record.done and metrics.exists():
-            record.history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        if record.done:
+            record.history = read_history(run_dir)
         records.append(record)
     return records
 

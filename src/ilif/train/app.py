@@ -9,38 +9,29 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import hydra
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from ilif.conf import CONFIG_DIR, compose_config, group_options, register, sweep_axes
 from ilif.data import DatasetError
 
-from .config import ConfigError, register_resolvers, register_schema, sweep_axes, validate
+from .config import ConfigError, validate
 from .loop import TrainingDiverged, train
 
-CONFIG_DIR = Path(os.environ.get("ILIF_CONFIGS", Path(__file__).resolve().parents[3] / "configs"))
 MAX_PRECHECK = 2000
 log = logging.getLogger("ilif.train")
-
-register_schema()
-register_resolvers()
 
 
 def _fail(message: str, code: int = 2):
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-def _group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
 def _combinations(overrides: list[str]) -> list[list[str]]:
@@ -55,20 +46,19 @@ def precheck(argv: list[str]) -> None:
     for item in overrides:
         key, _, value = item.lstrip("+~").partition("=")
         if (CONFIG_DIR / key).is_dir():
-            options = _group_options(key)
+            options = group_options(key)
             for option in value.split(","):
                 if option not in options and option != "null":
                     _fail(f"{key}={option!r} is not allowed: choose one of {options}")
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        for combo in _combinations(overrides):
-            try:
-                validate(compose(config_name="train", overrides=combo))
-            except ConfigError as err:
-                _fail(str(err))
-            except (HydraException, OmegaConfBaseException) as err:
-                cause = err.__cause__
-                detail = f": {str(cause).splitlines()[0]}" if cause is not None and str(cause) else ""
-                _fail(" ".join(str(err).split()) + detail)
+    for combo in _combinations(overrides):
+        try:
+            validate(compose_config(combo))
+        except ConfigError as err:
+            _fail(str(err))
+        except (HydraException, OmegaConfBaseException) as err:
+            cause = err.__cause__
+            detail = f": {str(cause).splitlines()[0]}" if cause is not None and str(cause) else ""
+            _fail(" ".join(str(err).split()) + detail)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
@@ -92,6 +82,7 @@ def hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    register()
     precheck(sys.argv[1:])
     hydra_main()
 

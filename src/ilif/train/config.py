@@ -1,139 +1,23 @@
-"""Typed schemas for the trainer's Hydra config, range checks, and the run's identity (name, hash).
+"""Range and choice checks of a composed trainer config (the schema itself is :mod:`ilif.conf`).
 
-The dataclasses are registered in Hydra's ConfigStore as ``train_schema``; ``configs/train.yaml``
-extends it, so a wrong type or an unknown key fails at composition. :func:`validate` then checks
-ranges and choices and raises :class:`ConfigError` with one line naming the key, the value and what
-is allowed.
+:func:`validate` raises :class:`ConfigError` with one line naming the key, the value and what is
+allowed; neuron values are checked by the neuron's own class.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import math
-import os
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from ilif.data import NAMES as DATASETS
 from ilif.models import model_names
 from ilif.neurons import FAMILIES, NORMALIZATIONS
 
 from .build import neuron_factory
-
-
-@dataclass
-class DatasetConfig:
-    name: str = MISSING
-    root: Optional[str] = None  # None: $ILIF_DATA, else ./data
-    split: str = "reference"  # cifar10_dvs: reference | random
-    split_seed: int = 0
-    preprocess: str = "clean"  # event frames: clean | reference
-    download: bool = True
-    augment: bool = True
-    val_fraction: float = 0.0  # held out of train for model selection (0: select on test, as the release)
-    stand_in: bool = False  # smoke scale: tiny random data of this dataset's kind
-    stand_in_size: int = 16
-    stand_in_samples: int = 16
-
-
-@dataclass
-class ModelConfig:
-    name: str = MISSING
-    dropout: float = 0.0
-    bn_per_step: bool = False
-
-
-@dataclass
-class SurrogateConfig:
-    family: str = "rectangle"
-    gamma: float = 1.0
-    normalize: str = "area"
-
-
-@dataclass
-class OptimConfig:
-    name: str = "sgd"  # sgd | adamw
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-
-
-@dataclass
-class ScheduleConfig:
-    name: str = "cosine"  # cosine (per epoch, to eta_min) | step
-    eta_min: float = 0.0
-    step_size: int = 100
-    gamma: float = 0.1
-
-
-@dataclass
-class LossConfig:
-    name: str = "ce"  # ce on the time-averaged logits | tet
-    lam: float = 0.05  # tet: weight of the MSE regulariser
-    mse_target: str = "constant"  # tet: constant (phi) | onehot
-    phi: float = 1.0
-    label_smoothing: float = 0.0
-
-
-@dataclass
-class TrainerConfig:
-    T: int = 4
-    epochs: int = 10
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    num_workers: int = 0
-    pin_memory: bool = False
-    drop_last: bool = False  # drop the last incomplete training batch (the release does on DVS Gesture)
-    device: str = "auto"  # auto | cpu | cuda
-    amp: str = "auto"  # auto (fp16 on CUDA, off on CPU) | off | fp16 | bf16
-    compile: bool = False
-    grad_clip: float = 0.0  # max gradient norm; 0 disables
-    deterministic: bool = False
-    resume: bool = True  # continue from last.pt when the run directory has one
-    grad_diagnostics: bool = False
-    train_meter: bool = True  # count spikes during training (cheap) for the training firing rate
-    progress: bool = True
-    limit_train_batches: int = 0  # 0: all
-    limit_eval_batches: int = 0
-
-
-@dataclass
-class WandbConfig:
-    mode: str = "auto"  # auto | online | offline | disabled
-    project: str = "ilif"
-    entity: Optional[str] = None
-    tags: list = field(default_factory=list)
-
-
-@dataclass
-class LoggerConfig:
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-
-
-@dataclass
-class TrainConfig:
-    dataset: DatasetConfig = MISSING
-    model: ModelConfig = MISSING
-    neuron: Any = MISSING  # _target_ (a neuron class), name, and the class's own arguments
-    surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    seed: int = 0
-    experiment_name: str = "default"
-    runs_root: str = "runs"
-
-
-def register_schema() -> None:
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
 class ConfigError(ValueError):
@@ -217,52 +101,3 @@ def check_neuron(cfg: DictConfig) -> None:
         neuron_factory(cfg)()
     except ValueError as err:
         raise ConfigError.from_message(f"neuron.{err}") from None
-
-
-def sweep_axes(items: list[tuple[str, Any]]) -> list[list[tuple[str, str]]]:
-    """Hydra's basic sweep syntax ``key=a,b,c`` as one axis of (key, value) pairs per key; a value with
-    other sweep syntax (brackets, quotes, ranges) stays a single value."""
-    axes = []
-    for key, value in items:
-        text = str(value)
-        if "," in text and not any(c in text for c in "[]{}()'\""):
-            axes.append([(key, v) for v in text.split(",")])
-        else:
-            axes.append([(key, text)])
-    return axes
-
-
-IDENTITY_EXCLUDED = ("hydra", "logger", "runs_root")
-TRAINER_EXCLUDED = ("resume", "progress", "num_workers", "pin_memory")
-
-
-def identity(cfg: DictConfig) -> dict:
-    """The resolved config without the keys that do not change what a run computes (logging, paths,
-    resume, progress bars, loader workers), plus the number of DDP processes (it changes the batches)."""
-    container = OmegaConf.to_container(cfg, resolve=False)
-    for key in IDENTITY_EXCLUDED:
-        container.pop(key, None)
-    for key in TRAINER_EXCLUDED:
-        container.get("trainer", {}).pop(key, None)
-    resolved = OmegaConf.to_container(OmegaConf.create(container), resolve=True)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        resolved["world_size"] = world
-    return resolved
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """Eight hex digits identifying a run's config (see :func:`identity`)."""
-    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
-
-
-def run_name(cfg: DictConfig) -> str:
-    """``{dataset}-{neuron}-g{gamma}-s{seed}``: the wandb run name and the start of the run directory."""
-    return f"{cfg.dataset.name}-{cfg.neuron.name}-g{cfg.surrogate.gamma:g}-s{cfg.seed}"
-
-
-def register_resolvers() -> None:
-    """``${ilif_run_leaf:}``: run_name-hash. Single runs and sweeps both write to
-    runs_root/experiment/run_name-hash, so a repeated sweep finds its finished runs."""
-    if not OmegaConf.has_resolver("ilif_run_leaf"):
-        OmegaConf.register_new_resolver("ilif_run_leaf", lambda *, _root_: f"{run_name(_root_)}-{config_hash(_root_)}")

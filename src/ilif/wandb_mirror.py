@@ -1,66 +1,18 @@
-"""Run-directory files (metrics.jsonl, summary.json) and the wandb mirror."""
+"""The wandb mirror of a run directory, free of torch: live logging during training and upload of
+finished runs afterwards. Any wandb failure becomes a warning and turns the mirror off; the local
+files stay complete.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 log = logging.getLogger("ilif.train")
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe: non-finite floats become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def write_json_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_plain(obj), indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def finished_summary(run_dir: Path) -> Optional[dict]:
-    """The run's summary.json if the run finished, else None (no summary, or a failed one)."""
-    path = Path(run_dir) / "summary.json"
-    if not path.exists():
-        return None
-    summary = json.loads(path.read_text())
-    return summary if summary.get("status") == "finished" else None
-
-
-class MetricsFile:
-    """``metrics.jsonl``: one JSON object per epoch. On resume, lines after the checkpoint's epoch
-    (written by the killed run) are dropped so the file matches the restored state."""
-
-    def __init__(self, path: Path, keep_epochs_below: int):
-        self.path = path
-        kept = []
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a line cut by a kill
-                if record.get("epoch", math.inf) < keep_epochs_below:
-                    kept.append(line)
-        path.write_text("".join(line + "\n" for line in kept))
-
-    def append(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(_plain(record), sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def _has_wandb_key() -> bool:

@@ -1,0 +1,81 @@
+"""The reproduction grid, free of torch: which experiment files make each table, and every job of an
+experiment's grid (composed config and run directory). The study runner trains the jobs; the report
+reads what their run directories hold.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from .conf import CONFIG_DIR, compose_config, config_hash, group_options, run_name, sweep_axes
+
+SCALES = ("full", "mini", "smoke")
+#: table number -> the experiment files whose runs it reads (Table 4 reads Table 1's runs)
+TABLES = {1: ("table1",), 2: ("table2",), 3: ("table3", "table3_kappa"), 4: ("table1",)}
+#: the experiments behind the figures: Figures 1, 2 and 4 read Table 2's runs, 3 and 5 Table 1's
+FIGURES = ("table1", "table2")
+
+Job = tuple[str, DictConfig, Path]
+
+
+def experiment_names(patterns: list[str]) -> list[str]:
+    """Experiment config names matching the glob ``patterns``, in sorted order."""
+    available = group_options("experiment")
+    names = sorted({n for pattern in patterns for n in fnmatch.filter(available, pattern)})
+    if not names:
+        raise ValueError(f"experiment={patterns!r} matches nothing: choose from {available}")
+    return names
+
+
+def table_experiments(numbers: list[int]) -> list[str]:
+    """The experiment files behind tables ``numbers``, each once."""
+    unknown = [n for n in numbers if n not in TABLES]
+    if unknown:
+        raise ValueError(f"table={unknown[0]!r} is not allowed: choose one of {sorted(TABLES)}")
+    return sorted({name for n in numbers for name in TABLES[n]})
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    """``runs_root/experiment_name/run_name-hash``, where the trainer writes the run."""
+    return Path(cfg.runs_root) / cfg.experiment_name / f"{run_name(cfg)}-{config_hash(cfg)}"
+
+
+def plan(names: list[str], overrides: list[str]) -> list[Job]:
+    """Every job of the experiments' grids: (experiment, composed config, run directory).
+
+    Hydra composes one config per combination of config-group choices (``neuron=lif``); plain values
+    of the grid (``seed=1``, ``surrogate.gamma=0.5``) are then set on a copy, which gives the same
+    config as composing each job and is much faster for large grids. An override of a grid key
+    replaces that axis, as on Hydra's command line.
+    """
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    override_items = [tuple(item.partition("=")[::2]) for item in overrides]
+    first_values = [f"{axis[0][0]}={axis[0][1]}" for axis in sweep_axes(override_items)]
+    jobs = []
+    for name in names:
+        base = compose_config([f"experiment={name}", *first_values], return_hydra_config=True)
+        params = OmegaConf.to_container(base.hydra.sweeper.params) if base.hydra.sweeper.get("params") else {}
+        params.update(dict(override_items))
+        composed = {}
+        for combo in itertools.product(*sweep_axes(list(params.items()))):
+            choices = tuple(f"{k}={v}" for k, v in combo if k in groups)
+            if choices not in composed:
+                composed[choices] = compose_config([f"experiment={name}", *choices])
+            cfg = composed[choices].copy()
+            for key, value in combo:
+                if key not in groups:
+                    OmegaConf.update(cfg, key.lstrip("+"), yaml.safe_load(value), merge=False)
+            jobs.append((name, cfg, run_dir_of(cfg)))
+    return jobs
+
+
+def table_jobs(numbers: list[int], scale: str, overrides: list[str] = ()) -> list[Job]:
+    """The jobs of tables ``numbers`` at ``scale`` (one of :data:`SCALES`)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r} is not allowed: choose one of {list(SCALES)}")
+    return plan(table_experiments(numbers), [f"scale={scale}", *overrides])

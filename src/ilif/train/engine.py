@@ -1,0 +1,211 @@
+"""The parts of a run that touch tensors: the process (device, AMP, DDP, threads), the loaders, the loss,
+one training epoch and one evaluation pass."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from contextlib import ExitStack, nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from spikingjelly.activation_based import functional as sj_functional
+from tqdm import tqdm
+
+from ilif.data import make_loader
+
+log = logging.getLogger("ilif.train")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss, gradient or model state became NaN or infinite."""
+
+
+class Run:
+    """The process of one training run: device, AMP, DDP rank and world, threads (rank 0 writes files)."""
+
+    def __init__(self, cfg: DictConfig):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.is_main = self.rank == 0
+        if not self.is_main:
+            log.setLevel(logging.WARNING)
+        if cfg.trainer.threads > 0:
+            torch.set_num_threads(cfg.trainer.threads)
+        want = cfg.trainer.device
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if want == "cuda" else "gloo")
+        if want == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        amp = cfg.trainer.amp
+        if self.device.type != "cuda":
+            if amp in ("fp16", "bf16"):
+                log.warning("trainer.amp=%s is ignored on the CPU", amp)
+            amp = "off"
+        elif amp == "auto":
+            amp = "fp16"
+        self.amp_dtype = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Every world_size-th index from ``rank``, without padding, so evaluation counts add up exactly."""
+
+    def __init__(self, length: int, rank: int, world: int):
+        self.indices = list(range(rank, length, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def all_reduce_sum(values: list[float], device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def loader_factory(cfg: DictConfig, run: Run):
+    """``loader(dataset, train, epoch)``: the epoch's DataLoader (sharded under DDP; None for no dataset)."""
+    tcfg = cfg.trainer
+    pin = tcfg.pin_memory and run.device.type == "cuda"
+
+    def loader(dataset, train: bool, epoch: int):
+        if dataset is None:
+            return None
+        sampler = None
+        if run.world > 1:
+            if train:
+                sampler = torch.utils.data.distributed.DistributedSampler(dataset, run.world, run.rank, shuffle=True,
+                                                                          seed=cfg.seed)
+                sampler.set_epoch(epoch)
+            else:
+                sampler = ShardSampler(len(dataset), run.rank, run.world)
+        return make_loader(dataset, tcfg.batch_size if train else tcfg.eval_batch_size, train=train,
+                           num_workers=tcfg.num_workers, pin_memory=pin, seed=cfg.seed * 100_003 + epoch,
+                           sampler=sampler, drop_last=train and tcfg.drop_last)
+
+    return loader
+
+
+def compute_loss(logits: torch.Tensor, target: torch.Tensor, loss_cfg) -> torch.Tensor:
+    """logits [T, B, C], target [B].
+
+    ce:  CE(mean_t o_t, y).
+    tet: (1 − λ)·mean_t CE(o_t, y) + λ·MSE(o_t, φ), φ a constant or the one-hot label (docs/recipes.md).
+    """
+    logits = logits.float()
+    if loss_cfg.name == "ce":
+        return F.cross_entropy(logits.mean(0), target, label_smoothing=loss_cfg.label_smoothing)
+    T = logits.shape[0]
+    ce = F.cross_entropy(logits.flatten(0, 1), target.repeat(T), label_smoothing=loss_cfg.label_smoothing)
+    if loss_cfg.mse_target == "onehot":
+        goal = F.one_hot(target, logits.shape[-1]).to(logits.dtype).expand_as(logits)
+    else:
+        goal = torch.full_like(logits, loss_cfg.phi)
+    return (1.0 - loss_cfg.lam) * ce + loss_cfg.lam * F.mse_loss(logits, goal)
+
+
+def correct_counts(logits: torch.Tensor, target: torch.Tensor) -> tuple[int, int]:
+    """Top-1 and top-5 hits of the prediction argmax Σ_t o_t."""
+    scores = logits.sum(0)
+    k = min(5, scores.shape[-1])
+    top = scores.topk(k, dim=-1).indices
+    hits = top == target.unsqueeze(1)
+    return int(hits[:, 0].sum()), int(hits.any(1).sum())
+
+
+def limited(loader, limit: int):
+    """The first ``limit`` batches of ``loader`` (all when 0)."""
+    for index, batch in enumerate(loader):
+        if limit and index >= limit:
+            return
+        yield batch
+
+
+def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, epoch: int, train_spikes) -> dict:
+    """One pass over ``loader`` with ``net`` (``model`` possibly wrapped by DDP or compile). Returns the
+    epoch's mean train loss and accuracy summed over ranks. Raises TrainingDiverged on a non-finite loss."""
+    tcfg = cfg.trainer
+    net.train()
+    sums = [0.0, 0.0, 0.0]  # loss sum, hits, samples
+    show = tcfg.progress and run.is_main
+    batches = tqdm(limited(loader, tcfg.limit_train_batches), leave=False, disable=not show, desc=f"epoch {epoch}")
+    for step, (x, y) in enumerate(batches):
+        x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with run.autocast():
+            logits = net(x)
+        loss = compute_loss(logits, y, cfg.loss)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}")
+        run.scaler.scale(loss).backward()
+        if tcfg.grad_clip > 0:
+            run.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        run.scaler.step(optimizer)
+        run.scaler.update()
+        sj_functional.reset_net(model)
+        hits, _ = correct_counts(logits.detach(), y)
+        sums[0] += loss.item() * len(y)
+        sums[1] += hits
+        sums[2] += len(y)
+        if show:
+            rate = train_spikes.summary().get("firing_rate", float("nan")) if tcfg.train_meter else float("nan")
+            batches.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}", rate=f"{rate:.3f}")
+    loss_sum, hits, n = all_reduce_sum(sums, run.device)
+    return {"train/loss": loss_sum / max(n, 1), "train/acc1": hits / max(n, 1)}
+
+
+def evaluate(model, loader, run: Run, loss_cfg, limit: int = 0, meters=()) -> dict:
+    """Loss, top-1/top-5 accuracy over ``loader`` (all ranks summed); ``meters`` are reset and record
+    while it runs (their counts are summed over ranks too). Always in float32, without autocast, as the
+    release evaluates."""
+    model.eval()
+    totals = [0.0, 0.0, 0.0, 0.0]  # loss sum, top-1 hits, top-5 hits, samples
+    with torch.no_grad(), ExitStack() as stack:
+        for meter in meters:
+            meter.reset()
+            stack.enter_context(meter.recording())
+        for x, y in limited(loader, limit):
+            x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+            logits = model(x)
+            sj_functional.reset_net(model)
+            totals[0] += compute_loss(logits, y, loss_cfg).item() * len(y)
+            top1, top5 = correct_counts(logits, y)
+            totals[1] += top1
+            totals[2] += top5
+            totals[3] += len(y)
+    loss_sum, hit1, hit5, n = all_reduce_sum(totals, run.device)
+    if run.world > 1:
+        for meter in meters:
+            meter.all_reduce()
+    return {"loss": loss_sum / max(n, 1), "acc1": hit1 / max(n, 1), "acc5": hit5 / max(n, 1), "samples": int(n)}
