@@ -50,12 +50,11 @@ def test_bad_config_is_one_line_exit_2_and_no_run_dir(tmp_path, override, messag
     assert not (tmp_path / "runs").exists() and not (tmp_path / "outputs").exists()
 
 
-def test_run_directory_is_complete(tmp_path):
-    proc = run_train(tmp_path, *FAST)
-    assert proc.returncode == 0, proc.stderr
-    (run_dir,) = run_dirs(tmp_path)
+def test_run_directory_is_complete(train_run, capsys):
+    run_dir, _ = train_run(*FAST)
     assert run_dir.name.startswith("digits-ilif-g1-s0-")
-    assert "test acc" in proc.stdout and "firing rate" in proc.stdout and "µJ/sample" in proc.stdout
+    out = capsys.readouterr().out
+    assert "test acc" in out and "firing rate" in out and "µJ/sample" in out
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1]
     for key in ("train/loss", "train/acc1", "train/firing_rate", "test/loss", "test/acc1", "test/acc5",
@@ -92,13 +91,12 @@ def _kill_during_second_epoch(cwd, overrides):
     return metrics.read_text().count("\n")
 
 
-def test_resume_after_sigkill_is_bit_identical(tmp_path):
+def test_resume_after_sigkill_is_bit_identical(tmp_path, train_run):
     overrides = ["trainer.progress=false", "trainer.epochs=3", "trainer.batch_size=16", "trainer.deterministic=true",
                  "model.dropout=0.2"]
-    clean, killed = tmp_path / "clean", tmp_path / "killed"
-    clean.mkdir()
+    killed = tmp_path / "killed"
     killed.mkdir()
-    assert run_train(clean, *overrides).returncode == 0
+    clean_dir, reference = train_run(*overrides)
     lines_at_kill = _kill_during_second_epoch(killed, overrides)
     assert lines_at_kill < 3  # killed before the end
     (run_dir,) = run_dirs(killed)
@@ -107,10 +105,10 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     resumed = run_train(killed, *overrides)
     assert resumed.returncode == 0, resumed.stderr
     ours = json.loads((run_dir / "summary.json").read_text())
-    reference = json.loads((run_dirs(clean)[0] / "summary.json").read_text())
+    reference = json.loads((clean_dir / "summary.json").read_text())
     assert ours["final"] == reference["final"]
     assert ours["best"] == reference["best"]
-    assert (run_dir / "metrics.jsonl").read_text() == (run_dirs(clean)[0] / "metrics.jsonl").read_text()
+    assert (run_dir / "metrics.jsonl").read_text() == (clean_dir / "metrics.jsonl").read_text()
 
 
 def test_sweep_collision_free_and_skips_finished(tmp_path):
@@ -134,14 +132,14 @@ def test_submitit_local_two_job_sweep(tmp_path):
     assert {json.loads((d / "summary.json").read_text())["neuron"] for d in dirs} == {"lif", "ilif"}
 
 
-def test_wandb_offline_run_files(tmp_path):
-    env = _env(WANDB_MODE="offline", WANDB_SILENT="true")
-    proc = run_train(tmp_path, *FAST, "logger.wandb.mode=offline", env=env)
-    assert proc.returncode == 0, proc.stderr
-    (run_dir,) = run_dirs(tmp_path)
+def test_wandb_offline_run_files(train_run, monkeypatch, caplog):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    caplog.set_level("INFO", logger="ilif.train")
+    run_dir, _ = train_run(*FAST, "logger.wandb.mode=offline")
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("run-*.wandb"))
-    assert "wandb sync" in proc.stderr + proc.stdout
+    assert "wandb sync" in caplog.text
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
@@ -230,10 +228,8 @@ def test_missing_dataset_is_one_line_exit_2_and_no_run_dir(tmp_path):
     assert run_dirs(tmp_path) == [] and not (tmp_path / "nodata").exists()
 
 
-def test_validation_split_selects_the_best_epoch(tmp_path):
-    proc = run_train(tmp_path, *FAST, "dataset.val_fraction=0.2", "trainer.epochs=3")
-    assert proc.returncode == 0, proc.stderr
-    (run_dir,) = run_dirs(tmp_path)
+def test_validation_split_selects_the_best_epoch(train_run):
+    run_dir, _ = train_run(*FAST, "dataset.val_fraction=0.2", "trainer.epochs=3")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["dataset_info"]["train_size"], summary["dataset_info"]["val_size"]) == (1078, 269)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -19,14 +19,14 @@ Convention (ILIF_REFERENCE §5; 45 nm figures of Horowitz 2014): E_MAC = 4.6 pJ,
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ilif.models.layers import display_name
-from ilif.neurons import SpikingNeuron
+
+from .base import HookMeter, neuron_layers
 
 E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
@@ -51,7 +51,7 @@ def synaptic_ops(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return fields.sum() * (layer.out_channels // groups)
 
 
-class OpsMeter:
+class OpsMeter(HookMeter):
     """Counts MACs and SOPs of every Conv2d/Linear layer of ``model`` with forward hooks.
 
     Args:
@@ -61,32 +61,20 @@ class OpsMeter:
     """
 
     def __init__(self, model: nn.Module, events_input: bool = False, enabled: bool = True):
+        super().__init__(enabled)
         self.events_input = events_input
-        self.enabled = enabled
         self.layers = {display_name(name): m for name, m in model.named_modules()
                        if isinstance(m, (nn.Conv2d, nn.Linear))}
-        self.neurons = {display_name(name): m for name, m in model.named_modules() if isinstance(m, SpikingNeuron)}
+        self.neurons = neuron_layers(model)
         self.counts: dict[str, dict] = {}
         self.samples = 0
         self.neuron_steps: dict[str, float] = {}
         self._order: list[str] = []
-        self._handles = [model.register_forward_pre_hook(self._count_samples)]
-        self._handles += [m.register_forward_hook(self._layer_hook(n)) for n, m in self.layers.items()]
-        self._handles += [m.register_forward_hook(self._neuron_hook(n)) for n, m in self.neurons.items()]
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    @contextmanager
-    def recording(self):
-        """Enable the meter inside the block, restore the previous setting after it."""
-        previous, self.enabled = self.enabled, True
-        try:
-            yield self
-        finally:
-            self.enabled = previous
+        self.attach_pre(model, self._count_samples)
+        for name, layer in self.layers.items():
+            self.attach(name, layer, self._count_layer)
+        for name, neuron in self.neurons.items():
+            self.attach(name, neuron, self._count_neuron)
 
     def reset(self) -> None:
         self.counts, self.samples, self.neuron_steps = {}, 0, {}
@@ -108,34 +96,24 @@ class OpsMeter:
         self.samples = int(values[-1])
 
     def _count_samples(self, module, inputs) -> None:
-        if self.enabled:
-            self.samples += inputs[0].shape[0]
+        self.samples += inputs[0].shape[0]
 
-    def _layer_hook(self, name: str):
-        def hook(layer, inputs, out) -> None:
-            if not self.enabled:
-                return
-            x = inputs[0]
-            if name not in self._order:
-                self._order.append(name)
-            first = self._order[0] == name
-            kind = "MAC" if first and not self.events_input else "AC"
-            c = self.counts.setdefault(name, {"kind": kind, "macs_per_row": dense_macs_per_row(layer, out),
-                                              "rows": 0, "input_sum": 0.0, "input_numel": 0, "sops": 0.0})
-            c["rows"] += x.shape[0]
-            if kind == "AC":
-                c["input_sum"] += x.detach().sum().item()
-                c["input_numel"] += x.numel()
-                c["sops"] += synaptic_ops(layer, x).item()
+    def _count_layer(self, name: str, layer: nn.Module, inputs, out) -> None:
+        x = inputs[0]
+        if name not in self._order:
+            self._order.append(name)
+        first = self._order[0] == name
+        kind = "MAC" if first and not self.events_input else "AC"
+        c = self.counts.setdefault(name, {"kind": kind, "macs_per_row": dense_macs_per_row(layer, out),
+                                          "rows": 0, "input_sum": 0.0, "input_numel": 0, "sops": 0.0})
+        c["rows"] += x.shape[0]
+        if kind == "AC":
+            c["input_sum"] += x.detach().sum().item()
+            c["input_numel"] += x.numel()
+            c["sops"] += synaptic_ops(layer, x).item()
 
-        return hook
-
-    def _neuron_hook(self, name: str):
-        def hook(module, inputs, out) -> None:
-            if self.enabled:
-                self.neuron_steps[name] = self.neuron_steps.get(name, 0.0) + out.numel()
-
-        return hook
+    def _count_neuron(self, name: str, module: nn.Module, inputs, out) -> None:
+        self.neuron_steps[name] = self.neuron_steps.get(name, 0.0) + out.numel()
 
     def report(self, e_mac_pj: float = E_MAC_PJ, e_ac_pj: float = E_AC_PJ) -> dict:
         """Per-layer table and per-sample totals.

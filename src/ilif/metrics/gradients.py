@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ilif.models.layers import display_name
-from ilif.neurons import SpikingNeuron
+
+from .base import HookMeter, neuron_layers
 
 
 def weight_grad_norms(model: nn.Module) -> dict[str, float]:
@@ -24,38 +25,30 @@ def weight_grad_norms(model: nn.Module) -> dict[str, float]:
     }
 
 
-class TemporalGradientMeter:
+class TemporalGradientMeter(HookMeter):
     """Accumulates Σ_t |∂L/∂x_t| per neuron layer through tensor hooks; off unless ``enabled``."""
 
     def __init__(self, model: nn.Module, enabled: bool = True):
-        self.enabled = enabled
+        super().__init__(enabled)
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
-        self._handles = [m.register_forward_hook(self._hook(display_name(name)))
-                         for name, m in model.named_modules() if isinstance(m, SpikingNeuron)]
+        for name, module in neuron_layers(model).items():
+            self.attach(name, module, self._watch_input)
 
     def reset(self) -> None:
         self.sums, self.counts = {}, {}
 
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+    def _watch_input(self, name: str, module: nn.Module, inputs, out) -> None:
+        x = inputs[0]
+        if not x.requires_grad:
+            return
 
-    def _hook(self, name: str):
-        def forward_hook(module, inputs, out) -> None:
-            x = inputs[0]
-            if not (self.enabled and x.requires_grad):
-                return
+        def grad_hook(grad: torch.Tensor) -> None:
+            per_step = grad.detach().abs().flatten(1).sum(1).to(torch.float64).cpu()
+            self.sums[name] = self.sums.get(name, 0) + per_step
+            self.counts[name] = self.counts.get(name, 0) + grad[0].numel()
 
-            def grad_hook(grad: torch.Tensor) -> None:
-                per_step = grad.detach().abs().flatten(1).sum(1).to(torch.float64).cpu()
-                self.sums[name] = self.sums.get(name, 0) + per_step
-                self.counts[name] = self.counts.get(name, 0) + grad[0].numel()
-
-            x.register_hook(grad_hook)
-
-        return forward_hook
+        x.register_hook(grad_hook)
 
     def ratios(self) -> dict[str, float]:
         """mean |∂L/∂x_1| / mean |∂L/∂x_T| per layer (nan where the last step got no gradient)."""

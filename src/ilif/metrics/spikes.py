@@ -14,16 +14,15 @@ across batches, and across DDP ranks by a sum all-reduce, and rates are derived 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 from torch import nn
 
-from ilif.models.layers import display_name
 from ilif.neurons import SpikingNeuron
 
+from .base import HookMeter, neuron_layers
 
-class SpikeMeter:
+
+class SpikeMeter(HookMeter):
     """Attach to ``model``; while ``enabled`` every neuron forward adds to the counts.
 
     Args:
@@ -33,71 +32,47 @@ class SpikeMeter:
     """
 
     def __init__(self, model: nn.Module, occupancy: bool = True, enabled: bool = True):
+        super().__init__(enabled)
         self.occupancy = occupancy
-        self.enabled = enabled
-        self.neurons = {display_name(name): m for name, m in model.named_modules() if isinstance(m, SpikingNeuron)}
+        self.neurons = neuron_layers(model)
         self.counts: dict[str, dict[str, torch.Tensor]] = {}
-        self._handles = [m.register_forward_hook(self._hook(name)) for name, m in self.neurons.items()]
-        self._set_store_membrane()
-
-    def _set_store_membrane(self) -> None:
-        if not self.occupancy:  # leave the membrane setting to a meter that needs it
-            return
-        for module in self.neurons.values():
-            module.store_membrane = self.enabled
+        for name, module in self.neurons.items():
+            self.attach(name, module, self._count)
+        self.set_enabled(enabled)
 
     def set_enabled(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._set_store_membrane()
-
-    @contextmanager
-    def recording(self):
-        """Enable the meter inside the block, restore the previous setting after it."""
-        previous = self.enabled
-        self.set_enabled(True)
-        try:
-            yield self
-        finally:
-            self.set_enabled(previous)
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        super().set_enabled(enabled)
+        if self.occupancy:  # otherwise leave the membrane setting to a meter that needs it
+            for module in self.neurons.values():
+                module.store_membrane = enabled
 
     def reset(self) -> None:
         self.counts = {}
 
-    def _hook(self, name: str):
-        def hook(module: SpikingNeuron, inputs, spikes: torch.Tensor) -> None:
-            if not self.enabled:
-                return
-            if module.step_mode != "m":
-                raise ValueError(f"SpikeMeter counts multi-step neurons; layer {name} is in step_mode={module.step_mode!r}")
-            s = spikes.detach().to(torch.float64)
-            T, B = s.shape[:2]
-            new = {
-                "spikes": s.sum(),
-                "neuron_steps": torch.tensor(float(s.numel()), dtype=torch.float64),
-                "samples": torch.tensor(float(B), dtype=torch.float64),
-                "per_step_spikes": s.flatten(1).sum(1),
-                "neuron_spikes": s.sum((0, 1)),
-            }
-            if self.occupancy and module.h_seq is not None:
-                sg = module.surrogate
-                z = (module.h_seq - module.v_threshold).abs()
-                new["in_support"] = (z <= sg.half_width).sum().to(torch.float64)
-                new["potentials"] = torch.tensor(float(z.numel()), dtype=torch.float64)
-            layer = self.counts.get(name)
-            if layer is None:
-                self.counts[name] = {k: v.cpu() for k, v in new.items()}
-                return
-            if layer["per_step_spikes"].shape != new["per_step_spikes"].shape:
-                raise ValueError(f"layer {name}: T changed between batches ({layer['per_step_spikes'].numel()} -> {T})")
-            for key, value in new.items():
-                layer[key] = layer[key] + value.cpu()
-
-        return hook
+    def _count(self, name: str, module: SpikingNeuron, inputs, spikes: torch.Tensor) -> None:
+        if module.step_mode != "m":
+            raise ValueError(f"SpikeMeter counts multi-step neurons; layer {name} is in step_mode={module.step_mode!r}")
+        s = spikes.detach().to(torch.float64)
+        T, B = s.shape[:2]
+        new = {
+            "spikes": s.sum(),
+            "neuron_steps": torch.tensor(float(s.numel()), dtype=torch.float64),
+            "samples": torch.tensor(float(B), dtype=torch.float64),
+            "per_step_spikes": s.flatten(1).sum(1),
+            "neuron_spikes": s.sum((0, 1)),
+        }
+        if self.occupancy and module.h_seq is not None:
+            z = (module.h_seq - module.v_threshold).abs()
+            new["in_support"] = (z <= module.surrogate.half_width).sum().to(torch.float64)
+            new["potentials"] = torch.tensor(float(z.numel()), dtype=torch.float64)
+        layer = self.counts.get(name)
+        if layer is None:
+            self.counts[name] = {k: v.cpu() for k, v in new.items()}
+            return
+        if layer["per_step_spikes"].shape != new["per_step_spikes"].shape:
+            raise ValueError(f"layer {name}: T changed between batches ({layer['per_step_spikes'].numel()} -> {T})")
+        for key, value in new.items():
+            layer[key] = layer[key] + value.cpu()
 
     def all_reduce(self) -> None:
         """Sum the counts over all DDP ranks (call on every rank, in the same layer order)."""
