@@ -1,15 +1,16 @@
 import json
 from pathlib import Path
 
-import pytest
-
+import yaml
 from omegaconf import OmegaConf
 
 from ilif.conf import compose_config
 from ilif.grid import SCALES, plan, table_jobs
+from ilif.neurons import Surrogate
 from ilif.report import tables
 from ilif.report.__main__ import build_demo, demo_summary
 from ilif.report.runs import load_runs
+
 
 def test_every_table_composes_with_the_expected_grid():
     sizes = {(n, scale): len(table_jobs([n], scale)) for n in (1, 2, 3) for scale in SCALES}
@@ -98,3 +99,29 @@ def test_fast_plan_equals_composing_each_job():
         if "kappa_current" in cfg.neuron:
             overrides.append(f"neuron.kappa_current={cfg.neuron.kappa_current}")
         assert OmegaConf.to_container(compose_config(overrides)) == OmegaConf.to_container(cfg)
+
+
+PARITY_DATASETS = ("cifar10", "cifar100", "cifar10_dvs", "dvs_gesture")
+
+
+def parity_rows() -> list[tuple[str, list]]:
+    """(key, release value per dataset) from the parity table of docs/recipes.md."""
+    text = (Path(__file__).parents[1] / "docs" / "recipes.md").read_text()
+    table = text.split("<!-- parity-table -->")[1].split("<!-- /parity-table -->")[0]
+    rows = []
+    for line in table.strip().splitlines()[2:]:
+        key, release = (cell.strip() for cell in line.strip("|").split("|")[:2])
+        values = [yaml.safe_load(v) for v in release.split(" / ")]
+        rows.append((key.strip("`"), values * 4 if len(values) == 1 else values))
+    return rows
+
+
+def test_full_recipes_match_the_parity_table():
+    rows = parity_rows()
+    assert len(rows) >= 30 and all(len(values) == 4 for _, values in rows)
+    for index, dataset in enumerate(PARITY_DATASETS):
+        cfg = compose_config(["experiment=table1", f"recipe={dataset}"])
+        for key, values in rows:
+            assert OmegaConf.select(cfg, key) == values[index], (dataset, key)
+        assert cfg.dataset.preprocess == ("reference" if dataset == "cifar10_dvs" else "clean")
+        assert Surrogate(cfg.surrogate.family, cfg.surrogate.gamma).alpha == 4.0

@@ -70,10 +70,10 @@ def test_counts_add_across_batches():
     assert whole.summary() == halves.summary()
 
 
-def _ddp_worker(rank, world, port, out):
+def _ddp_worker(rank, world, store, out):
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     model, x = _eval_model()
     spikes, ops = SpikeMeter(model), OpsMeter(model)
     with torch.no_grad():
@@ -86,15 +86,10 @@ def _ddp_worker(rank, world, port, out):
 
 
 def test_all_reduce_over_two_gloo_ranks_equals_one_process(tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = str(tmp_path / "rank0.pt")
-    mp.spawn(_ddp_worker, args=(2, port, out), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, join=True)
     reduced = torch.load(out, weights_only=False)
     model, x = _eval_model()
     spikes, ops = SpikeMeter(model), OpsMeter(model)

@@ -101,3 +101,11 @@ def test_bad_model_and_event_length():
         create_model("vgg16", LIF, num_classes=10, in_channels=3)
     with pytest.raises(ValueError, match="3 frames but the model runs T=4"):
         _model("convnet_small", LIF, 2, 4)(torch.rand(1, 3, 2, 8, 8))
+
+
+def test_vgg_classifier_is_initialised_as_the_release():
+    torch.manual_seed(0)
+    model = create_model("vgg11_bn", lambda: LIF(step_mode="m"), num_classes=10, in_channels=2, T=2)
+    weight, bias = model.classifier.module.weight, model.classifier.module.bias
+    assert torch.equal(bias, torch.zeros_like(bias))
+    assert abs(weight.std().item() - 0.01) < 0.0005 and abs(weight.mean().item()) < 0.0005

@@ -17,7 +17,7 @@ from torchvision import transforms
 
 from .common import DatasetError, DatasetInfo, remove_stale
 
-CIFAR_STATS = {  # ILIF_REFERENCE §4 (the release's normalisation)
+CIFAR_STATS = {  # the release's normalisation (docs/recipes.md)
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }

@@ -1,6 +1,6 @@
 """Energy accounting: dense MACs, synaptic operations (SOPs) and pJ per sample.
 
-Convention (ILIF_REFERENCE §5; 45 nm figures of Horowitz 2014): E_MAC = 4.6 pJ, E_AC = 0.9 pJ.
+Convention (docs/energy.md; 45 nm figures of Horowitz 2014): E_MAC = 4.6 pJ, E_AC = 0.9 pJ.
 
 - F_l, the dense MACs of a conv/linear layer per sample and time step, is read from the real shapes
   of a forward pass: conv k_h·k_w·(C_in/groups)·C_out·H_out·W_out, linear in·out.

@@ -1,4 +1,4 @@
-"""Figures 1–5 of ../shared/REPRODUCTION.md (PNG, matplotlib), from run directories only."""
+"""Figures 1–5 of docs/tables.md (PNG, matplotlib), from run directories only."""
 
 from __future__ import annotations
 

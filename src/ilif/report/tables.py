@@ -1,4 +1,4 @@
-"""Tables 1–4 of ../shared/REPRODUCTION.md (and the demo table) built from run directories only."""
+"""Tables 1–4 of docs/tables.md (and the demo table) built from run directories only (no torch)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ilif.metrics.energy import E_MAC_PJ
 
 from .runs import RunRecord, cell, group, mean_std, values
 
-# Published LIF baselines of the same code lineage (ILIF_REFERENCE §6): the CLIF paper (Huang et al.,
+# Published LIF baselines of the same code lineage: the CLIF paper (Huang et al.,
 # ICML 2024), ResNet-18, T = 6. Shown in their own labelled column; not ILIF numbers.
 PUBLISHED_LIF = {"cifar10": 94.51, "cifar100": 76.23}
 PUBLISHED_SOURCE = "CLIF paper (ICML 2024), ResNet-18, T=6, LIF"
