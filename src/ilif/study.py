@@ -68,34 +68,78 @@ def describe(jobs) -> str:
     return "\n".join(lines)
 
 
-def run(jobs, progress: bool = True) -> dict:
-    """Train every job (finished ones are skipped inside the trainer). Returns counts of outcomes."""
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_jobs() -> int:
+    """Parallel runs by default: the usable cores, capped by memory (about 2 GiB per CPU run)."""
+    cores = usable_cores()
+    try:
+        with open("/proc/meminfo") as f:
+            available_kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return max(1, min(cores, available_kib // (2 * 2**20)))
+    except (OSError, StopIteration, ValueError):
+        return cores
+
+
+def _train_one(container: dict, run_dir: str) -> tuple[str, str]:
+    """Train one job in this (worker) process with its output in the run's train.log: (status, detail)."""
+    import contextlib
+
     from ilif.train.loop import TrainingDiverged, train
 
-    outcome = {"finished": 0, "skipped": 0, "failed": 0}
+    cfg = OmegaConf.create(container)
+    path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path / "train.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        with open(path / "train.log", "a") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            train(cfg, path)
+        return "finished", ""
+    except TrainingDiverged as err:
+        log.error("%s", err)
+        return "failed", f"diverged: {err}"
+    except Exception as err:  # noqa: BLE001 - one failed run must not stop the study
+        log.exception("run failed")
+        return "failed", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def run(jobs, progress: bool = True, workers: int = 1) -> dict:
+    """Train every unfinished job, ``workers`` at a time in separate processes (each with its
+    ``trainer.threads`` torch threads, 1 by default), with one progress bar. A failed run is recorded and the study goes
+    on. Returns counts of outcomes, the failures (run directory, reason) and the seconds taken."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    outcome = {"finished": 0, "skipped": 0, "failed": 0, "failures": []}
     start = time.time()
-    bar = tqdm(total=len(jobs), desc="study", unit="run", disable=not progress, dynamic_ncols=True)
-    for name, cfg, run_dir in jobs:
-        if finished_summary(run_dir) is not None:
-            outcome["skipped"] += 1
-            bar.update(1)
-            continue
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(run_dir / "train.log")
-        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        try:
-            train(cfg, run_dir)
-            outcome["finished"] += 1
-        except TrainingDiverged as err:
-            log.error("%s", err)
-            tqdm.write(f"failed: {run_dir}: {err}")
-            outcome["failed"] += 1
-        finally:
-            log.removeHandler(handler)
-            handler.close()
+    todo = [(cfg, run_dir) for _, cfg, run_dir in jobs if finished_summary(run_dir) is None]
+    outcome["skipped"] = len(jobs) - len(todo)
+    bar = tqdm(total=len(jobs), initial=outcome["skipped"], desc="study", unit="run", disable=not progress,
+               dynamic_ncols=True)
+    def record(run_dir: Path, status: str, detail: str) -> None:
+        outcome[status] += 1
+        if status == "failed":
+            outcome["failures"].append((run_dir, detail))
+            tqdm.write(f"failed: {run_dir}: {detail}")
         bar.update(1)
+
+    if workers <= 1:  # one at a time, in this process
+        for cfg, run_dir in todo:
+            record(run_dir, *_train_one(OmegaConf.to_container(cfg), str(run_dir)))
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_train_one, OmegaConf.to_container(cfg), str(run_dir)): run_dir
+                       for cfg, run_dir in todo}
+            for future in as_completed(futures):
+                record(futures[future], *future.result())
     bar.close()
     outcome["seconds"] = time.time() - start
     return outcome
@@ -109,6 +153,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", choices=SCALES, default="full", help="the scale of --table (default full)")
     parser.add_argument("--override", action="append", default=[], help="a Hydra override applied to every run")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
+    parser.add_argument("--jobs", "-j", type=int, default=None,
+                        help="runs trained at once, each in its own process (default: the cores, capped by memory)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if not (args.experiments or args.table):
@@ -126,9 +172,15 @@ def main(argv=None) -> int:
     except (ValueError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    outcome = run(jobs, progress=not args.no_progress)
-    print(f"study done in {outcome['seconds']:.0f} s: {outcome['finished']} trained, {outcome['skipped']} already "
-          f"finished, {outcome['failed']} failed")
+    workers = args.jobs if args.jobs is not None else default_jobs()
+    if workers < 1:
+        print(f"error: --jobs={workers} is not allowed: use 1 or more", file=sys.stderr)
+        return 2
+    outcome = run(jobs, progress=not args.no_progress, workers=workers)
+    print(f"study done in {outcome['seconds']:.0f} s with {workers} parallel runs: {outcome['finished']} trained, "
+          f"{outcome['skipped']} already finished, {outcome['failed']} failed")
+    for run_dir, detail in outcome["failures"]:
+        print(f"  failed: {run_dir}: {detail}")
     return 1 if outcome["failed"] else 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -34,8 +34,6 @@ class Run:
         self.is_main = self.rank == 0
         if not self.is_main:
             log.setLevel(logging.WARNING)
-        if cfg.trainer.threads > 0:
-            torch.set_num_threads(cfg.trainer.threads)
         want = cfg.trainer.device
         if want == "auto":
             want = "cuda" if torch.cuda.is_available() else "cpu"
@@ -60,6 +58,18 @@ class Run:
         if self.amp_dtype is None:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+
+@contextmanager
+def torch_threads(count: int):
+    """Run the block with ``count`` torch intra-op threads (0: leave torch's setting), then restore."""
+    previous = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

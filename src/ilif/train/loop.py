@@ -26,7 +26,7 @@ from ilif.wandb_mirror import WandbLogger
 
 from . import checkpoint
 from .build import build_datasets, build_model, build_optimizer, build_scheduler, surrogate_of
-from .engine import Run, TrainingDiverged, evaluate, loader_factory, seed_everything, train_one_epoch
+from .engine import Run, TrainingDiverged, evaluate, loader_factory, seed_everything, torch_threads, train_one_epoch
 
 log = logging.getLogger("ilif.train")
 
@@ -203,12 +203,20 @@ def report_finish(summary: dict, run_dir: Path) -> None:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train (or resume, or skip when finished) the run ``cfg`` describes into ``run_dir``; its summary."""
-    run_dir, identity_hash = Path(run_dir), config_hash(cfg)
+    """Train (or resume, or skip when finished) the run ``cfg`` describes into ``run_dir``, with
+    ``trainer.threads`` torch threads; its summary."""
+    run_dir = Path(run_dir)
     previous = finished_summary(run_dir) if cfg.trainer.resume else None
-    if previous is not None and previous.get("config_hash") == identity_hash:
+    if previous is not None and previous.get("config_hash") == config_hash(cfg):
         log.info("already finished, skipped: %s", run_dir)
         return previous
+    with torch_threads(cfg.trainer.threads):
+        return train_run(cfg, run_dir)
+
+
+def train_run(cfg: DictConfig, run_dir: Path) -> dict:
+    """The body of :func:`train`: build, resume, the epochs, the summary."""
+    identity_hash = config_hash(cfg)
     run = Run(cfg)
     parts = build_parts(cfg, run)
     if cfg.trainer.resume and (run_dir / "last.pt").exists():

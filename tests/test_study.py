@@ -1,0 +1,43 @@
+import json
+import subprocess
+import sys
+
+GRID = ["demo", "--no-progress", "--override", "seed=0", "--override", "surrogate.gamma=1",
+        "--override", "trainer.epochs=1", "--override", "trainer.limit_train_batches=4"]
+
+
+def _study(cwd, *args):
+    return subprocess.run([sys.executable, "-m", "ilif.study", *GRID, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _summaries(cwd):
+    out = {}
+    for path in sorted((cwd / "runs" / "demo").glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        summary.pop("provenance")
+        out[path.parent.name] = summary
+    return out
+
+
+def test_parallel_study_equals_serial_study_bit_for_bit(tmp_path):
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    serial.mkdir()
+    parallel.mkdir()
+    first = _study(serial, "--jobs", "1")
+    assert first.returncode == 0, first.stderr
+    second = _study(parallel, "--jobs", "2")
+    assert second.returncode == 0, second.stderr
+    assert "study done" in second.stdout and "with 2 parallel runs: 2 trained, 0 already finished, 0 failed" in second.stdout
+    ours, reference = _summaries(parallel), _summaries(serial)
+    assert len(ours) == 2 and ours == reference
+    again = _study(parallel, "--jobs", "2")
+    assert "0 trained, 2 already finished, 0 failed" in again.stdout
+
+
+def test_a_failed_run_does_not_stop_the_study(tmp_path):
+    proc = _study(tmp_path, "--jobs", "1", "--override", "schedule=step", "--override", "schedule.step_size=1",
+                  "--override", "schedule.gamma=1e30", "--override", "trainer.epochs=2")
+    assert proc.returncode == 1
+    assert "0 trained, 0 already finished, 2 failed" in proc.stdout
+    assert proc.stdout.count("  failed: runs/demo/") == 2 and "diverged" in proc.stdout
