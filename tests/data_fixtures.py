@@ -113,3 +113,15 @@ def write_imagenet(root: Path, classes=("n01440764", "n01443537"), per_class: in
                 pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG", format="JPEG")
     return base
+
+
+def tiny_dataset(cfg: dict):
+    """A dataset from outside the package for the ``dataset.builder`` tests: 40 train / 20 test digits."""
+    import torch.utils.data as tud
+
+    from ilif.data import build
+    from ilif.data.common import DatasetInfo
+
+    train, test, info = build({"name": "digits"})
+    return (tud.Subset(train, range(40)), tud.Subset(test, range(20)),
+            DatasetInfo(cfg["name"], 10, 1, 8, False, "first-40-20", 40, 20, {}))

@@ -214,3 +214,13 @@ def test_loader_is_seeded():
     again = [y.tolist() for _, y in make_loader(train, 64, train=True, seed=5)][:3]
     other = [y.tolist() for _, y in make_loader(train, 64, train=True, seed=6)][:3]
     assert first == again and first != other
+
+
+def test_a_dataset_from_outside_the_package_through_builder(train_run):
+    train, test, info = build({"name": "tiny", "builder": "data_fixtures.tiny_dataset"})
+    assert (len(train), len(test), info.name) == (40, 20, "tiny")
+    with pytest.raises(ValueError, match="dataset.builder='nowhere.fn' is not allowed: it must name an importable"):
+        build({"name": "tiny", "builder": "nowhere.fn"})
+    run_dir, summary = train_run("dataset.name=tiny", "dataset.builder=data_fixtures.tiny_dataset",
+                                 "trainer.epochs=1", "trainer.progress=false")
+    assert summary["dataset_info"]["test_size"] == 20 and run_dir.name.startswith("tiny-ilif-")

@@ -235,3 +235,28 @@ def test_validation_split_selects_the_best_epoch(train_run):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     best = max(range(3), key=lambda e: (records[e]["val/acc1"], -e))
     assert summary["best"]["epoch"] == best
+
+
+def test_wandb_mirror_flattens_names_and_never_duplicates(train_run, monkeypatch, tmp_path):
+    from ilif.wandb_mirror import UPLOADED, describe_run, flatten, upload_runs, wandb_id
+
+    assert flatten({"a": 1, "b": {"c": 2.5, "d": [3, float("nan")]}, "e": "x", "f": True}) == {
+        "a": 1, "b/c": 2.5, "b/d/0": 3}
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir, summary = train_run(*FAST, "logger.wandb.mode=offline", "trainer.grad_diagnostics=true")
+    name, tags = describe_run(summary["config"], summary["config_hash"])
+    assert name == f"digits-ilif-rectangle1-area-kI0.03-s0-{summary['config_hash']}"
+    assert tags == ["neuron:ilif", "dataset:digits", "gamma:1", "normalize:area", "scale:none"]
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    run_id = wandb_id("default", summary["config_hash"], summary["run_name"])
+    assert offline.name.endswith(f"-{run_id}")
+    marker = json.loads((run_dir / UPLOADED).read_text())
+    assert marker["id"] == run_id
+    flat_keys = set(flatten(json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])))
+    assert {"test/layer_rates/neuron1", "test/rate_per_step/0", "grad/weight_norms/conv2",
+            "grad/temporal_ratio_layers/neuron2"} <= flat_keys
+    assert upload_runs([run_dir], mode="offline") == (0, 1)  # mirrored live already: never a second run
+    (run_dir / UPLOADED).unlink()
+    assert upload_runs([run_dir, tmp_path / "not-a-run"], mode="offline") == (1, 1)
+    assert json.loads((run_dir / UPLOADED).read_text())["id"] == run_id

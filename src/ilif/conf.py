@@ -35,6 +35,7 @@ class DatasetConfig:
     stand_in: bool = False  # smoke scale: tiny random data of this dataset's kind
     stand_in_size: int = 16
     stand_in_samples: int = 16
+    builder: Optional[str] = None  # dotted path of a dataset function outside the package (docs: Extending)
 
 
 @dataclass

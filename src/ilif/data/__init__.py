@@ -26,10 +26,14 @@ def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
     Keys (all optional but ``name``): ``root`` (data root; default $ILIF_DATA or ./data), ``T`` (frames
     of event data), ``split`` (cifar10_dvs: reference | random), ``split_seed``, ``preprocess``
     (event frames: clean | reference), ``download`` (CIFAR: fetch when missing), ``augment``, and
-    ``stand_in`` (tiny random data of the dataset's kind, for smoke runs; ``stand_in_size``, ``stand_in_samples``).
+    ``stand_in`` (tiny random data of the dataset's kind, for smoke runs; ``stand_in_size``, ``stand_in_samples``),
+    and ``builder``: the dotted path of a function ``(cfg: dict) -> (train, test, DatasetInfo)`` for a
+    dataset that lives outside this package (then ``name`` may be anything).
     Raises DatasetError (one line: dataset, path, expected files, source) when data is missing or corrupt.
     """
     name = cfg["name"]
+    if cfg.get("builder"):
+        return _import(cfg["builder"])(dict(cfg))
     if name not in NAMES:
         raise ValueError(f"dataset={name!r} is not allowed: choose one of {NAMES}")
     root = data_root(cfg.get("root"))
@@ -45,6 +49,17 @@ def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
     if name == "dvs_gesture":
         return dvs_gesture(root, T=cfg.get("T", 20), preprocess=cfg.get("preprocess", "clean"))
     return imagenet(root)
+
+
+def _import(path: str):
+    """The object at dotted ``path`` (``package.module.function``); ValueError naming it if there is none."""
+    import importlib
+
+    module, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"dataset.builder={path!r} is not allowed: it must name an importable function ({err})") from None
 
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int = 0, pin_memory: bool = False,

@@ -18,14 +18,11 @@ from ilif.grid import FIGURES, SCALES, TABLES, plan, table_jobs
 from . import plots, tables
 from .runs import group, load_runs, mean_std, values
 
-BUILDERS = {1: tables.table1, 2: tables.table2, 3: tables.table3, 4: tables.table4}
-
-
 def build_tables(numbers: list[int], scale: str, out: Path, runs_root: str) -> list[Path]:
     written = []
     for number in numbers:
         records = load_runs(table_jobs([number], scale, [f"runs_root={runs_root}"]))
-        table = BUILDERS[number](records, scale)
+        table = tables.BUILDERS[number](records, scale)
         stem = out / f"table{number}"
         sources = ", ".join(f"{runs_root}/{name}_{scale}" for name in sorted(set(TABLES[number])))
         tables.write_table(table, stem, f"make reproduce-table{number} SCALE={scale}", sources, scale)
@@ -94,7 +91,7 @@ def build_demo(out: Path, runs_root: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ilif-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=SCALES, default="full")
-    parser.add_argument("--tables", type=int, nargs="*", default=[], choices=sorted(BUILDERS))
+    parser.add_argument("--tables", type=int, nargs="*", default=[], choices=sorted(tables.BUILDERS))
     parser.add_argument("--figures", action="store_true")
     parser.add_argument("--demo", action="store_true", help="the make demo report in results/demo/")
     parser.add_argument("--out", type=Path, default=Path("results"))
@@ -105,7 +102,8 @@ def main(argv=None) -> int:
     if args.upload_wandb:
         from ilif.wandb_mirror import upload_runs
 
-        print(f"sent {upload_runs(args.upload_wandb)} runs to wandb")
+        sent, skipped = upload_runs(args.upload_wandb)
+        print(f"sent {sent} runs to wandb ({skipped} left out: not finished, or sent before)")
         return 0
     if args.demo:
         print(build_demo(args.out / "demo", args.runs_root))

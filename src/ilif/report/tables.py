@@ -214,6 +214,10 @@ def git_commit() -> str:
         return "unknown"
 
 
+#: table number -> its builder (which runs each table reads: ilif.grid.TABLES)
+BUILDERS = {1: table1, 2: table2, 3: table3, 4: table4}
+
+
 def write_table(table: Table, path_stem: Path, command: str, sources: str, scale: str) -> None:
     """``<stem>.md`` (with the producing command, the commit and the sources) and ``<stem>.csv``."""
     path_stem.parent.mkdir(parents=True, exist_ok=True)

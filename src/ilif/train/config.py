@@ -53,7 +53,8 @@ def _positive(cfg: DictConfig, key: str, minimum: float = 0.0, strict: bool = Tr
 
 def validate(cfg: DictConfig) -> None:
     """Check every range and choice of a composed config; raises ConfigError on the first bad value."""
-    _choice(cfg, "dataset.name", DATASETS)
+    if cfg.dataset.builder is None:
+        _choice(cfg, "dataset.name", DATASETS)
     _choice(cfg, "dataset.split", ("reference", "random"))
     _choice(cfg, "dataset.preprocess", ("clean", "reference"))
     val = cfg.dataset.val_fraction

@@ -48,7 +48,6 @@ class Parts:
     grad_meter: TemporalGradientMeter
     start_epoch: int = 0
     best: Optional[dict] = None
-    wandb_id: Optional[str] = None
     snapshot: tuple = field(default=(None, None))  # (layer table, energy report) of the last evaluation
 
 
@@ -73,7 +72,7 @@ def resume(parts: Parts, last_path: Path, run: Run) -> None:
     parts.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
     checkpoint.set_rng_state(state["rng"])
-    parts.start_epoch, parts.best, parts.wandb_id = state["epoch"] + 1, state["best"], state.get("wandb_id") or None
+    parts.start_epoch, parts.best = state["epoch"] + 1, state["best"]
     log.info("resumed from %s at epoch %d", last_path, parts.start_epoch)
 
 
@@ -143,13 +142,11 @@ def update_best(parts: Parts, record: dict, selector: str) -> bool:
     return True
 
 
-def save_checkpoints(parts: Parts, run: Run, run_dir: Path, epoch: int, is_best: bool, identity_hash: str,
-                     wandb_id: str) -> None:
+def save_checkpoints(parts: Parts, run: Run, run_dir: Path, epoch: int, is_best: bool, identity_hash: str) -> None:
     """``last.pt`` (everything needed to resume) and, for a new best epoch, ``best.pt`` (the weights)."""
     state = {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
              "scheduler": parts.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
-             "rng": checkpoint.rng_state(), "epoch": epoch, "best": parts.best, "config_hash": identity_hash,
-             "wandb_id": wandb_id}
+             "rng": checkpoint.rng_state(), "epoch": epoch, "best": parts.best, "config_hash": identity_hash}
     checkpoint.save_atomic(state, run_dir / "last.pt")
     if is_best:
         checkpoint.save_atomic({"model": parts.model.state_dict(), "epoch": epoch, "config_hash": identity_hash},
@@ -226,8 +223,8 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     metrics = MetricsFile(run_dir / "metrics.jsonl", keep_epochs_below=parts.start_epoch) if run.is_main else None
     if run.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        wandb = WandbLogger(cfg.logger.wandb, run_dir, run_name(cfg), OmegaConf.to_container(cfg, resolve=True),
-                            parts.wandb_id)
+        wandb = WandbLogger(cfg.logger.wandb, run_dir, OmegaConf.to_container(cfg, resolve=True), identity_hash,
+                            run_name(cfg))
     selector = "val/acc1" if parts.data[1] is not None else "test/acc1"
     record = None
     bar = tqdm(range(parts.start_epoch, cfg.trainer.epochs), desc=run_name(cfg), dynamic_ncols=True,
@@ -241,7 +238,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
         if run.is_main:
             metrics.append(record)
             wandb.log(record)
-            save_checkpoints(parts, run, run_dir, epoch, is_best, identity_hash, wandb.run_id or "")
+            save_checkpoints(parts, run, run_dir, epoch, is_best, identity_hash)
             bar.set_postfix(test_acc=f"{record['test/acc1']:.3f}", rate=f"{record['test/firing_rate']:.3f}")
     if record is None:  # resumed a run whose epochs were all done, or epochs = 0
         record = {"epoch": cfg.trainer.epochs - 1, **test_record(parts, cfg, run, loader(parts.data[2], False,
