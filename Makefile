@@ -1,4 +1,5 @@
-# Every target installs what it needs first: a local .venv with the package and its dev extras.
+# Every target installs what it needs first: a local .venv with the package and its dev extras, at the
+# versions of constraints.txt.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,9 +11,9 @@ export WANDB_SILENT ?= true
 .PHONY: install test test-all demo smoke bench-neurons bench-train energy-table clean reproduce-figures reproduce-all
 
 # The stamp is written only after pip succeeds, so a failed install is retried on the next call.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -41,3 +41,21 @@ def test_a_failed_run_does_not_stop_the_study(tmp_path):
     assert proc.returncode == 1
     assert "0 trained, 0 already finished, 2 failed" in proc.stdout
     assert proc.stdout.count("  failed: runs/demo/") == 2 and "diverged" in proc.stdout
+
+
+def test_every_missing_dataset_is_listed_at_once_and_the_rest_can_run(tmp_path):
+    args = ["--table", "3", "--scale", "full", "--no-progress", "--override", f"dataset.root={tmp_path / 'none'}",
+            "--override", "dataset.download=false"]
+    proc = subprocess.run([sys.executable, "-m", "ilif.study", *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    errors = proc.stderr.strip().splitlines()
+    assert errors[0].startswith("error: dataset 'cifar10': missing files at ")
+    assert errors[1].startswith("error: dataset 'cifar10_dvs': not found at ")
+    assert errors[2] == ("error: 2 dataset(s) missing; get them (docs/full_scale.md), or run the rest with "
+                         "--skip-missing")
+    skipped = subprocess.run([sys.executable, "-m", "ilif.study", *args, "--skip-missing"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert skipped.returncode == 0 and "0 trained, 0 already finished, 0 failed" in skipped.stdout
+    assert skipped.stderr.count("skipped (--skip-missing): dataset '") == 2
+    assert not (tmp_path / "runs").exists()

@@ -150,15 +150,27 @@ def group_options(group: str) -> list[str]:
 
 
 def sweep_axes(items: list[tuple[str, Any]]) -> list[list[tuple[str, str]]]:
-    """Hydra's basic sweep syntax ``key=a,b,c`` as one axis of (key, value) pairs per key; a value with
-    other sweep syntax (brackets, quotes, ranges) stays a single value."""
+    """Each ``key=value`` as one axis of (key, value) pairs, with Hydra's own sweep syntax expanded:
+    ``a,b,c``, ``choice(...)``, ``range(...)`` and ``glob(...)`` over a config group's options.
+    Raises ValueError for sweeps that cannot be listed (``interval``) or that do not parse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
     axes = []
     for key, value in items:
-        text = str(value)
-        if "," in text and not any(c in text for c in "[]{}()'\""):
-            axes.append([(key, v) for v in text.split(",")])
-        else:
-            axes.append([(key, text)])
+        try:
+            override = parser.parse_override(f"{key}={value}")
+            if not override.is_sweep_override():
+                values = [str(value)]
+            elif isinstance(override.value(), Glob):
+                values = override.value().filter(group_options(override.key_or_group))
+            else:
+                values = list(override.sweep_string_iterator())
+        except HydraException as err:
+            raise ValueError(f"{key}={value!r} is not allowed: {str(err).splitlines()[0]}") from None
+        axes.append([(key, v) for v in values])
     return axes
 
 

@@ -62,6 +62,21 @@ class MetricsFile:
             os.fsync(f.fileno())
 
 
+def discard_untrained(run_dir: Path, runs_root: Path) -> None:
+    """Remove a run directory that holds no checkpoint (nothing was trained), then every parent left
+    empty up to ``runs_root``: a failed command leaves no empty directories behind."""
+    import shutil
+
+    run_dir, runs_root = Path(run_dir).resolve(), Path(runs_root).resolve()
+    if (run_dir / "last.pt").exists():
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in [*run_dir.parents]:
+        if parent == runs_root.parent or not parent.is_relative_to(runs_root) or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
 def read_history(run_dir: Path) -> list[dict]:
     """The epochs of ``metrics.jsonl`` (empty if there is none)."""
     path = Path(run_dir) / "metrics.jsonl"

@@ -44,19 +44,27 @@ def validate_jobs(jobs) -> None:
         validate(cfg)
 
 
-def check_data(jobs) -> None:
-    """Build each dataset of the plan once, so a missing one stops the study before any training."""
-    seen = set()
+def missing_data(jobs) -> dict[tuple, str]:
+    """Build each dataset of the plan once; every one that is missing or corrupt, with its one-line error."""
+    missing, seen = {}, set()
     for _, cfg, _ in jobs:
-        key = (cfg.dataset.name, cfg.dataset.stand_in, cfg.trainer.T)
+        key = _data_key(cfg)
         if key not in seen:
             seen.add(key)
-            build_data({**OmegaConf.to_container(cfg.dataset, resolve=True), "T": cfg.trainer.T})
+            try:
+                build_data({**OmegaConf.to_container(cfg.dataset, resolve=True), "T": cfg.trainer.T})
+            except DatasetError as err:
+                missing[key] = str(err)
+    return missing
+
+
+def _data_key(cfg) -> tuple:
+    return cfg.dataset.name, cfg.dataset.stand_in, cfg.trainer.T, cfg.dataset.get("root")
 
 
 def describe(jobs) -> str:
     lines, seconds = [], 0.0
-    for name, group in itertools.groupby(jobs, key=lambda job: job[0]):
+    for (name, _), group in itertools.groupby(jobs, key=lambda job: (job[0], job[1].dataset.name)):
         group = list(group)
         todo = [job for job in group if finished_summary(job[2]) is None]
         cfg = group[0][1]
@@ -153,6 +161,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", choices=SCALES, default="full", help="the scale of --table (default full)")
     parser.add_argument("--override", action="append", default=[], help="a Hydra override applied to every run")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="train the runs whose data is on disk and leave out the others (listed)")
     parser.add_argument("--jobs", "-j", type=int, default=None,
                         help="runs trained at once, each in its own process (default: the cores, capped by memory)")
     parser.add_argument("--no-progress", action="store_true")
@@ -168,7 +178,16 @@ def main(argv=None) -> int:
         print(f"{len(jobs)} runs:\n{describe(jobs)}", flush=True)
         if args.dry_run:
             return 0
-        check_data(jobs)
+        missing = missing_data(jobs)
+        if missing and not args.skip_missing:
+            for message in missing.values():
+                print(f"error: {message}", file=sys.stderr)
+            print(f"error: {len(missing)} dataset(s) missing; get them (docs/full_scale.md), or run the rest with "
+                  "--skip-missing", file=sys.stderr)
+            return 2
+        for message in missing.values():
+            print(f"skipped (--skip-missing): {message}", file=sys.stderr)
+        jobs = [job for job in jobs if _data_key(job[1]) not in missing]
     except (ValueError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

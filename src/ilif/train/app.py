@@ -1,32 +1,39 @@
 """``ilif-train`` / ``python -m ilif.train``: the Hydra 1.3 app.
 
-Before Hydra starts (and creates any run directory), every combination of the command line's
-overrides is composed and validated; a bad value ends with one line naming the key, the value and
-what is allowed, and exit code 2.
+Before Hydra starts (and creates any run directory), every job the command line describes is
+composed and validated: each combination of config-group choices, and on each of them every value
+of every other swept key (so a sweep of any size is checked without enumerating its product). A bad
+value ends with one line naming the key, the value and what is allowed, and exit code 2. Hydra's own
+flags (``--help``, ``--cfg``, ``--info``, ``-sc``, ...) go to Hydra unchanged, search-path additions
+(``hydra.searchpath=[...]``, ``--config-dir``) are honoured, and ``-m experiment=a,b`` expands each
+experiment file's own grid.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import shutil
 import sys
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ilif.conf import CONFIG_DIR, compose_config, group_options, register, sweep_axes
 from ilif.data import DatasetError
+from ilif.rundir import discard_untrained
 
-from .config import ConfigError, validate
+from .config import CHECKS, ConfigError, validate
 from .loop import TrainingDiverged, train
 
-MAX_PRECHECK = 2000
 log = logging.getLogger("ilif.train")
+HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
+               "--version", "--resolve", "-p", "--package")
+VALUE_FLAGS = ("-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-path", "--experimental-rerun")
 
 
 def _fail(message: str, code: int = 2):
@@ -34,31 +41,92 @@ def _fail(message: str, code: int = 2):
     sys.exit(code)
 
 
-def _combinations(overrides: list[str]) -> list[list[str]]:
-    """The basic sweeps of the command line (``key=a,b,c``) expanded; other sweep syntax is checked per job."""
-    axes = sweep_axes([tuple(item.partition("=")[::2]) for item in overrides])
-    return [[f"{k}={v}" for k, v in combo] for combo in itertools.islice(itertools.product(*axes), MAX_PRECHECK)]
+def parse_cli(argv: list[str]) -> tuple[list[str], list[str], bool]:
+    """(overrides, search-path overrides, multirun) of a command line."""
+    overrides, searchpath, multirun, skip = [], [], False, False
+    for index, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        flag, eq, value = arg.partition("=")
+        if flag in ("-cd", "--config-dir"):
+            directory = value if eq else (argv[index + 1] if index + 1 < len(argv) else "")
+            searchpath.append(f"file://{Path(directory).resolve()}")
+            skip = not eq
+        elif flag in VALUE_FLAGS:
+            skip = not eq
+        elif arg in ("-m", "--multirun"):
+            multirun = True
+        elif eq and not arg.startswith("-"):
+            if arg.startswith("hydra.searchpath="):
+                searchpath += [p.strip() for p in value.strip("[]").split(",") if p.strip()]
+            elif not arg.lstrip("+~").startswith(("hydra.", "hydra/")):
+                overrides.append(arg)
+    return overrides, ([f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []), multirun
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    try:
+        return compose_config(overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        cause = err.__cause__
+        detail = f": {str(cause).splitlines()[0]}" if cause is not None and str(cause) else ""
+        _fail(" ".join(str(err).splitlines()[0].split()) + detail)
+
+
+def _check_group_options(items: list[tuple[str, str]]) -> None:
+    for key, value in items:
+        group = key.lstrip("+~")
+        if (CONFIG_DIR / group).is_dir():
+            options = group_options(group)
+            for option in value.split(","):
+                if option not in options and option != "null":
+                    _fail(f"{group}={option!r} is not allowed: choose one of {options}")
 
 
 def precheck(argv: list[str]) -> None:
-    """Compose and validate each combination of ``argv``'s overrides; exit 2 with one line on the first error."""
-    overrides = [a for a in argv if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
-    for item in overrides:
-        key, _, value = item.lstrip("+~").partition("=")
-        if (CONFIG_DIR / key).is_dir():
-            options = group_options(key)
-            for option in value.split(","):
-                if option not in options and option != "null":
-                    _fail(f"{key}={option!r} is not allowed: choose one of {options}")
-    for combo in _combinations(overrides):
-        try:
-            validate(compose_config(combo))
-        except ConfigError as err:
-            _fail(str(err))
-        except (HydraException, OmegaConfBaseException) as err:
-            cause = err.__cause__
-            detail = f": {str(cause).splitlines()[0]}" if cause is not None and str(cause) else ""
-            _fail(" ".join(str(err).split()) + detail)
+    """Compose and validate every job of ``argv`` (see the module docstring); exit 2 on the first error."""
+    overrides, searchpath, multirun = parse_cli(argv)
+    items = [tuple(item.partition("=")[::2]) for item in overrides]
+    if not searchpath:  # options from other config directories are Hydra's to check
+        _check_group_options([(k, v) for k, v in items if "(" not in v])
+    try:
+        experiments = next((axis for axis in sweep_axes(items) if axis[0][0] == "experiment"), [None])
+        for experiment in experiments:
+            _check_jobs(items, experiment, searchpath, multirun)
+    except (ConfigError, ValueError) as err:
+        _fail(str(err))
+
+
+def _check_jobs(items, experiment, searchpath: list[str], multirun: bool) -> None:
+    """Validate every group-choice combination of one experiment's jobs, and on each every value of
+    every other axis (the experiment's grid included when ``multirun``)."""
+    items = [(k, v) for k, v in items if k != "experiment"]
+    head = searchpath + ([f"{experiment[0]}={experiment[1]}"] if experiment else [])
+    if multirun and experiment:
+        base = compose_config(head + [f"{k}={axis[0][1]}" for k, axis in zip((k for k, _ in items), sweep_axes(items))],
+                              return_hydra_config=True)
+        params = OmegaConf.to_container(base.hydra.sweeper.params) if base.hydra.sweeper.get("params") else {}
+        items = list({**params, **dict(items)}.items())
+    axes = sweep_axes(items)
+    groups = [axis for axis in axes if (CONFIG_DIR / axis[0][0].lstrip("+~")).is_dir()]
+    values = [axis for axis in axes if axis not in groups]
+    for choices in itertools.product(*groups):
+        cfg = _compose(head + [f"{k}={v}" for k, v in choices] + [f"{axis[0][0]}={axis[0][1]}" for axis in values])
+        validate(cfg)
+        for axis in values:
+            for key, value in axis[1:]:
+                if key.startswith(("+", "~")):
+                    validate(_compose(head + [f"{k}={v}" for k, v in choices] + [f"{key}={value}"]))
+                elif key in CHECKS:  # a plain range or choice: check the value alone (fast for huge sweeps)
+                    CHECKS[key](key, yaml.safe_load(value))
+                else:  # a neuron key (its class checks it), or a key only the schema types
+                    job = cfg.copy()
+                    try:
+                        OmegaConf.update(job, key, yaml.safe_load(value), merge=False)
+                    except OmegaConfBaseException as err:
+                        _fail(f"{key}={value!r} is not allowed: {str(err).splitlines()[0]}")
+                    validate(job, keys=[key])
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
@@ -66,14 +134,9 @@ def hydra_main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         validate(cfg)
-    except ConfigError as err:  # sweep syntax the precheck could not expand
-        shutil.rmtree(run_dir, ignore_errors=True)
-        _fail(str(err))
-    try:
         summary = train(cfg, run_dir)
-    except DatasetError as err:
-        if not (run_dir / "last.pt").exists():  # nothing was trained: leave no empty run directory
-            shutil.rmtree(run_dir, ignore_errors=True)
+    except (ConfigError, DatasetError) as err:  # sweep syntax the precheck could not expand; missing data
+        discard_untrained(run_dir, Path(cfg.runs_root))
         _fail(str(err))
     except TrainingDiverged as err:
         log.error("%s", err)
@@ -83,8 +146,21 @@ def hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     register()
-    precheck(sys.argv[1:])
-    hydra_main()
+    argv = sys.argv[1:]
+    if any(arg.partition("=")[0] in HYDRA_FLAGS for arg in argv):
+        hydra_main()  # help, config printing, completion: Hydra's, unchanged
+        return
+    precheck(argv)
+    overrides, _, multirun = parse_cli(argv)
+    experiments = [v for k, v in (o.partition("=")[::2] for o in overrides) if k == "experiment"]
+    names = [name for _, name in sweep_axes([("experiment", experiments[0])])[0]] if experiments else []
+    if not (multirun and len(names) > 1):
+        hydra_main()
+        return
+    rest = [arg for arg in argv if not arg.startswith("experiment=")]
+    for name in names:  # one Hydra sweep per experiment file, so each file's grid expands
+        sys.argv = [sys.argv[0], *rest, f"experiment={name}"]
+        hydra_main()
 
 
 if __name__ == "__main__":

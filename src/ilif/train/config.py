@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any
+from typing import Any, Callable, Optional
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
@@ -39,51 +39,90 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
-def _choice(cfg: DictConfig, key: str, choices) -> None:
-    value = OmegaConf.select(cfg, key)
-    _require(value in choices, key, value, f"choose one of {list(choices)}")
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _positive(cfg: DictConfig, key: str, minimum: float = 0.0, strict: bool = True, integer: bool = False) -> None:
-    value = OmegaConf.select(cfg, key)
-    finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = finite and (value > minimum if strict else value >= minimum)
-    _require(ok, key, value, f"{'an integer' if integer else 'a finite number'} {'>' if strict else '>='} {minimum:g}")
+def choice(options: Callable[[], tuple] | tuple):
+    """A check: the value is one of ``options`` (or of what the callable returns)."""
+    def check(key: str, value: Any) -> None:
+        allowed = options() if callable(options) else options
+        _require(value in allowed, key, value, f"choose one of {list(allowed)}")
+
+    return check
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check every range and choice of a composed config; raises ConfigError on the first bad value."""
-    if cfg.dataset.builder is None:
-        _choice(cfg, "dataset.name", DATASETS)
-    _choice(cfg, "dataset.split", ("reference", "random"))
-    _choice(cfg, "dataset.preprocess", ("clean", "reference"))
-    val = cfg.dataset.val_fraction
-    _require(0.0 <= val < 1.0, "dataset.val_fraction", val, "a number in [0, 1)")
-    _choice(cfg, "model.name", model_names())
-    _require(0.0 <= cfg.model.dropout < 1.0, "model.dropout", cfg.model.dropout, "a number in [0, 1)")
-    _choice(cfg, "surrogate.family", FAMILIES)
-    _positive(cfg, "surrogate.gamma")
-    _choice(cfg, "surrogate.normalize", NORMALIZATIONS)
-    _choice(cfg, "optim.name", ("sgd", "adamw"))
-    _positive(cfg, "optim.lr")
-    _positive(cfg, "optim.weight_decay", strict=False)
-    _choice(cfg, "schedule.name", ("cosine", "step"))
-    _positive(cfg, "schedule.step_size", integer=True)
-    _choice(cfg, "loss.name", ("ce", "tet"))
-    _require(0.0 <= cfg.loss.lam <= 1.0, "loss.lam", cfg.loss.lam, "a number in [0, 1]")
-    _choice(cfg, "loss.mse_target", ("constant", "onehot"))
-    _positive(cfg, "trainer.T", integer=True)
-    _positive(cfg, "trainer.epochs", strict=False, integer=True)
-    _positive(cfg, "trainer.batch_size", integer=True)
-    _positive(cfg, "trainer.eval_batch_size", integer=True)
-    _positive(cfg, "trainer.num_workers", strict=False, integer=True)
-    _choice(cfg, "trainer.device", ("auto", "cpu", "cuda"))
-    _choice(cfg, "trainer.amp", ("auto", "off", "fp16", "bf16"))
-    _positive(cfg, "trainer.grad_clip", strict=False)
-    _positive(cfg, "trainer.limit_train_batches", strict=False, integer=True)
-    _positive(cfg, "trainer.limit_eval_batches", strict=False, integer=True)
-    _choice(cfg, "logger.wandb.mode", ("auto", "online", "offline", "disabled"))
-    check_neuron(cfg)
+def positive(minimum: float = 0.0, strict: bool = True, integer: bool = False):
+    """A check: a finite number (an integer when ``integer``) above ``minimum`` (or equal, not ``strict``)."""
+    def check(key: str, value: Any) -> None:
+        ok = _finite(value) and (not integer or float(value).is_integer())
+        ok = ok and (value > minimum if strict else value >= minimum)
+        kind = "an integer" if integer else "a finite number"
+        _require(ok, key, value, f"{kind} {'>' if strict else '>='} {minimum:g}")
+
+    return check
+
+
+def within(low: float, high: float, high_inclusive: bool = False):
+    """A check: a finite number in [low, high) (or [low, high])."""
+    def check(key: str, value: Any) -> None:
+        ok = _finite(value) and low <= value and (value <= high if high_inclusive else value < high)
+        _require(ok, key, value, f"a number in [{low:g}, {high:g}{']' if high_inclusive else ')'}")
+
+    return check
+
+
+#: every checked key and its check (neuron keys are checked by the neuron's class: check_neuron)
+CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "seed": within(0, 2**32),
+    "dataset.name": choice(lambda: DATASETS),
+    "dataset.split": choice(("reference", "random")),
+    "dataset.preprocess": choice(("clean", "reference")),
+    "dataset.val_fraction": within(0.0, 1.0),
+    "dataset.stand_in_size": positive(integer=True),
+    "dataset.stand_in_samples": positive(integer=True),
+    "model.name": choice(model_names),
+    "model.dropout": within(0.0, 1.0),
+    "surrogate.family": choice(FAMILIES),
+    "surrogate.gamma": positive(),
+    "surrogate.normalize": choice(NORMALIZATIONS),
+    "optim.name": choice(("sgd", "adamw")),
+    "optim.lr": positive(),
+    "optim.momentum": within(0.0, 1.0),
+    "optim.weight_decay": positive(strict=False),
+    "schedule.name": choice(("cosine", "step")),
+    "schedule.eta_min": positive(strict=False),
+    "schedule.step_size": positive(integer=True),
+    "schedule.gamma": positive(),
+    "loss.name": choice(("ce", "tet")),
+    "loss.lam": within(0.0, 1.0, high_inclusive=True),
+    "loss.mse_target": choice(("constant", "onehot")),
+    "loss.phi": within(-1e6, 1e6, high_inclusive=True),
+    "loss.label_smoothing": within(0.0, 1.0),
+    "trainer.T": positive(integer=True),
+    "trainer.epochs": positive(strict=False, integer=True),
+    "trainer.batch_size": positive(integer=True),
+    "trainer.eval_batch_size": positive(integer=True),
+    "trainer.num_workers": positive(strict=False, integer=True),
+    "trainer.device": choice(("auto", "cpu", "cuda")),
+    "trainer.amp": choice(("auto", "off", "fp16", "bf16")),
+    "trainer.grad_clip": positive(strict=False),
+    "trainer.limit_train_batches": positive(strict=False, integer=True),
+    "trainer.limit_eval_batches": positive(strict=False, integer=True),
+    "trainer.threads": positive(strict=False, integer=True),
+    "logger.wandb.mode": choice(("auto", "online", "offline", "disabled")),
+}
+
+
+def validate(cfg: DictConfig, keys: Optional[list[str]] = None) -> None:
+    """Check every range and choice of a composed config, or only ``keys`` (dotted; the ones a sweep
+    changes); raises ConfigError on the first bad value."""
+    for key in CHECKS if keys is None else [k for k in keys if k in CHECKS]:
+        if key == "dataset.name" and cfg.dataset.builder is not None:
+            continue
+        CHECKS[key](key, OmegaConf.select(cfg, key))
+    if keys is None or any(k.startswith("neuron.") or k.startswith("surrogate.") for k in keys):
+        check_neuron(cfg)
 
 
 def check_neuron(cfg: DictConfig) -> None:
