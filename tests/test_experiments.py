@@ -40,7 +40,8 @@ def _write_summary(run_dir: Path, acc: float, rate: float, layers=(0.1, 0.2)):
     run_dir.mkdir(parents=True)
     final = {"test/acc1": acc, "test/firing_rate": rate, "test/energy_uj": 2 * rate, "test/snn_ann_ratio": rate / 10,
              "epoch": 0, "train/loss": 1.0}
-    summary = {"status": "finished", "final": final, "best": {"epoch": 0, "metrics": final},
+    summary = {"status": "finished", "config_hash": run_dir.name.rsplit("-", 1)[1], "final": final,
+               "best": {"epoch": 0, "metrics": final},
                "layers": [{"layer": f"n{i}", "firing_rate": r} for i, r in enumerate(layers)],
                "energy_layers": [], "energy_totals": {}}
     (run_dir / "summary.json").write_text(json.dumps(summary))

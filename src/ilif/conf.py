@@ -174,6 +174,14 @@ def sweep_axes(items: list[tuple[str, Any]]) -> list[list[tuple[str, str]]]:
     return axes
 
 
+def parse_value(text: str) -> Any:
+    """A command-line value as Hydra reads it (``1e30`` is a float, ``[1,2]`` a list, ``abc`` a string)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    value = OverridesParser.create().parse_override(f"key={text}").value()
+    return str(value) if type(value).__name__ == "QuotedString" else value
+
+
 IDENTITY_EXCLUDED = ("hydra", "logger", "runs_root")
 DATASET_EXCLUDED = ("root", "download")
 TRAINER_EXCLUDED = ("resume", "progress", "num_workers", "pin_memory", "device", "eval_batch_size", "threads")

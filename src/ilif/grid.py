@@ -9,10 +9,9 @@ import fnmatch
 import itertools
 from pathlib import Path
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from .conf import CONFIG_DIR, compose_config, config_hash, group_options, run_name, sweep_axes
+from .conf import CONFIG_DIR, compose_config, config_hash, group_options, parse_value, run_name, sweep_axes
 
 SCALES = ("full", "mini", "smoke")
 #: table number -> the experiment files whose runs it reads (Table 4 reads Table 1's runs)
@@ -69,7 +68,7 @@ def plan(names: list[str], overrides: list[str]) -> list[Job]:
             cfg = composed[choices].copy()
             for key, value in combo:
                 if key not in groups:
-                    OmegaConf.update(cfg, key.lstrip("+"), yaml.safe_load(value), merge=False)
+                    OmegaConf.update(cfg, key.lstrip("+"), parse_value(value), merge=False)
             jobs.append((name, cfg, run_dir_of(cfg)))
     return jobs
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,37 +24,102 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(obj: dict, path: Path) -> None:
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write to a temporary file in the same folder, fsync, rename: the old file or the new, never half."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_plain(obj), indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
-def finished_summary(run_dir: Path) -> Optional[dict]:
-    """The run's summary.json if the run finished, else None (no summary, or a failed one)."""
+def write_json_atomic(obj: dict, path: Path) -> None:
+    write_text_atomic(json.dumps(_plain(obj), indent=2, sort_keys=True), path)
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete ``.NAME.tmp-PID`` files that a killed writer left (call while holding the run's lock)."""
+    for tmp in Path(run_dir).glob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+def finished_summary(run_dir: Path, config_hash: Optional[str] = None) -> Optional[dict]:
+    """The run's summary.json if the run finished (and, given ``config_hash``, belongs to that config),
+    else None: no summary, a failed or unreadable one (with a warning), or another config's."""
     path = Path(run_dir) / "summary.json"
     if not path.exists():
         return None
-    summary = json.loads(path.read_text())
-    return summary if summary.get("status") == "finished" else None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        warnings.warn(f"{path} is unreadable ({type(err).__name__}); the run counts as not finished")
+        return None
+    if not isinstance(summary, dict) or summary.get("status") != "finished":
+        return None
+    if config_hash is not None and summary.get("config_hash") != config_hash:
+        warnings.warn(f"{path} belongs to config {summary.get('config_hash')}, not {config_hash}; left out")
+        return None
+    return summary
+
+
+def hash_of_run_dir(run_dir: Path) -> str:
+    """The config hash a run directory's name ends with (``<run name>-<hash>``)."""
+    return Path(run_dir).name.rsplit("-", 1)[-1]
+
+
+class RunBusy(RuntimeError):
+    """Another process holds the run directory."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``.lock``, flock): one process trains a run at a time. The
+    lock file names the holder; the lock goes with the process, even when it is killed."""
+
+    def __init__(self, run_dir: Path):
+        import fcntl
+
+        self.path = Path(run_dir) / ".lock"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(self.fd)
+            raise RunBusy(f"run directory {run_dir} is in use by {holder}: the same run is already training; "
+                          "wait for it to finish or stop it") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"process {os.getpid()} on {os.uname().nodename}".encode(), 0)
+
+    def release(self) -> None:
+        os.close(self.fd)
 
 
 class MetricsFile:
-    """``metrics.jsonl``: one JSON object per epoch. On resume, lines after the checkpoint's epoch
-    (written by the killed run) are dropped so the file matches the restored state."""
+    """``metrics.jsonl``: one JSON object per epoch, appended. On resume, lines after the checkpoint's
+    epoch (written by the killed run) are dropped so the file matches the restored state; that rewrite
+    is atomic, so a failure keeps the old file whole."""
 
     def __init__(self, path: Path, keep_epochs_below: int):
         self.path = path
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines()
         kept = []
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a line cut by a kill
-                if record.get("epoch", math.inf) < keep_epochs_below:
-                    kept.append(line)
-        path.write_text("".join(line + "\n" for line in kept))
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut by a kill
+            if record.get("epoch", math.inf) < keep_epochs_below:
+                kept.append(line)
+        if kept != lines:
+            write_text_atomic("".join(line + "\n" for line in kept), path)
 
     def append(self, record: dict) -> None:
         with open(self.path, "a") as f:
@@ -78,8 +144,15 @@ def discard_untrained(run_dir: Path, runs_root: Path) -> None:
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    """The epochs of ``metrics.jsonl`` (empty if there is none)."""
+    """The epochs of ``metrics.jsonl`` (empty if there is none); an unreadable line ends the history."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    history = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            history.append(json.loads(line))
+        except json.JSONDecodeError:
+            warnings.warn(f"{path}: an unreadable line; the history stops before it")
+            break
+    return history

@@ -95,7 +95,7 @@ def _train_one(container: dict, run_dir: str) -> tuple[str, str]:
     """Train one job in this (worker) process with its output in the run's train.log: (status, detail)."""
     import contextlib
 
-    from ilif.train.loop import TrainingDiverged, train
+    from ilif.train.loop import Interrupted, TrainingDiverged, train
 
     cfg = OmegaConf.create(container)
     path = Path(run_dir)
@@ -111,6 +111,8 @@ def _train_one(container: dict, run_dir: str) -> tuple[str, str]:
     except TrainingDiverged as err:
         log.error("%s", err)
         return "failed", f"diverged: {err}"
+    except Interrupted as err:
+        return "interrupted", f"interrupted {err}"
     except Exception as err:  # noqa: BLE001 - one failed run must not stop the study
         log.exception("run failed")
         return "failed", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
@@ -126,7 +128,7 @@ def run(jobs, progress: bool = True, workers: int = 1) -> dict:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
-    outcome = {"finished": 0, "skipped": 0, "failed": 0, "failures": []}
+    outcome = {"finished": 0, "skipped": 0, "failed": 0, "interrupted": 0, "failures": []}
     start = time.time()
     todo = [(cfg, run_dir) for _, cfg, run_dir in jobs if finished_summary(run_dir) is None]
     outcome["skipped"] = len(jobs) - len(todo)
@@ -139,15 +141,23 @@ def run(jobs, progress: bool = True, workers: int = 1) -> dict:
             tqdm.write(f"failed: {run_dir}: {detail}")
         bar.update(1)
 
-    if workers <= 1:  # one at a time, in this process
-        for cfg, run_dir in todo:
-            record(run_dir, *_train_one(OmegaConf.to_container(cfg), str(run_dir)))
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_train_one, OmegaConf.to_container(cfg), str(run_dir)): run_dir
-                       for cfg, run_dir in todo}
-            for future in as_completed(futures):
-                record(futures[future], *future.result())
+    try:
+        if workers <= 1:  # one at a time, in this process
+            for cfg, run_dir in todo:
+                record(run_dir, *_train_one(OmegaConf.to_container(cfg), str(run_dir)))
+                if outcome["interrupted"]:
+                    break
+        else:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(_train_one, OmegaConf.to_container(cfg), str(run_dir)): run_dir
+                           for cfg, run_dir in todo}
+                for future in as_completed(futures):
+                    record(futures[future], *future.result())
+                    if outcome["interrupted"]:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        break
+    except KeyboardInterrupt:
+        outcome["interrupted"] += 1
     bar.close()
     outcome["seconds"] = time.time() - start
     return outcome
@@ -200,6 +210,10 @@ def main(argv=None) -> int:
           f"{outcome['skipped']} already finished, {outcome['failed']} failed")
     for run_dir, detail in outcome["failures"]:
         print(f"  failed: {run_dir}: {detail}")
+    if outcome["interrupted"]:
+        print("error: the study was interrupted; run the same command again to go on (finished runs are kept, "
+              "unfinished ones resume)", file=sys.stderr)
+        return 130
     return 1 if outcome["failed"] else 0
 
 

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 from torchvision import transforms
 
-from .common import DatasetError, DatasetInfo, remove_stale
+from .common import DatasetError, DatasetInfo
 
 CIFAR_STATS = {  # the release's normalisation (docs/recipes.md)
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
@@ -96,23 +96,58 @@ def digits(split_seed: int = 0, test_fraction: float = 0.25):
     return TensorImages(images[train_idx], labels[train_idx]), TensorImages(images[test_idx], labels[test_idx]), info
 
 
+class BatchUnpickler(pickle.Unpickler):
+    """Reads a CIFAR batch without running code: only the types a batch holds (dicts, lists, strings,
+    numbers, bytes and numpy arrays) may be built; anything else is an UnpicklingError."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
+        return super().find_class(module, name)
+
+
+def read_batch(path: Path, label_key: str, classes: int, dataset: str) -> tuple[np.ndarray, list[int]]:
+    """One CIFAR python batch: images [N, 3, 32, 32] uint8 and N labels in [0, classes). Raises
+    DatasetError naming the file when it is unreadable, holds code, or has the wrong shape, dtype,
+    labels or counts."""
+    def bad(problem: str):
+        return DatasetError(dataset, path, problem, "an unmodified python pickle batch of the official archive",
+                            "the official archive")
+
+    try:
+        with open(path, "rb") as f:
+            batch = BatchUnpickler(f, encoding="latin1").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
+        raise bad(f"corrupt batch file ({type(err).__name__}: {str(err)[:80]})") from None
+    if not isinstance(batch, dict) or "data" not in batch or label_key not in batch:
+        raise bad(f"not a batch (a dict with 'data' and '{label_key}')")
+    data, labels = batch["data"], batch[label_key]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", None)
+        raise bad(f"'data' must be a uint8 array [N, 3072]; it is {getattr(data, 'dtype', type(data).__name__)} "
+                  f"{shape}")
+    if not isinstance(labels, list) or len(labels) != len(data):
+        raise bad(f"{len(labels) if isinstance(labels, list) else 'no'} labels for {len(data)} images")
+    if not all(isinstance(y, int) and 0 <= y < classes for y in labels):
+        raise bad(f"labels outside 0..{classes - 1}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
 class CifarPickle(Dataset):
     """CIFAR-10/100 from the python pickle batches (the official ``*-python.tar.gz`` layout)."""
 
     def __init__(self, folder: Path, files: list[str], label_key: str, transform, dataset: str):
-        chunks, labels = [], []
-        for name in files:
-            path = folder / name
-            try:
-                with open(path, "rb") as f:
-                    batch = pickle.load(f, encoding="latin1")
-                chunks.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                labels.extend(batch[label_key])
-            except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:
-                raise DatasetError(dataset, path, f"corrupt batch file ({type(err).__name__})",
-                                   "an unmodified python pickle batch", "the official archive") from None
-        self.images = np.concatenate(chunks).transpose(0, 2, 3, 1)  # [N, 32, 32, 3] uint8
-        self.labels = labels
+        classes = 10 if dataset == "cifar10" else 100
+        batches = [read_batch(folder / name, label_key, classes, dataset) for name in files]
+        self.images = np.concatenate([images for images, _ in batches]).transpose(0, 2, 3, 1)  # [N, 32, 32, 3]
+        self.labels = [label for _, labels in batches for label in labels]
         self.transform = transform
 
     def __len__(self) -> int:
@@ -123,27 +158,26 @@ class CifarPickle(Dataset):
 
 
 def _download_cifar(base: Path, name: str, url: str, md5: str) -> None:
-    """Download and unpack the official archive; leaves nothing behind when it fails."""
+    """Download and unpack the official archive into a temporary folder, then move the batch folder
+    into place; a failure removes only the temporary folder, and nothing the user has is touched."""
+    import shutil
+    import tempfile
+
     from torchvision.datasets.utils import download_url
 
-    archive = base / Path(url).name
-    created = base
-    while not created.parent.exists():  # the topmost folder this call creates, removed on failure
-        created = created.parent
-    existed = base.exists()
+    folder_name = CIFAR_FILES[name][0]
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=base))
     try:
-        base.mkdir(parents=True, exist_ok=True)
-        download_url(url, str(base), md5=md5)
-        with tarfile.open(archive) as tar:
-            tar.extractall(base, filter="data")
+        download_url(url, str(tmp), md5=md5)
+        with tarfile.open(tmp / Path(url).name) as tar:
+            tar.extractall(tmp, filter="data")
+        (tmp / folder_name).rename(base / folder_name)
     except Exception as err:  # noqa: BLE001 - any failure means "not available here"
-        remove_stale(archive)
-        remove_stale(base / CIFAR_FILES[name][0])
-        if not existed:
-            remove_stale(created)
         raise DatasetError(name, base, f"not found and the download failed ({type(err).__name__})",
-                           f"{CIFAR_FILES[name][0]}/ with the python batches", url) from None
-    archive.unlink()
+                           f"{folder_name}/ with the python batches", url) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def cifar(name: str, root: Path, download: bool = True, augment: bool = True, cutout: bool = True):
@@ -152,10 +186,14 @@ def cifar(name: str, root: Path, download: bool = True, augment: bool = True, cu
     folder_name, train_files, test_files, label_key, url, md5 = CIFAR_FILES[name]
     base = root / name
     folder = base / folder_name
-    if not all((folder / f).exists() for f in train_files + test_files):
+    missing = [f for f in train_files + test_files if not (folder / f).exists()]
+    if missing:
+        expected = f"{', '.join(train_files + test_files)} (the python version, about 170 MB unpacked)"
+        if folder.exists():  # a partial folder is the user's: never replace it
+            raise DatasetError(name, folder, f"incomplete ({', '.join(missing)} missing); move the folder away "
+                               "to download again", expected, url)
         if not download:
-            raise DatasetError(name, folder, "missing files", f"{', '.join(train_files + test_files)} "
-                               f"(the python version, about 170 MB unpacked)", url)
+            raise DatasetError(name, folder, "missing files", expected, url)
         _download_cifar(base, name, url, md5)
     mean, std = CIFAR_STATS[name]
     normalise = [transforms.ToTensor(), transforms.Normalize(mean, std)]

@@ -28,8 +28,7 @@ from ilif.models.layers import display_name
 
 from .base import HookMeter, neuron_layers
 
-E_MAC_PJ = 4.6
-E_AC_PJ = 0.9
+from ilif.units import E_AC_PJ, E_MAC_PJ
 
 def dense_macs_per_row(layer: nn.Module, out: torch.Tensor) -> int:
     """F_l for one input row: conv k_h·k_w·(C_in/groups)·C_out·H_out·W_out; linear in·out."""

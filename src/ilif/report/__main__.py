@@ -18,23 +18,35 @@ from ilif.grid import FIGURES, SCALES, TABLES, plan, table_jobs
 from . import plots, tables
 from .runs import group, load_runs, mean_std, values
 
-def build_tables(numbers: list[int], scale: str, out: Path, runs_root: str) -> list[Path]:
+def kept(path: Path, finished: int) -> str:
+    return (f"kept {path}: it was built from {tables.finished_in(path)} finished runs, these runs give {finished} "
+            "(use --force to replace it)")
+
+
+def build_tables(numbers: list[int], scale: str, out: Path, runs_root: str, force: bool = False) -> list[Path]:
     written = []
     for number in numbers:
         records = load_runs(table_jobs([number], scale, [f"runs_root={runs_root}"]))
         table = tables.BUILDERS[number](records, scale)
         stem = out / f"table{number}"
         sources = ", ".join(f"{runs_root}/{name}_{scale}" for name in sorted(set(TABLES[number])))
-        tables.write_table(table, stem, f"make reproduce-table{number} SCALE={scale}", sources, scale)
-        written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+        finished = sum(r.done for r in records)
+        if tables.write_table(table, stem, f"make reproduce-table{number} SCALE={scale}", sources, scale, finished,
+                              len(records), force):
+            written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+        else:
+            print(kept(stem.with_suffix(".md"), finished))
     return written
 
 
-def build_figures(scale: str, out: Path, runs_root: str) -> list[Path]:
+def build_figures(scale: str, out: Path, runs_root: str, force: bool = False) -> list[Path]:
     main_name, gamma_name = FIGURES
     overrides = [f"scale={scale}", f"runs_root={runs_root}"]
     gamma_runs = load_runs(plan([gamma_name], overrides))
     main_runs = load_runs(plan([main_name], overrides))
+    if not force and not any(r.done for r in gamma_runs + main_runs) and any(out.glob("fig*.png")):
+        print(f"kept the figures in {out}: no finished runs to draw them from (use --force to replace them)")
+        return []
     return [
         plots.metric_vs_gamma(gamma_runs, tables.RATE.getter, "network firing rate", "Fig. 1 — firing rate vs γ",
                               out / "fig1_firing_rate_vs_gamma.png"),
@@ -78,14 +90,20 @@ def demo_summary(records) -> str:
     return "\n".join(lines)
 
 
-def build_demo(out: Path, runs_root: str) -> str:
+def build_demo(out: Path, runs_root: str, force: bool = False) -> str:
+    """results/demo: the table and both figures (kept when they hold more finished runs), and the
+    plain-language summary."""
     records = load_runs(plan(["demo"], [f"runs_root={runs_root}"]))
-    tables.write_table(tables.demo_table(records), out / "table", "make demo", "runs/demo", "mini")
+    finished = sum(r.done for r in records)
+    if not tables.write_table(tables.demo_table(records), out / "table", "make demo", f"{runs_root}/demo", "mini",
+                              finished, len(records), force):
+        return kept(out / "table.md", finished)
     plots.metric_vs_gamma(records, tables.RATE.getter, "network firing rate", "Firing rate vs γ (digits)",
                           out / "firing_rate_vs_gamma.png")
     plots.metric_vs_gamma(records, tables.ACC.getter, "top-1 accuracy (%)", "Accuracy vs γ (digits)",
                           out / "accuracy_vs_gamma.png", scale=100)
-    return demo_summary(records)
+    return (f"{demo_summary(records)}\nwrote {out}/table.md, table.csv, firing_rate_vs_gamma.png, "
+            "accuracy_vs_gamma.png")
 
 
 def main(argv=None) -> int:
@@ -96,6 +114,8 @@ def main(argv=None) -> int:
     parser.add_argument("--demo", action="store_true", help="the make demo report in results/demo/")
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--runs-root", default="runs", help="where the run directories are (default runs/)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace existing results even when they were built from more finished runs")
     parser.add_argument("--upload-wandb", metavar="RUN_DIR", nargs="+", type=Path,
                         help="send finished run directories to wandb (online with an API key, else offline)")
     args = parser.parse_args(argv)
@@ -106,12 +126,11 @@ def main(argv=None) -> int:
         print(f"sent {sent} runs to wandb ({skipped} left out: not finished, or sent before)")
         return 0
     if args.demo:
-        print(build_demo(args.out / "demo", args.runs_root))
-        print(f"wrote {args.out / 'demo'}/table.md, table.csv, firing_rate_vs_gamma.png, accuracy_vs_gamma.png")
+        print(build_demo(args.out / "demo", args.runs_root, args.force))
         return 0
-    written = build_tables(args.tables, args.scale, args.out / args.scale, args.runs_root)
+    written = build_tables(args.tables, args.scale, args.out / args.scale, args.runs_root, args.force)
     if args.figures:
-        written += build_figures(args.scale, args.out / args.scale, args.runs_root)
+        written += build_figures(args.scale, args.out / args.scale, args.runs_root, args.force)
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -10,7 +10,7 @@ from typing import Optional
 
 from ilif.conf import identity
 from ilif.grid import Job
-from ilif.rundir import finished_summary, read_history
+from ilif.rundir import finished_summary, hash_of_run_dir, read_history
 
 
 @dataclass
@@ -40,7 +40,7 @@ def load_runs(jobs: list[Job]) -> list[RunRecord]:
     """The planned runs (see :mod:`ilif.grid`) with whatever their directories hold."""
     records = []
     for _, cfg, run_dir in jobs:
-        record = RunRecord(identity(cfg), run_dir, finished_summary(run_dir))
+        record = RunRecord(identity(cfg), run_dir, finished_summary(run_dir, hash_of_run_dir(run_dir)))
         if record.done:
             record.history = read_history(run_dir)
         records.append(record)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import io
+import re
 import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ilif.metrics.energy import E_MAC_PJ
+from ilif.units import E_MAC_PJ
+from ilif.rundir import write_text_atomic
 
 from .runs import RunRecord, cell, group, mean_std, values
 
@@ -218,18 +221,38 @@ def git_commit() -> str:
 BUILDERS = {1: table1, 2: table2, 3: table3, 4: table4}
 
 
-def write_table(table: Table, path_stem: Path, command: str, sources: str, scale: str) -> None:
-    """``<stem>.md`` (with the producing command, the commit and the sources) and ``<stem>.csv``."""
+FINISHED = re.compile(r"\((\d+) of (\d+) planned runs finished\)")
+
+
+def finished_in(path_md: Path) -> int:
+    """How many finished runs an existing table file was built from (0 when none, or not stated)."""
+    try:
+        match = FINISHED.search(path_md.read_text())
+    except (OSError, UnicodeDecodeError):
+        return 0
+    return int(match.group(1)) if match else 0
+
+
+def write_table(table: Table, path_stem: Path, command: str, sources: str, scale: str, finished: int, planned: int,
+                force: bool = False) -> bool:
+    """``<stem>.md`` (with the producing command, the commit, the sources and how many runs finished)
+    and ``<stem>.csv``, written atomically. An existing table built from more finished runs is kept
+    unless ``force``: returns whether it was written."""
+    if not force and finished_in(path_stem.with_suffix(".md")) > finished:
+        return False
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"# {table.title}", "", f"Produced by `{command}` at commit {git_commit()} from the run directories "
-             f"in {sources}. Cells are mean ± std over seeds; (n/N) marks cells with missing runs.", ""]
+             f"in {sources} ({finished} of {planned} planned runs finished). Cells are mean ± std over seeds; "
+             "(n/N) marks cells with missing runs.", ""]
     if scale == "smoke":
         lines += ["**Smoke scale: tiny random stand-in data; these numbers only prove the pipeline.**", ""]
     lines += ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
     lines += ["| " + " | ".join(row) + " |" for row in table.rows]
     lines += [""] + [f"- {note}" for note in table.notes]
-    path_stem.with_suffix(".md").write_text("\n".join(lines).rstrip() + "\n")
-    with open(path_stem.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(table.csv_header)
-        writer.writerows(table.csv_rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(table.csv_header)
+    writer.writerows(table.csv_rows)
+    write_text_atomic(buffer.getvalue(), path_stem.with_suffix(".csv"))
+    write_text_atomic("\n".join(lines).rstrip() + "\n", path_stem.with_suffix(".md"))
+    return True

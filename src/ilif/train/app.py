@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
-import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ilif.conf import CONFIG_DIR, compose_config, group_options, register, sweep_axes
+from ilif.conf import CONFIG_DIR, compose_config, group_options, parse_value, register, sweep_axes
 from ilif.data import DatasetError
-from ilif.rundir import discard_untrained
+from ilif.rundir import RunBusy, discard_untrained
 
 from .config import CHECKS, ConfigError, validate
-from .loop import TrainingDiverged, train
+from .engine import Interrupted
+from .loop import RunConflict, TrainingDiverged, train
 
 log = logging.getLogger("ilif.train")
 HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
@@ -84,6 +88,19 @@ def _check_group_options(items: list[tuple[str, str]]) -> None:
                     _fail(f"{group}={option!r} is not allowed: choose one of {options}")
 
 
+def check_writable(runs_root: Path) -> None:
+    """Raise ConfigError unless run directories can be made under ``runs_root``."""
+    existing = runs_root.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError("runs_root", str(runs_root), f"{existing} is a file, not a folder")
+    try:  # the only sure test: make (and remove) a folder there
+        os.rmdir(tempfile.mkdtemp(prefix=".ilif-write-test-", dir=existing))
+    except OSError as err:
+        raise ConfigError("runs_root", str(runs_root), f"no folder can be made in {existing} ({err.strerror})") from None
+
+
 def precheck(argv: list[str]) -> None:
     """Compose and validate every job of ``argv`` (see the module docstring); exit 2 on the first error."""
     overrides, searchpath, multirun = parse_cli(argv)
@@ -114,34 +131,53 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool) -> Non
     for choices in itertools.product(*groups):
         cfg = _compose(head + [f"{k}={v}" for k, v in choices] + [f"{axis[0][0]}={axis[0][1]}" for axis in values])
         validate(cfg)
+        check_writable(Path(cfg.runs_root))
         for axis in values:
             for key, value in axis[1:]:
                 if key.startswith(("+", "~")):
                     validate(_compose(head + [f"{k}={v}" for k, v in choices] + [f"{key}={value}"]))
                 elif key in CHECKS:  # a plain range or choice: check the value alone (fast for huge sweeps)
-                    CHECKS[key](key, yaml.safe_load(value))
+                    CHECKS[key](key, parse_value(value))
                 else:  # a neuron key (its class checks it), or a key only the schema types
                     job = cfg.copy()
                     try:
-                        OmegaConf.update(job, key, yaml.safe_load(value), merge=False)
+                        OmegaConf.update(job, key, parse_value(value), merge=False)
                     except OmegaConfBaseException as err:
                         _fail(f"{key}={value!r} is not allowed: {str(err).splitlines()[0]}")
                     validate(job, keys=[key])
 
 
+FAILURES: list[str] = []  # the jobs of this process's sweep that failed (the basic launcher runs them here)
+EXIT_INTERRUPTED = {signal.SIGTERM: 75, signal.SIGINT: 130}  # 75: resumable (EX_TEMPFAIL), e.g. for SLURM requeue
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float:
+    """One job. A single run ends the process with one line and an exit code on failure; a job of a
+    sweep records its failure and the sweep goes on (the summary comes at the end)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    code, message = 0, ""
     try:
         validate(cfg)
-        summary = train(cfg, run_dir)
+        return train(cfg, run_dir)["final"]["test/acc1"]
     except (ConfigError, DatasetError) as err:  # sweep syntax the precheck could not expand; missing data
         discard_untrained(run_dir, Path(cfg.runs_root))
-        _fail(str(err))
+        code, message = 2, str(err)
+    except (RunBusy, RunConflict) as err:
+        code, message = 2, str(err)
     except TrainingDiverged as err:
         log.error("%s", err)
-        _fail(str(err), code=3)
-    return summary["final"]["test/acc1"]
+        code, message = 3, f"{err}; the last good checkpoint is {run_dir / 'last.pt'} (if any epoch finished)"
+    except Interrupted as err:
+        code = EXIT_INTERRUPTED[err.signum]
+        message = (f"interrupted by {signal.Signals(err.signum).name} {err}; {run_dir / 'last.pt'} resumes it at the "
+                   "last finished epoch: run the same command again")
+    if not multirun or code == EXIT_INTERRUPTED[signal.SIGINT]:  # Ctrl-C stops the whole sweep
+        _fail(message, code)
+    FAILURES.append(f"{run_dir}: {message}")
+    print(f"error: {message}", file=sys.stderr)
+    return float("nan")
 
 
 def main() -> None:
@@ -154,13 +190,18 @@ def main() -> None:
     overrides, _, multirun = parse_cli(argv)
     experiments = [v for k, v in (o.partition("=")[::2] for o in overrides) if k == "experiment"]
     names = [name for _, name in sweep_axes([("experiment", experiments[0])])[0]] if experiments else []
-    if not (multirun and len(names) > 1):
+    if multirun and len(names) > 1:
+        rest = [arg for arg in argv if not arg.startswith("experiment=")]
+        for name in names:  # one Hydra sweep per experiment file, so each file's grid expands
+            sys.argv = [sys.argv[0], *rest, f"experiment={name}"]
+            hydra_main()
+    else:
         hydra_main()
-        return
-    rest = [arg for arg in argv if not arg.startswith("experiment=")]
-    for name in names:  # one Hydra sweep per experiment file, so each file's grid expands
-        sys.argv = [sys.argv[0], *rest, f"experiment={name}"]
-        hydra_main()
+    if FAILURES:
+        print(f"error: {len(FAILURES)} job(s) of the sweep failed:", file=sys.stderr)
+        for failure in FAILURES:
+            print(f"  {failure}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import fields
 from typing import Any, Callable, Optional
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from ilif.conf import TrainConfig
 from ilif.data import NAMES as DATASETS
 from ilif.models import model_names
 from ilif.neurons import FAMILIES, NORMALIZATIONS
@@ -117,6 +119,11 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
 def validate(cfg: DictConfig, keys: Optional[list[str]] = None) -> None:
     """Check every range and choice of a composed config, or only ``keys`` (dotted; the ones a sweep
     changes); raises ConfigError on the first bad value."""
+    if keys is None:
+        known = {f.name for f in fields(TrainConfig)} | {"hydra"}
+        unknown = sorted(set(cfg.keys()) - known)
+        if unknown:
+            raise ConfigError(unknown[0], cfg[unknown[0]], f"it is not a config key (the keys: {sorted(known - {'hydra'})})")
     for key in CHECKS if keys is None else [k for k in keys if k in CHECKS]:
         if key == "dataset.name" and cfg.dataset.builder is not None:
             continue

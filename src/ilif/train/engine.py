@@ -7,6 +7,7 @@ import logging
 import os
 import random
 from contextlib import ExitStack, contextmanager, nullcontext
+from typing import Optional
 
 import numpy as np
 import torch
@@ -23,6 +24,49 @@ log = logging.getLogger("ilif.train")
 
 class TrainingDiverged(RuntimeError):
     """A loss, gradient or model state became NaN or infinite."""
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM or SIGINT arrived; the step in progress was abandoned (``signal`` names which)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopFlag:
+    """Turns SIGTERM and SIGINT into a flag that the training loop checks after every step (main thread
+    only; the previous handlers come back on exit)."""
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._set)
+        return self
+
+    def _set(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def check_finite_state(model: torch.nn.Module, where: str) -> None:
+    """Raise TrainingDiverged naming the first parameter or buffer (BatchNorm statistics included) that
+    holds a NaN or an infinity."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise TrainingDiverged(f"non-finite model state ({name}) {where}")
 
 
 class Run:
@@ -161,9 +205,11 @@ def limited(loader, limit: int):
         yield batch
 
 
-def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, epoch: int, train_spikes) -> dict:
+def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, epoch: int, train_spikes,
+                    stop: Optional[StopFlag] = None) -> dict:
     """One pass over ``loader`` with ``net`` (``model`` possibly wrapped by DDP or compile). Returns the
-    epoch's mean train loss and accuracy summed over ranks. Raises TrainingDiverged on a non-finite loss."""
+    epoch's mean train loss and accuracy summed over ranks. Raises TrainingDiverged on a non-finite loss
+    or gradient (a float16 gradient scaler's skipped steps excepted), Interrupted when ``stop`` was set."""
     tcfg = cfg.trainer
     net.train()
     sums = [0.0, 0.0, 0.0]  # loss sum, hits, samples
@@ -178,6 +224,11 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}")
         run.scaler.scale(loss).backward()
+        if not run.scaler.is_enabled():
+            bad = next((n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()),
+                       None)
+            if bad is not None:
+                raise TrainingDiverged(f"non-finite gradient of {bad} at epoch {epoch}, step {step}")
         if tcfg.grad_clip > 0:
             run.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
@@ -188,6 +239,8 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
         sums[0] += loss.item() * len(y)
         sums[1] += hits
         sums[2] += len(y)
+        if stop is not None and stop.signum is not None:
+            raise Interrupted(f"at epoch {epoch}, step {step}", stop.signum)
         if show:
             rate = train_spikes.summary().get("firing_rate", float("nan")) if tcfg.train_meter else float("nan")
             batches.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}", rate=f"{rate:.3f}")

@@ -5,6 +5,7 @@ directory is the truth: ``config.yaml`` (resolved), ``metrics.jsonl``, ``summary
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import subprocess
@@ -21,16 +22,17 @@ from tqdm import tqdm
 import ilif
 from ilif.conf import config_hash, identity, run_name
 from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, weight_grad_norms
-from ilif.rundir import MetricsFile, finished_summary, write_json_atomic
+from ilif.rundir import MetricsFile, RunBusy, RunLock, finished_summary, remove_stale_temporaries, write_json_atomic
 from ilif.wandb_mirror import WandbLogger
 
 from . import checkpoint
 from .build import build_datasets, build_model, build_optimizer, build_scheduler, surrogate_of
-from .engine import Run, TrainingDiverged, evaluate, loader_factory, seed_everything, torch_threads, train_one_epoch
+from .engine import (Interrupted, Run, StopFlag, TrainingDiverged, check_finite_state, evaluate, loader_factory,
+                     seed_everything, torch_threads, train_one_epoch)
 
 log = logging.getLogger("ilif.train")
 
-__all__ = ["TrainingDiverged", "train"]
+__all__ = ["Interrupted", "RunBusy", "RunConflict", "TrainingDiverged", "train"]
 
 
 @dataclass
@@ -64,9 +66,37 @@ def build_parts(cfg: DictConfig, run: Run) -> Parts:
                  grad_meter=TemporalGradientMeter(model, enabled=cfg.trainer.grad_diagnostics))
 
 
-def resume(parts: Parts, last_path: Path, run: Run) -> None:
-    """Restore model, optimiser, schedule, scaler, RNG states and progress from ``last.pt``."""
-    state = checkpoint.load(last_path, run.device)
+class RunConflict(RuntimeError):
+    """The run directory holds another config's files, or an unreadable checkpoint."""
+
+
+def claim(run_dir: Path, identity_hash: str) -> None:
+    """Refuse a run directory whose summary or checkpoint belongs to another config (never overwrite
+    another run), and clean the temporaries a killed writer left (the caller holds the lock)."""
+    remove_stale_temporaries(run_dir)
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        try:
+            other = json.loads(summary.read_text()).get("config_hash")
+        except (OSError, ValueError, AttributeError):
+            other = None
+        if other not in (None, identity_hash):
+            raise RunConflict(f"{run_dir} holds a finished run of another config ({other}, this is {identity_hash}); "
+                              "choose another experiment_name or runs_root")
+
+
+def resume(parts: Parts, last_path: Path, run: Run, identity_hash: str) -> None:
+    """Restore model, optimiser, schedule, scaler, RNG states and progress from ``last.pt``; refuse an
+    unreadable file or another config's (one line naming the way out)."""
+    try:
+        state = checkpoint.load(last_path, run.device)
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint
+        raise RunConflict(f"{last_path} is unreadable ({type(err).__name__}): run again with trainer.resume=false to "
+                          "start this run over (the file is replaced only when the new run's first epoch ends)") from None
+    if state.get("config_hash") != identity_hash:
+        raise RunConflict(f"{last_path} was written by another config ({state.get('config_hash')}, this is "
+                          f"{identity_hash}): run again with trainer.resume=false to start over, or choose another "
+                          "experiment_name or runs_root")
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
@@ -107,8 +137,9 @@ def test_record(parts: Parts, cfg: DictConfig, run: Run, test_loader) -> dict:
     return fields
 
 
-def run_epoch(parts: Parts, cfg: DictConfig, run: Run, loader, epoch: int) -> dict:
-    """Train one epoch, step the schedule, evaluate (validation, then test): the epoch's record."""
+def run_epoch(parts: Parts, cfg: DictConfig, run: Run, loader, epoch: int, stop: StopFlag) -> dict:
+    """Train one epoch, step the schedule, check that the model state is finite, evaluate (validation,
+    then test): the epoch's record."""
     tcfg = cfg.trainer
     train_set, val_set, test_set, _ = parts.data
     parts.train_spikes.reset()
@@ -116,9 +147,10 @@ def run_epoch(parts: Parts, cfg: DictConfig, run: Run, loader, epoch: int) -> di
     parts.grad_meter.reset()
     record = {"epoch": epoch, "lr": parts.optimizer.param_groups[0]["lr"]}
     record.update(train_one_epoch(parts.net, parts.model, loader(train_set, True, epoch), parts.optimizer, run, cfg,
-                                  epoch, parts.train_spikes))
+                                  epoch, parts.train_spikes, stop))
     parts.train_spikes.set_enabled(False)
     parts.scheduler.step()
+    check_finite_state(parts.model, f"after epoch {epoch}")
     if tcfg.train_meter:
         if run.world > 1:
             parts.train_spikes.all_reduce()
@@ -147,10 +179,10 @@ def save_checkpoints(parts: Parts, run: Run, run_dir: Path, epoch: int, is_best:
     state = {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
              "scheduler": parts.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
              "rng": checkpoint.rng_state(), "epoch": epoch, "best": parts.best, "config_hash": identity_hash}
-    checkpoint.save_atomic(state, run_dir / "last.pt")
-    if is_best:
+    if is_best:  # best.pt first: a kill between the two leaves last.pt at the previous epoch, which redoes this one
         checkpoint.save_atomic({"model": parts.model.state_dict(), "epoch": epoch, "config_hash": identity_hash},
                                run_dir / "best.pt")
+    checkpoint.save_atomic(state, run_dir / "last.pt")
 
 
 def provenance(device: torch.device) -> dict:
@@ -207,17 +239,22 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     if previous is not None and previous.get("config_hash") == config_hash(cfg):
         log.info("already finished, skipped: %s", run_dir)
         return previous
-    with torch_threads(cfg.trainer.threads):
-        return train_run(cfg, run_dir)
+    lock = RunLock(run_dir)
+    try:
+        with torch_threads(cfg.trainer.threads), StopFlag() as stop:
+            return train_run(cfg, run_dir, stop)
+    finally:
+        lock.release()
 
 
-def train_run(cfg: DictConfig, run_dir: Path) -> dict:
+def train_run(cfg: DictConfig, run_dir: Path, stop: StopFlag) -> dict:
     """The body of :func:`train`: build, resume, the epochs, the summary."""
     identity_hash = config_hash(cfg)
+    claim(run_dir, identity_hash)
     run = Run(cfg)
     parts = build_parts(cfg, run)
     if cfg.trainer.resume and (run_dir / "last.pt").exists():
-        resume(parts, run_dir / "last.pt", run)
+        resume(parts, run_dir / "last.pt", run, identity_hash)
     wrap(parts, cfg, run)
     loader = loader_factory(cfg, run)
     metrics = MetricsFile(run_dir / "metrics.jsonl", keep_epochs_below=parts.start_epoch) if run.is_main else None
@@ -230,7 +267,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     bar = tqdm(range(parts.start_epoch, cfg.trainer.epochs), desc=run_name(cfg), dynamic_ncols=True,
                disable=not (cfg.trainer.progress and run.is_main))
     for epoch in bar:
-        record = run_epoch(parts, cfg, run, loader, epoch)
+        record = run_epoch(parts, cfg, run, loader, epoch, stop)
         is_best = update_best(parts, record, selector)
         log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | firing rate %.4f | energy %.4f µJ",
                  epoch, record["train/loss"], record["train/acc1"], record["test/loss"], record["test/acc1"],
