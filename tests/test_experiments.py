@@ -126,3 +126,12 @@ def test_full_recipes_match_the_parity_table():
             assert OmegaConf.select(cfg, key) == values[index], (dataset, key)
         assert cfg.dataset.preprocess == ("reference" if dataset == "cifar10_dvs" else "clean")
         assert Surrogate(cfg.surrogate.family, cfg.surrogate.gamma).alpha == 4.0
+
+
+def test_the_report_and_the_run_readers_load_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, ilif.report.__main__, ilif.rundir, ilif.grid; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

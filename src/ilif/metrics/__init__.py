@@ -4,5 +4,5 @@ from .energy import E_AC_PJ, E_MAC_PJ, OpsMeter, synaptic_ops
 from .gradients import TemporalGradientMeter, weight_grad_norms
 from .spikes import SpikeMeter
 
-__all__ = ["E_AC_PJ", "E_MAC_PJ", "OpsMeter", "SpikeMeter", "TemporalGradientMeter", "state_ops_per_step",
-           "synaptic_ops", "weight_grad_norms"]
+__all__ = ["E_AC_PJ", "E_MAC_PJ", "OpsMeter", "SpikeMeter", "TemporalGradientMeter", "synaptic_ops",
+           "weight_grad_norms"]

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ilif.grid import FIGURES, SCALES, TABLES, plan, table_jobs
+from ilif.grid import FIGURES, SCALES, plan, table_jobs
 
 from . import plots, tables
 from .runs import group, load_runs, mean_std, values
@@ -29,7 +29,7 @@ def build_tables(numbers: list[int], scale: str, out: Path, runs_root: str, forc
         records = load_runs(table_jobs([number], scale, [f"runs_root={runs_root}"]))
         table = tables.BUILDERS[number](records, scale)
         stem = out / f"table{number}"
-        sources = ", ".join(f"{runs_root}/{name}_{scale}" for name in sorted(set(TABLES[number])))
+        sources = ", ".join(sorted({str(record.run_dir.parent) for record in records}))
         finished = sum(r.done for r in records)
         if tables.write_table(table, stem, f"make reproduce-table{number} SCALE={scale}", sources, scale, finished,
                               len(records), force):

@@ -27,8 +27,11 @@ class RunRecord:
         return self.summary is not None
 
     def get(self, dotted: str):
+        """The config value at ``dotted`` (None where the run's config has no such key, e.g. κ_I of LIF)."""
         node = self.config
         for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
             node = node[part]
         return node
 

@@ -114,7 +114,7 @@ def comparison_table(title, records, keys, key_names, baseline_key, columns, ref
             d_rate, d_rate_v = _delta(runs, base, RATE.getter, relative=True)
         else:
             d_acc, d_acc_v, d_rate, d_rate_v = "—", None, "—", None
-        row = [str(k) for k in key] + shown + [d_acc, d_rate]
+        row = ["—" if k is None else str(k) for k in key] + shown + [d_acc, d_rate]
         csv_row = list(key) + numbers + [d_acc_v, d_rate_v]
         if reference:
             published = PUBLISHED_LIF.get(key[0]) if key[neuron_index] == baseline_key else None
