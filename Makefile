@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The suite runs on every core (pytest-xdist); each test is independent of the others.
 test: $(STAMP)
-	WANDB_MODE=disabled $(PY) -m pytest -q
+	WANDB_MODE=disabled $(PY) -m pytest -q -n auto
 
 test-all: $(STAMP)
-	WANDB_MODE=disabled $(PY) -m pytest -q -m ''
+	WANDB_MODE=disabled $(PY) -m pytest -q -n auto -m ''
 
 # The main job: the γ dilemma on the offline digits data, LIF and ILIF × 5 γ × 3 seeds, on a CPU.
 # wandb is off while it trains (a wandb run costs seconds each); the runs can be sent afterwards.

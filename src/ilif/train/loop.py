@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -239,19 +240,21 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     if previous is not None and previous.get("config_hash") == config_hash(cfg):
         log.info("already finished, skipped: %s", run_dir)
         return previous
-    lock = RunLock(run_dir)
+    lock = RunLock(run_dir) if int(os.environ.get("RANK", "0")) == 0 else None  # rank 0 owns the directory
     try:
         with torch_threads(cfg.trainer.threads), StopFlag() as stop:
             return train_run(cfg, run_dir, stop)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def train_run(cfg: DictConfig, run_dir: Path, stop: StopFlag) -> dict:
     """The body of :func:`train`: build, resume, the epochs, the summary."""
     identity_hash = config_hash(cfg)
-    claim(run_dir, identity_hash)
     run = Run(cfg)
+    if run.is_main:
+        claim(run_dir, identity_hash)
     parts = build_parts(cfg, run)
     if cfg.trainer.resume and (run_dir / "last.pt").exists():
         resume(parts, run_dir / "last.pt", run, identity_hash)
