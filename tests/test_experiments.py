@@ -135,3 +135,15 @@ def test_the_report_and_the_run_readers_load_no_torch():
     code = "import sys, ilif.report.__main__, ilif.rundir, ilif.grid; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_run_identity_is_the_science_not_the_machine():
+    from ilif.conf import config_hash
+
+    base = compose_config(["experiment=table1", "recipe=cifar10"])
+    same = ["dataset.root=/elsewhere", "dataset.download=false", "trainer.device=cpu", "trainer.eval_batch_size=7",
+            "trainer.num_workers=0", "trainer.threads=3", "runs_root=/scratch", "logger.wandb.mode=offline"]
+    for override in same:
+        assert config_hash(compose_config(["experiment=table1", "recipe=cifar10", override])) == config_hash(base), override
+    for override in ["seed=1", "trainer.T=4", "neuron.clamp_grad_at_zero=0.0", "model.bn_per_step=false"]:
+        assert config_hash(compose_config(["experiment=table1", "recipe=cifar10", override])) != config_hash(base), override
