@@ -9,6 +9,7 @@ import json
 import math
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,19 +25,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_text_atomic(text: str, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, rename: the old file or the new, never half."""
+@contextmanager
+def atomic_write(path: Path, mode: str = "w"):
+    """A file object on ``.NAME.tmp-PID`` beside ``path``; when the block ends well it is fsynced and
+    renamed over ``path`` (the old file or the new, never half), otherwise removed."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    with atomic_write(path) as f:
+        f.write(text)
 
 
 def write_json_atomic(obj: dict, path: Path) -> None:
