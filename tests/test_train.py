@@ -260,3 +260,14 @@ def test_wandb_mirror_flattens_names_and_never_duplicates(train_run, monkeypatch
     (run_dir / UPLOADED).unlink()
     assert upload_runs([run_dir, tmp_path / "not-a-run"], mode="offline") == (1, 1)
     assert json.loads((run_dir / UPLOADED).read_text())["id"] == run_id
+
+
+def test_an_offline_upload_does_not_block_a_later_online_one(tmp_path, monkeypatch):
+    from ilif.wandb_mirror import UPLOADED, _already_sent
+
+    (tmp_path / UPLOADED).write_text(json.dumps({"id": "x", "mode": "offline", "project": "ilif"}))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert _already_sent(tmp_path, "offline") and not _already_sent(tmp_path, "online")
+    (tmp_path / UPLOADED).write_text(json.dumps({"id": "x", "mode": "online", "project": "ilif"}))
+    assert _already_sent(tmp_path, "offline") and _already_sent(tmp_path, "online")
+    assert not _already_sent(tmp_path / "none", "online")

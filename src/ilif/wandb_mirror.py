@@ -70,7 +70,7 @@ class WandbLogger:
     """Mirror of one run directory in wandb (see the module docstring)."""
 
     def __init__(self, cfg, run_dir: Path, config: dict, config_hash: str, run_name: str, job_type: str = "train"):
-        self.run, self.run_dir = None, Path(run_dir)
+        self.run, self.run_dir, self.mode = None, Path(run_dir), None
         mode = cfg.mode
         if mode == "disabled" or os.environ.get("WANDB_MODE") == "disabled":
             return
@@ -97,6 +97,7 @@ class WandbLogger:
         import wandb
 
         run = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S), **options)
+        self.mode = mode
         run.define_metric("epoch")
         run.define_metric("*", step_metric="epoch")
         for key in ("test/acc1", "val/acc1", "test/acc5"):
@@ -135,23 +136,35 @@ class WandbLogger:
                     self.run.log({f"tables/{key}": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])})
             for key, value in flatten(summary.get("final", {})).items():
                 self.run.summary[f"final/{key}"] = value
-            marker = {"id": self.run.id, "mode": self.run.settings.mode, "project": self.run.project}
+            marker = {"id": self.run.id, "mode": self.mode, "project": self.run.project}
             self.run.finish()
             write_json_atomic(marker, self.run_dir / UPLOADED)
         except Exception as err:  # noqa: BLE001
             self._disable(err)
 
 
+def _already_sent(run_dir: Path, mode: str) -> bool:
+    import json
+
+    try:
+        sent_mode = json.loads((run_dir / UPLOADED).read_text()).get("mode")
+    except (OSError, ValueError, AttributeError):
+        return False
+    wanted = "online" if mode == "auto" and _has_wandb_key() else ("offline" if mode == "auto" else mode)
+    return sent_mode in ("online", wanted)
+
+
 def upload_runs(run_dirs: list[Path], mode: str = "auto", project: str = "ilif") -> tuple[int, int]:
     """Send finished run directories to wandb after the fact: config, every epoch of metrics.jsonl and
-    the summary tables, as if the run had logged them live, under the run's stable id. A directory
-    already sent (``wandb_uploaded.json``) or not finished is left out. Returns (sent, left out)."""
+    the summary tables, as if the run had logged them live, under the run's stable id. A directory not
+    finished, or already sent online or in the same mode (``wandb_uploaded.json``), is left out; one
+    sent only offline before can still go online. Returns (sent, left out)."""
     from types import SimpleNamespace
 
     sent = skipped = 0
     for run_dir in map(Path, run_dirs):
         summary = finished_summary(run_dir)
-        if summary is None or (run_dir / UPLOADED).exists():
+        if summary is None or _already_sent(run_dir, mode):
             skipped += 1
             continue
         config: dict[str, Any] = summary.get("config", {})
