@@ -144,6 +144,11 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False) -> D
         return compose(config_name="train", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
+def is_group(key: str) -> bool:
+    """Whether a command-line key (``neuron``, ``+scale``) chooses a config group rather than a value."""
+    return (CONFIG_DIR / key.lstrip("+~")).is_dir()
+
+
 def group_options(group: str) -> list[str]:
     """The options of a config group (the YAML files in its folder)."""
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))

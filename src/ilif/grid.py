@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .conf import CONFIG_DIR, compose_config, config_hash, group_options, parse_value, run_name, sweep_axes
+from .conf import compose_config, config_hash, group_options, is_group, parse_value, run_name, sweep_axes
 
 SCALES = ("full", "mini", "smoke")
 #: table number -> the experiment files whose runs it reads (Table 4 reads Table 1's runs)
@@ -44,6 +44,15 @@ def run_dir_of(cfg: DictConfig) -> Path:
     return Path(cfg.runs_root) / cfg.experiment_name / f"{run_name(cfg)}-{config_hash(cfg)}"
 
 
+def grid_items(head: list[str], items: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The sweep of the experiment that ``head`` composes (its ``hydra.sweeper.params``), with the
+    command line's ``items`` added and replacing the axes they name, as on Hydra's command line."""
+    first_values = [f"{axis[0][0]}={axis[0][1]}" for axis in sweep_axes(items)]
+    base = compose_config([*head, *first_values], return_hydra_config=True)
+    params = OmegaConf.to_container(base.hydra.sweeper.params) if base.hydra.sweeper.get("params") else {}
+    return list({**params, **dict(items)}.items())
+
+
 def plan(names: list[str], overrides: list[str]) -> list[Job]:
     """Every job of the experiments' grids: (experiment, composed config, run directory).
 
@@ -52,22 +61,17 @@ def plan(names: list[str], overrides: list[str]) -> list[Job]:
     config as composing each job and is much faster for large grids. An override of a grid key
     replaces that axis, as on Hydra's command line.
     """
-    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
     override_items = [tuple(item.partition("=")[::2]) for item in overrides]
-    first_values = [f"{axis[0][0]}={axis[0][1]}" for axis in sweep_axes(override_items)]
     jobs = []
     for name in names:
-        base = compose_config([f"experiment={name}", *first_values], return_hydra_config=True)
-        params = OmegaConf.to_container(base.hydra.sweeper.params) if base.hydra.sweeper.get("params") else {}
-        params.update(dict(override_items))
         composed = {}
-        for combo in itertools.product(*sweep_axes(list(params.items()))):
-            choices = tuple(f"{k}={v}" for k, v in combo if k in groups)
+        for combo in itertools.product(*sweep_axes(grid_items([f"experiment={name}"], override_items))):
+            choices = tuple(f"{k}={v}" for k, v in combo if is_group(k))
             if choices not in composed:
                 composed[choices] = compose_config([f"experiment={name}", *choices])
             cfg = composed[choices].copy()
             for key, value in combo:
-                if key not in groups:
+                if not is_group(key):
                     OmegaConf.update(cfg, key.lstrip("+"), parse_value(value), merge=False)
             jobs.append((name, cfg, run_dir_of(cfg)))
     return jobs

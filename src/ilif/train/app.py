@@ -26,7 +26,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ilif.conf import CONFIG_DIR, compose_config, group_options, parse_value, register, sweep_axes
+from ilif.conf import CONFIG_DIR, compose_config, group_options, is_group, parse_value, register, sweep_axes
+from ilif.grid import grid_items
 from ilif.data import DatasetError
 from ilif.rundir import RunBusy, discard_untrained
 
@@ -81,7 +82,7 @@ def _compose(overrides: list[str]) -> DictConfig:
 def _check_group_options(items: list[tuple[str, str]]) -> None:
     for key, value in items:
         group = key.lstrip("+~")
-        if (CONFIG_DIR / group).is_dir():
+        if is_group(group):
             options = group_options(group)
             for option in value.split(","):
                 if option not in options and option != "null":
@@ -121,12 +122,9 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool) -> Non
     items = [(k, v) for k, v in items if k != "experiment"]
     head = searchpath + ([f"{experiment[0]}={experiment[1]}"] if experiment else [])
     if multirun and experiment:
-        base = compose_config(head + [f"{k}={axis[0][1]}" for k, axis in zip((k for k, _ in items), sweep_axes(items))],
-                              return_hydra_config=True)
-        params = OmegaConf.to_container(base.hydra.sweeper.params) if base.hydra.sweeper.get("params") else {}
-        items = list({**params, **dict(items)}.items())
+        items = grid_items(head, items)
     axes = sweep_axes(items)
-    groups = [axis for axis in axes if (CONFIG_DIR / axis[0][0].lstrip("+~")).is_dir()]
+    groups = [axis for axis in axes if is_group(axis[0][0])]
     values = [axis for axis in axes if axis not in groups]
     for choices in itertools.product(*groups):
         cfg = _compose(head + [f"{k}={v}" for k, v in choices] + [f"{axis[0][0]}={axis[0][1]}" for axis in values])
