@@ -76,13 +76,9 @@ def describe(jobs) -> str:
     return "\n".join(lines)
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def default_jobs() -> int:
     """Parallel runs by default: the usable cores, capped by memory (about 2 GiB per CPU run)."""
-    cores = usable_cores()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
         with open("/proc/meminfo") as f:
             available_kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))

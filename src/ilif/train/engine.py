@@ -61,12 +61,18 @@ class StopFlag:
             signal.signal(signum, handler)
 
 
+def first_non_finite(named_tensors) -> Optional[str]:
+    """The name of the first floating-point tensor of (name, tensor or None) pairs with a NaN or an inf."""
+    return next((name for name, t in named_tensors
+                 if t is not None and t.is_floating_point() and not torch.isfinite(t).all()), None)
+
+
 def check_finite_state(model: torch.nn.Module, where: str) -> None:
     """Raise TrainingDiverged naming the first parameter or buffer (BatchNorm statistics included) that
     holds a NaN or an infinity."""
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise TrainingDiverged(f"non-finite model state ({name}) {where}")
+    bad = first_non_finite([*model.named_parameters(), *model.named_buffers()])
+    if bad is not None:
+        raise TrainingDiverged(f"non-finite model state ({bad}) {where}")
 
 
 class Run:
@@ -225,8 +231,7 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
             raise TrainingDiverged(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}")
         run.scaler.scale(loss).backward()
         if not run.scaler.is_enabled():
-            bad = next((n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()),
-                       None)
+            bad = first_non_finite((n, p.grad) for n, p in model.named_parameters())
             if bad is not None:
                 raise TrainingDiverged(f"non-finite gradient of {bad} at epoch {epoch}, step {step}")
         if tcfg.grad_clip > 0:
