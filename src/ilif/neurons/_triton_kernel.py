@@ -43,6 +43,21 @@ def _surrogate_grad(z, half_width, height, alpha, atan_scale, FAMILY: tl.constex
 
 
 @triton.jit
+def _load4(a_ptr, b_ptr, c_ptr, d_ptr, offs, mask):
+    """The four per-neuron state (or state-gradient) vectors of one block."""
+    return (tl.load(a_ptr + offs, mask=mask, other=0.0), tl.load(b_ptr + offs, mask=mask, other=0.0),
+            tl.load(c_ptr + offs, mask=mask, other=0.0), tl.load(d_ptr + offs, mask=mask, other=0.0))
+
+
+@triton.jit
+def _store4(a_ptr, b_ptr, c_ptr, d_ptr, a, b, c, d, offs, mask):
+    tl.store(a_ptr + offs, a, mask=mask)
+    tl.store(b_ptr + offs, b, mask=mask)
+    tl.store(c_ptr + offs, c, mask=mask)
+    tl.store(d_ptr + offs, d, mask=mask)
+
+
+@triton.jit
 def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr, m_ptr, xs_ptr, c_ptr, T, N,
                     CURRENT: tl.constexpr, MEMBRANE: tl.constexpr, HARD: tl.constexpr, CLAMP_GE: tl.constexpr,
                     BLOCK: tl.constexpr):
@@ -52,10 +67,7 @@ def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr,
     vth = tl.load(c_ptr + 1)
     kc = tl.load(c_ptr + 2)
     km = tl.load(c_ptr + 3)
-    v = tl.load(v_ptr + offs, mask=mask, other=0.0)
-    ic = tl.load(i_ptr + offs, mask=mask, other=0.0)
-    m = tl.load(m_ptr + offs, mask=mask, other=0.0)
-    xs = tl.load(xs_ptr + offs, mask=mask, other=0.0)
+    v, ic, m, xs = _load4(v_ptr, i_ptr, m_ptr, xs_ptr, offs, mask)
     for t in range(T):
         off = t * N + offs
         xt = tl.load(x_ptr + off, mask=mask, other=0.0).to(v.dtype)
@@ -82,10 +94,7 @@ def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr,
             xs = xt * s
         tl.store(spikes_ptr + off, s.to(spikes_ptr.dtype.element_ty), mask=mask)
         tl.store(h_ptr + off, h, mask=mask)
-    tl.store(v_ptr + offs, v, mask=mask)
-    tl.store(i_ptr + offs, ic, mask=mask)
-    tl.store(m_ptr + offs, m, mask=mask)
-    tl.store(xs_ptr + offs, xs, mask=mask)
+    _store4(v_ptr, i_ptr, m_ptr, xs_ptr, v, ic, m, xs, offs, mask)
 
 
 @triton.jit
@@ -102,10 +111,7 @@ def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, 
     height = tl.load(c_ptr + 5)
     alpha = tl.load(c_ptr + 6)
     atan_scale = tl.load(c_ptr + 7)
-    gv = tl.load(gv_ptr + offs, mask=mask, other=0.0)
-    gi = tl.load(gi_ptr + offs, mask=mask, other=0.0)
-    gm = tl.load(gm_ptr + offs, mask=mask, other=0.0)
-    gxs = tl.load(gxs_ptr + offs, mask=mask, other=0.0)
+    gv, gi, gm, gxs = _load4(gv_ptr, gi_ptr, gm_ptr, gxs_ptr, offs, mask)
     for j in range(T):
         off = (T - 1 - j) * N + offs
         h = tl.load(h_ptr + off, mask=mask, other=0.0)
@@ -144,10 +150,7 @@ def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, 
             passes = tl.load(igrad_ptr + off, mask=mask, other=0) != 0
             gi = tl.where(passes, gi - gh, gi) * kc
             gxs = gi
-    tl.store(gv_ptr + offs, gv, mask=mask)
-    tl.store(gi_ptr + offs, gi, mask=mask)
-    tl.store(gm_ptr + offs, gm, mask=mask)
-    tl.store(gxs_ptr + offs, gxs, mask=mask)
+    _store4(gv_ptr, gi_ptr, gm_ptr, gxs_ptr, gv, gi, gm, gxs, offs, mask)
 
 
 def _constants(kp: KernelParams, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
