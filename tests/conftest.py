@@ -1,4 +1,7 @@
+import logging
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -30,3 +33,38 @@ def train_run(tmp_path):
         return run_dir, train(cfg, run_dir)
 
     return run
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """``cli(main, *argv, cwd=tmp_path)``: a console entry point's ``main()`` run in this process as its
+    command would run in ``cwd`` (for tests where a new process is not what is tested); a
+    CompletedProcess with the exit code and the captured stdout and stderr. Hydra's global state and
+    the logging it configures are put back afterwards."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in ("ilif", "ilif.train")}
+
+    def run(main, *argv, cwd=None):
+        monkeypatch.chdir(cwd or tmp_path)
+        monkeypatch.setattr(sys, "argv", [main.__module__, *argv])
+        capsys.readouterr()
+        try:
+            code = main()
+        except SystemExit as stop:
+            code = stop.code
+        out, err = capsys.readouterr()
+        if isinstance(code, str):  # sys.exit("message"): printed to stderr, exit status 1
+            code, err = 1, err + code + "\n"
+        return subprocess.CompletedProcess([main.__module__, *argv], code or 0, out, err)
+
+    yield run
+    GlobalHydra.instance().clear()
+    handlers, level, levels = saved
+    for handler in set(root.handlers) - set(handlers):
+        handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, value in levels.items():
+        logging.getLogger(name).setLevel(value)

@@ -13,20 +13,21 @@ from ilif.report.runs import load_runs
 
 
 def test_every_table_composes_with_the_expected_grid():
-    sizes = {(n, scale): len(table_jobs([n], scale)) for n in (1, 2, 3) for scale in SCALES}
+    jobs = {(n, scale): table_jobs([n], scale) for n in (1, 2, 3) for scale in SCALES}
+    sizes = {key: len(value) for key, value in jobs.items()}
     assert sizes[(1, "full")] == 5 * 2 * 3 and sizes[(1, "mini")] == 2 * 3 and sizes[(1, "smoke")] == 5 * 2
     assert sizes[(2, "full")] == sizes[(2, "mini")] == 5 * 2 * 2 * 3 and sizes[(2, "smoke")] == 20
     assert sizes[(3, "full")] == 2 * (4 + 2) * 3 and sizes[(3, "mini")] == (4 + 2) * 3 and sizes[(3, "smoke")] == 12
     assert len(plan(["demo"], [])) == 30
-    smoke = table_jobs([2], "smoke")
+    smoke = jobs[(2, "smoke")]
     assert all(cfg.dataset.stand_in and cfg.trainer.epochs == 1 for _, cfg, _ in smoke)
     assert {cfg.surrogate.normalize for _, cfg, _ in smoke} == {"area", "peak"}
     assert len({run_dir for _, _, run_dir in smoke}) == 20  # collision-free
-    full = table_jobs([1], "full")
+    full = jobs[(1, "full")]
     assert {cfg.dataset.name for _, cfg, _ in full} == {"cifar10", "cifar100", "cifar10_dvs", "dvs_gesture", "imagenet"}
     assert {cfg.seed for _, cfg, _ in full} == {1234, 1235, 1236}
     assert {run_dir.parts[1] for _, _, run_dir in full} == {"table1_full"}
-    mini = table_jobs([1, 3], "mini")
+    mini = jobs[(1, "mini")] + jobs[(3, "mini")]
     assert {(cfg.dataset.name, cfg.model.name, cfg.trainer.T, cfg.neuron.tau) for _, cfg, _ in mini} == {
         ("digits", "convnet_small", 6, 1.1)}
 

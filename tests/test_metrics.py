@@ -82,6 +82,7 @@ def _ddp_worker(rank, world, store, out):
     ops.all_reduce()
     if rank == 0:
         torch.save({"spikes": spikes.summary(), "ops": ops.report()}, out)
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -2,11 +2,14 @@ import json
 import subprocess
 import sys
 
+from ilif.study import main
+
 GRID = ["demo", "--no-progress", "--override", "seed=0", "--override", "surrogate.gamma=1",
         "--override", "trainer.epochs=1", "--override", "trainer.limit_train_batches=4"]
 
 
 def _study(cwd, *args):
+    """ilif-study in a new process (what its exit status and its spawned workers are tested with)."""
     return subprocess.run([sys.executable, "-m", "ilif.study", *GRID, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300)
 
@@ -20,42 +23,40 @@ def _summaries(cwd):
     return out
 
 
-def test_parallel_study_equals_serial_study_bit_for_bit(tmp_path):
+def test_parallel_study_equals_serial_study_bit_for_bit(tmp_path, cli):
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     serial.mkdir()
     parallel.mkdir()
-    first = _study(serial, "--jobs", "1")
+    first = cli(main, *GRID, "--jobs", "1", cwd=serial)
     assert first.returncode == 0, first.stderr
     second = _study(parallel, "--jobs", "2")
     assert second.returncode == 0, second.stderr
     assert "study done" in second.stdout and "with 2 parallel runs: 2 trained, 0 already finished, 0 failed" in second.stdout
     ours, reference = _summaries(parallel), _summaries(serial)
     assert len(ours) == 2 and ours == reference
-    again = _study(parallel, "--jobs", "2")
+    again = cli(main, *GRID, "--jobs", "2", cwd=parallel)
     assert "0 trained, 2 already finished, 0 failed" in again.stdout
 
 
-def test_a_failed_run_does_not_stop_the_study(tmp_path):
-    proc = _study(tmp_path, "--jobs", "1", "--override", "schedule=step", "--override", "schedule.step_size=1",
+def test_a_failed_run_does_not_stop_the_study(tmp_path, cli):
+    proc = cli(main, *GRID, "--jobs", "1", "--override", "schedule=step", "--override", "schedule.step_size=1",
                   "--override", "schedule.gamma=1e30", "--override", "trainer.epochs=2")
     assert proc.returncode == 1
     assert "0 trained, 0 already finished, 2 failed" in proc.stdout
     assert proc.stdout.count("  failed: runs/demo/") == 2 and "diverged" in proc.stdout
 
 
-def test_every_missing_dataset_is_listed_at_once_and_the_rest_can_run(tmp_path):
+def test_every_missing_dataset_is_listed_at_once_and_the_rest_can_run(tmp_path, cli):
     args = ["--table", "3", "--scale", "full", "--no-progress", "--override", f"dataset.root={tmp_path / 'none'}",
-            "--override", "dataset.download=false"]
-    proc = subprocess.run([sys.executable, "-m", "ilif.study", *args], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+            "--override", "dataset.download=false", "--override", "seed=0"]
+    proc = cli(main, *args)
     assert proc.returncode == 2
     errors = proc.stderr.strip().splitlines()
     assert errors[0].startswith("error: dataset 'cifar10': missing files at ")
     assert errors[1].startswith("error: dataset 'cifar10_dvs': not found at ")
     assert errors[2] == ("error: 2 dataset(s) missing; get them (docs/full_scale.md), or run the rest with "
                          "--skip-missing")
-    skipped = subprocess.run([sys.executable, "-m", "ilif.study", *args, "--skip-missing"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)
+    skipped = cli(main, *args, "--skip-missing")
     assert skipped.returncode == 0 and "0 trained, 0 already finished, 0 failed" in skipped.stdout
     assert skipped.stderr.count("skipped (--skip-missing): dataset '") == 2
     assert not (tmp_path / "runs").exists()

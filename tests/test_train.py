@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from ilif.data import build as build_data
 from ilif.train.build import build_model, neuron_factory
 from ilif.train.config import ConfigError, check_neuron
+from ilif.train.app import main as train_main
 from ilif.train.engine import Run, compute_loss, correct_counts, evaluate
 from ilif.metrics import SpikeMeter
 from ilif.neurons import ILIF, LIF, PLIF
@@ -43,10 +44,18 @@ def run_dirs(cwd: Path, experiment: str = "default"):
      ("trainer.T=0", "trainer.T=0 is not allowed: an integer > 0"),
      ("neuron.tau=1", "neuron.tau=1 is not allowed: it must be a finite float > 1")],
 )
-def test_bad_config_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):
-    proc = run_train(tmp_path, override)
+def test_bad_config_is_one_line_exit_2_and_no_run_dir(tmp_path, cli, override, message):
+    proc = cli(train_main, override)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {message}"]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_the_command_prints_only_the_error_line_and_exits_2(tmp_path):
+    proc = run_train(tmp_path, "neuron=foo")  # a new process: nothing else reaches its stderr
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: neuron='foo' is not allowed: choose one of ['ilif', 'ilif_current', 'ilif_membrane', 'lif', 'plif']"]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "outputs").exists()
 
 
@@ -91,18 +100,18 @@ def _kill_during_second_epoch(cwd, overrides):
     return metrics.read_text().count("\n")
 
 
-def test_resume_after_sigkill_is_bit_identical(tmp_path, train_run):
-    overrides = ["trainer.progress=false", "trainer.epochs=3", "trainer.batch_size=16", "trainer.deterministic=true",
+def test_resume_after_sigkill_is_bit_identical(tmp_path, train_run, cli):
+    overrides = ["trainer.progress=false", "trainer.epochs=2", "trainer.batch_size=16", "trainer.deterministic=true",
                  "model.dropout=0.2"]
     killed = tmp_path / "killed"
     killed.mkdir()
     clean_dir, reference = train_run(*overrides)
     lines_at_kill = _kill_during_second_epoch(killed, overrides)
-    assert lines_at_kill < 3  # killed before the end
+    assert lines_at_kill < 2  # killed before the end
     (run_dir,) = run_dirs(killed)
     assert not (run_dir / "summary.json").exists()
     torch.load(run_dir / "last.pt", weights_only=True)  # the checkpoint of the killed run is intact
-    resumed = run_train(killed, *overrides)
+    resumed = cli(train_main, *overrides, cwd=killed)
     assert resumed.returncode == 0, resumed.stderr
     ours = json.loads((run_dir / "summary.json").read_text())
     reference = json.loads((clean_dir / "summary.json").read_text())
@@ -111,14 +120,16 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, train_run):
     assert (run_dir / "metrics.jsonl").read_text() == (clean_dir / "metrics.jsonl").read_text()
 
 
-def test_sweep_collision_free_and_skips_finished(tmp_path):
-    proc = run_train(tmp_path, "neuron=lif,ilif", "surrogate.gamma=0.5,2", *FAST, multirun=True)
+def test_sweep_collision_free_and_skips_finished(tmp_path, cli):
+    sweep = ["neuron=lif,ilif", "surrogate.gamma=0.5,2", "trainer.progress=false", "trainer.epochs=1",
+             "trainer.limit_train_batches=2", "trainer.limit_eval_batches=1"]
+    proc = cli(train_main, "-m", *sweep)
     assert proc.returncode == 0, proc.stderr
     dirs = run_dirs(tmp_path)
     assert [d.name.rsplit("-", 1)[0] for d in dirs] == ["digits-ilif-g0.5-s0", "digits-ilif-g2-s0",
                                                         "digits-lif-g0.5-s0", "digits-lif-g2-s0"]
     stamps = {d: (d / "summary.json").stat().st_mtime_ns for d in dirs}
-    again = run_train(tmp_path, "neuron=lif,ilif", "surrogate.gamma=0.5,2", *FAST, multirun=True)
+    again = cli(train_main, "-m", *sweep)
     assert again.returncode == 0
     assert again.stderr.count("already finished, skipped") + again.stdout.count("already finished, skipped") == 4
     assert {d: (d / "summary.json").stat().st_mtime_ns for d in dirs} == stamps
@@ -142,8 +153,8 @@ def test_wandb_offline_run_files(train_run, monkeypatch, caplog):
     assert "wandb sync" in caplog.text
 
 
-def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
-    proc = run_train(tmp_path, "trainer.progress=false", "trainer.epochs=3", "schedule=step", "schedule.step_size=1",
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, cli):
+    proc = cli(train_main, "trainer.progress=false", "trainer.epochs=3", "schedule=step", "schedule.step_size=1",
                      "schedule.gamma=1e30", "trainer.limit_train_batches=4")
     assert proc.returncode == 3
     assert "non-finite loss" in proc.stderr and "epoch 1" in proc.stderr
@@ -220,8 +231,8 @@ def test_neuron_values_are_checked_by_their_class(name, neuron, message):
     assert str(err.value).startswith(message)
 
 
-def test_missing_dataset_is_one_line_exit_2_and_no_run_dir(tmp_path):
-    proc = run_train(tmp_path, "dataset=cifar10", "dataset.download=false", f"dataset.root={tmp_path / 'nodata'}")
+def test_missing_dataset_is_one_line_exit_2_and_no_run_dir(tmp_path, cli):
+    proc = cli(train_main, "dataset=cifar10", "dataset.download=false", f"dataset.root={tmp_path / 'nodata'}")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: dataset 'cifar10': missing files at ") and "get it from https://" in lines[-1]

@@ -12,8 +12,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import datasets as tv_datasets
-from torchvision import transforms
 
 from .common import DatasetError, DatasetInfo
 
@@ -195,6 +193,8 @@ def cifar(name: str, root: Path, download: bool = True, augment: bool = True, cu
         if not download:
             raise DatasetError(name, folder, "missing files", expected, url)
         _download_cifar(base, name, url, md5)
+    from torchvision import transforms  # here, not at import: torchvision loads torch._dynamo (about 1 s)
+
     mean, std = CIFAR_STATS[name]
     normalise = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     train_tf = []
@@ -206,15 +206,23 @@ def cifar(name: str, root: Path, download: bool = True, augment: bool = True, cu
     return train, test, DatasetInfo(name, classes, 3, 32, False, "official", len(train), len(test))
 
 
-class CheckedImageFolder(tv_datasets.ImageFolder):
-    """ImageFolder whose unreadable images raise a :class:`DatasetError` naming the file."""
+class CheckedImageFolder(Dataset):
+    """A torchvision ImageFolder whose unreadable images raise a :class:`DatasetError` naming the file."""
+
+    def __init__(self, folder: str, transform):
+        from torchvision.datasets import ImageFolder
+
+        self.images = ImageFolder(folder, transform=transform)
+        self.classes, self.samples = self.images.classes, self.images.samples
+
+    def __len__(self) -> int:
+        return len(self.images)
 
     def __getitem__(self, index: int):
-        path = self.samples[index][0]
         try:
-            return super().__getitem__(index)
+            return self.images[index]
         except (OSError, ValueError) as err:
-            raise DatasetError("imagenet", path, f"unreadable image ({type(err).__name__})",
+            raise DatasetError("imagenet", self.samples[index][0], f"unreadable image ({type(err).__name__})",
                                "a JPEG image", "the ImageNet (ILSVRC-2012) release") from None
 
 
@@ -223,6 +231,8 @@ def imagenet(root: Path):
 
     Train: RandomResizedCrop 224 + horizontal flip; test: Resize 256 + CenterCrop 224; ImageNet mean/std.
     """
+    from torchvision import transforms
+
     base = root / "imagenet"
     normalise = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     splits = {}

@@ -32,7 +32,7 @@ from ilif.data import DatasetError
 from ilif.rundir import RunBusy, discard_untrained
 
 from .config import CHECKS, ConfigError, validate
-from .engine import Interrupted
+from .engine import Interrupted, close_distributed
 from .loop import RunConflict, TrainingDiverged, train
 
 log = logging.getLogger("ilif.train")
@@ -180,6 +180,7 @@ def hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     register()
+    FAILURES.clear()
     argv = sys.argv[1:]
     if any(arg.partition("=")[0] in HYDRA_FLAGS for arg in argv):
         hydra_main()  # help, config printing, completion: Hydra's, unchanged
@@ -195,6 +196,7 @@ def main() -> None:
             hydra_main()
     else:
         hydra_main()
+    close_distributed()
     if FAILURES:
         print(f"error: {len(FAILURES)} job(s) of the sweep failed:", file=sys.stderr)
         for failure in FAILURES:

@@ -145,6 +145,14 @@ class ShardSampler(torch.utils.data.Sampler):
         return len(self.indices)
 
 
+def close_distributed() -> None:
+    """After the last job of a process: wait for every rank, then release the process group (a process
+    that exits with the group alive can abort in gloo's teardown). A failed process exits without it."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_reduce_sum(values: list[float], device) -> list[float]:
     if not (dist.is_available() and dist.is_initialized()):
         return values
