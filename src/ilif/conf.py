@@ -22,6 +22,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 CONFIG_DIR = Path(os.environ.get("ILIF_CONFIGS") or Path(__file__).resolve().parent / "configs")
 
 
+# The defaults of every key are the dataclasses below (the one place they are defined); a group's YAML
+# file holds its choice and only what differs from them.
+
+
 @dataclass
 class DatasetConfig:
     name: str = MISSING
@@ -42,14 +46,14 @@ class DatasetConfig:
 class ModelConfig:
     name: str = MISSING
     dropout: float = 0.0
-    bn_per_step: bool = False
+    bn_per_step: bool = False  # true: per-time-step BatchNorm statistics, as the release
 
 
 @dataclass
 class SurrogateConfig:
-    family: str = "rectangle"
-    gamma: float = 1.0
-    normalize: str = "area"
+    family: str = "rectangle"  # rectangle | triangle | sigmoid | atan
+    gamma: float = 1.0  # support width (rectangle, triangle) or full width at half maximum (sigmoid, atan)
+    normalize: str = "area"  # area (integral 1) | peak (height 1)
 
 
 @dataclass
@@ -71,7 +75,7 @@ class ScheduleConfig:
 @dataclass
 class LossConfig:
     name: str = "ce"  # ce on the time-averaged logits | tet
-    lam: float = 0.05  # tet: weight of the MSE regulariser
+    lam: float = 0.05  # tet: (1 - lam) * mean_t CE(o_t, y) + lam * MSE(o_t, target)
     mse_target: str = "constant"  # tet: constant (phi) | onehot
     phi: float = 1.0
     label_smoothing: float = 0.0
@@ -80,7 +84,7 @@ class LossConfig:
 @dataclass
 class TrainerConfig:
     T: int = 4
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 64
     eval_batch_size: int = 256
     num_workers: int = 0
@@ -102,7 +106,7 @@ class TrainerConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = "auto"  # auto | online | offline | disabled
+    mode: str = "auto"  # auto: online with an API key, else offline (wandb sync later) | online | offline | disabled
     project: str = "ilif"
     entity: Optional[str] = None
     tags: list = field(default_factory=list)
