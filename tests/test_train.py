@@ -42,6 +42,8 @@ def run_dirs(cwd: Path, experiment: str = "default"):
     [("surrogate.gamma=-1", "surrogate.gamma=-1.0 is not allowed: a finite number > 0"),
      ("neuron=foo", "neuron='foo' is not allowed: choose one of ['ilif', 'ilif_current', 'ilif_membrane', 'lif', 'plif']"),
      ("trainer.T=0", "trainer.T=0 is not allowed: an integer > 0"),
+     ("optim.name=adam", "optim.name='adam' is not allowed: choose one of ['sgd', 'adamw']"),
+     ("loss.name=mse", "loss.name='mse' is not allowed: choose one of ['ce', 'tet']"),
      ("neuron.tau=1", "neuron.tau=1 is not allowed: it must be a finite float > 1")],
 )
 def test_bad_config_is_one_line_exit_2_and_no_run_dir(tmp_path, cli, override, message):

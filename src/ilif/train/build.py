@@ -38,18 +38,26 @@ def build_model(cfg: DictConfig, info, T: Optional[int] = None) -> nn.Module:
                         bn_per_step=cfg.model.bn_per_step, input_size=info.input_size)
 
 
+#: optim.name -> (parameters, cfg.optim) -> optimiser (the config check reads its names)
+OPTIMIZERS = {
+    "sgd": lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
+    "adamw": lambda params, o: torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay),
+}
+#: schedule.name -> (optimiser, cfg) -> per-epoch learning-rate schedule
+SCHEDULES = {
+    "cosine": lambda optimizer, cfg: torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(cfg.trainer.epochs, 1), eta_min=cfg.schedule.eta_min),
+    "step": lambda optimizer, cfg: torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=cfg.schedule.step_size, gamma=cfg.schedule.gamma),
+}
+
+
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
-    o = cfg.optim
-    if o.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    return OPTIMIZERS[cfg.optim.name](model.parameters(), cfg.optim)
 
 
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
-    s = cfg.schedule
-    if s.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.trainer.epochs, 1), eta_min=s.eta_min)
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    return SCHEDULES[cfg.schedule.name](optimizer, cfg)
 
 
 def build_datasets(cfg: DictConfig):

@@ -19,7 +19,8 @@ from ilif.data import NAMES as DATASETS
 from ilif.models import model_names
 from ilif.neurons import FAMILIES, NORMALIZATIONS
 
-from .build import neuron_factory
+from .build import OPTIMIZERS, SCHEDULES, neuron_factory
+from .engine import LOSSES
 
 
 class ConfigError(ValueError):
@@ -88,15 +89,15 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "surrogate.family": choice(FAMILIES),
     "surrogate.gamma": positive(),
     "surrogate.normalize": choice(NORMALIZATIONS),
-    "optim.name": choice(("sgd", "adamw")),
+    "optim.name": choice(tuple(OPTIMIZERS)),
     "optim.lr": positive(),
     "optim.momentum": within(0.0, 1.0),
     "optim.weight_decay": positive(strict=False),
-    "schedule.name": choice(("cosine", "step")),
+    "schedule.name": choice(tuple(SCHEDULES)),
     "schedule.eta_min": positive(strict=False),
     "schedule.step_size": positive(integer=True),
     "schedule.gamma": positive(),
-    "loss.name": choice(("ce", "tet")),
+    "loss.name": choice(tuple(LOSSES)),
     "loss.lam": within(0.0, 1.0, high_inclusive=True),
     "loss.mse_target": choice(("constant", "onehot")),
     "loss.phi": within(-1e6, 1e6, high_inclusive=True),
