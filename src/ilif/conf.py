@@ -138,7 +138,7 @@ def register() -> None:
     """Register the schema and the run-directory resolver (idempotent)."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     if not OmegaConf.has_resolver("ilif_run_leaf"):
-        OmegaConf.register_new_resolver("ilif_run_leaf", lambda *, _root_: f"{run_name(_root_)}-{config_hash(_root_)}")
+        OmegaConf.register_new_resolver("ilif_run_leaf", lambda *, _root_: run_leaf(_root_))
 
 
 def compose_config(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
@@ -221,3 +221,13 @@ def config_hash(cfg: DictConfig) -> str:
 def run_name(cfg: DictConfig) -> str:
     """``{dataset}-{neuron}-g{gamma}-s{seed}``: the wandb run name and the start of the run directory."""
     return f"{cfg.dataset.name}-{cfg.neuron.name}-g{cfg.surrogate.gamma:g}-s{cfg.seed}"
+
+
+def run_leaf(cfg: DictConfig) -> str:
+    """``{run name}-{config hash}``: the run directory's name under ``runs_root/experiment_name``."""
+    return f"{run_name(cfg)}-{config_hash(cfg)}"
+
+
+def hash_of_run_dir(run_dir: Path) -> str:
+    """The config hash a run directory's name ends with (the inverse of :func:`run_leaf`'s suffix)."""
+    return Path(run_dir).name.rsplit("-", 1)[-1]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .conf import compose_config, config_hash, group_options, is_group, parse_value, run_name, sweep_axes
+from .conf import compose_config, group_options, is_group, parse_value, run_leaf, sweep_axes
 
 SCALES = ("full", "mini", "smoke")
 #: table number -> the experiment files whose runs it reads (Table 4 reads Table 1's runs)
@@ -41,7 +41,7 @@ def table_experiments(numbers: list[int]) -> list[str]:
 
 def run_dir_of(cfg: DictConfig) -> Path:
     """``runs_root/experiment_name/run_name-hash``, where the trainer writes the run."""
-    return Path(cfg.runs_root) / cfg.experiment_name / f"{run_name(cfg)}-{config_hash(cfg)}"
+    return Path(cfg.runs_root) / cfg.experiment_name / run_leaf(cfg)
 
 
 def grid_items(head: list[str], items: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -76,9 +76,14 @@ def finished_summary(run_dir: Path, config_hash: Optional[str] = None) -> Option
     return summary
 
 
-def hash_of_run_dir(run_dir: Path) -> str:
-    """The config hash a run directory's name ends with (``<run name>-<hash>``)."""
-    return Path(run_dir).name.rsplit("-", 1)[-1]
+def summary_config_hash(run_dir: Path) -> Optional[str]:
+    """The config hash that the run's summary.json records (finished or failed); None without a
+    readable summary."""
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return summary.get("config_hash") if isinstance(summary, dict) else None
 
 
 class RunBusy(RuntimeError):

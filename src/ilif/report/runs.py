@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ilif.conf import identity
+from ilif.conf import hash_of_run_dir, identity
 from ilif.grid import Job
-from ilif.rundir import finished_summary, hash_of_run_dir, read_history
+from ilif.rundir import finished_summary, read_history
 
 
 @dataclass

@@ -5,7 +5,6 @@ directory is the truth: ``config.yaml`` (resolved), ``metrics.jsonl``, ``summary
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -23,7 +22,8 @@ from tqdm import tqdm
 import ilif
 from ilif.conf import config_hash, identity, run_name
 from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, weight_grad_norms
-from ilif.rundir import MetricsFile, RunBusy, RunLock, finished_summary, remove_stale_temporaries, write_json_atomic
+from ilif.rundir import (MetricsFile, RunBusy, RunLock, finished_summary, remove_stale_temporaries, summary_config_hash,
+                         write_json_atomic, write_text_atomic)
 from ilif.wandb_mirror import WandbLogger
 
 from . import checkpoint
@@ -75,15 +75,10 @@ def claim(run_dir: Path, identity_hash: str) -> None:
     """Refuse a run directory whose summary or checkpoint belongs to another config (never overwrite
     another run), and clean the temporaries a killed writer left (the caller holds the lock)."""
     remove_stale_temporaries(run_dir)
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        try:
-            other = json.loads(summary.read_text()).get("config_hash")
-        except (OSError, ValueError, AttributeError):
-            other = None
-        if other not in (None, identity_hash):
-            raise RunConflict(f"{run_dir} holds a finished run of another config ({other}, this is {identity_hash}); "
-                              "choose another experiment_name or runs_root")
+    other = summary_config_hash(run_dir)
+    if other not in (None, identity_hash):
+        raise RunConflict(f"{run_dir} holds a finished run of another config ({other}, this is {identity_hash}); "
+                          "choose another experiment_name or runs_root")
 
 
 def resume(parts: Parts, last_path: Path, run: Run, identity_hash: str) -> None:
@@ -262,7 +257,7 @@ def train_run(cfg: DictConfig, run_dir: Path, stop: StopFlag) -> dict:
     loader = loader_factory(cfg, run)
     metrics = MetricsFile(run_dir / "metrics.jsonl", keep_epochs_below=parts.start_epoch) if run.is_main else None
     if run.is_main:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_text_atomic(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
         wandb = WandbLogger(cfg.logger.wandb, run_dir, OmegaConf.to_container(cfg, resolve=True), identity_hash,
                             run_name(cfg))
     selector = "val/acc1" if parts.data[1] is not None else "test/acc1"
