@@ -41,12 +41,12 @@ reproduce-table%: $(STAMP)
 	$(PY) -m ilif.report --scale $(SCALE) --tables $*
 
 reproduce-figures: $(STAMP)
-	$(PY) -m ilif.study --table 1 2 --scale $(SCALE)
+	$(PY) -m ilif.study --figures --scale $(SCALE)
 	$(PY) -m ilif.report --scale $(SCALE) --figures
 
 reproduce-all: $(STAMP)
-	$(PY) -m ilif.study --table 1 2 3 --scale $(SCALE)
-	$(PY) -m ilif.report --scale $(SCALE) --tables 1 2 3 4 --figures
+	$(PY) -m ilif.study --table all --figures --scale $(SCALE)
+	$(PY) -m ilif.report --scale $(SCALE) --tables all --figures
 
 # Every table and figure on stand-in data: proves the path from config to table (run by CI).
 smoke:

@@ -5,7 +5,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from ilif.conf import compose_config
-from ilif.grid import SCALES, plan, table_jobs
+from ilif.grid import FIGURES, SCALES, TABLES, plan, table_experiments, table_jobs, table_numbers
 from ilif.neurons import Surrogate
 from ilif.report import tables
 from ilif.report.__main__ import build_demo, demo_summary
@@ -30,6 +30,22 @@ def test_every_table_composes_with_the_expected_grid():
     mini = jobs[(1, "mini")] + jobs[(3, "mini")]
     assert {(cfg.dataset.name, cfg.model.name, cfg.trainer.T, cfg.neuron.tau) for _, cfg, _ in mini} == {
         ("digits", "convnet_small", 6, 1.1)}
+
+
+def test_tables_on_the_command_line_and_their_experiments(cli):
+    from ilif.report.__main__ import main as report_main
+    from ilif.study import main as study_main
+
+    assert sorted(tables.BUILDERS) == sorted(TABLES) == table_numbers(["all"]) == [1, 2, 3, 4]
+    assert table_numbers(["3", "1"]) == [3, 1]
+    assert table_experiments(table_numbers(["all"]), figures=True) == ["table1", "table2", "table3", "table3_kappa"]
+    assert table_experiments([], figures=True) == sorted(FIGURES) == ["table1", "table2"]
+    for command in (study_main, report_main):
+        flag = "--table" if command is study_main else "--tables"
+        proc = cli(command, flag, "5")
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == ["error: table='5' is not allowed: choose from [1, 2, 3, 4] or all"]
+    assert not list(Path.cwd().iterdir())  # nothing written
 
 
 def test_an_override_of_a_grid_key_replaces_its_axis():

@@ -31,12 +31,23 @@ def experiment_names(patterns: list[str]) -> list[str]:
     return names
 
 
-def table_experiments(numbers: list[int]) -> list[str]:
-    """The experiment files behind tables ``numbers``, each once."""
+def table_numbers(values: list[str]) -> list[int]:
+    """Table numbers as written on a command line (``1 3``, or ``all`` for every table of :data:`TABLES`).
+    Raises ValueError naming the first value that is not a table."""
+    if "all" in values:
+        return sorted(TABLES)
+    for value in values:
+        if not value.isdigit() or int(value) not in TABLES:
+            raise ValueError(f"table={value!r} is not allowed: choose from {sorted(TABLES)} or all")
+    return [int(value) for value in values]
+
+
+def table_experiments(numbers: list[int], figures: bool = False) -> list[str]:
+    """The experiment files behind tables ``numbers`` (and the figures), each once."""
     unknown = [n for n in numbers if n not in TABLES]
     if unknown:
         raise ValueError(f"table={unknown[0]!r} is not allowed: choose one of {sorted(TABLES)}")
-    return sorted({name for n in numbers for name in TABLES[n]})
+    return sorted({name for n in numbers for name in TABLES[n]} | (set(FIGURES) if figures else set()))
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -77,8 +88,8 @@ def plan(names: list[str], overrides: list[str]) -> list[Job]:
     return jobs
 
 
-def table_jobs(numbers: list[int], scale: str, overrides: list[str] = ()) -> list[Job]:
-    """The jobs of tables ``numbers`` at ``scale`` (one of :data:`SCALES`)."""
+def table_jobs(numbers: list[int], scale: str, overrides: list[str] = (), figures: bool = False) -> list[Job]:
+    """The jobs of tables ``numbers`` (and of the figures) at ``scale`` (one of :data:`SCALES`)."""
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r} is not allowed: choose one of {list(SCALES)}")
-    return plan(table_experiments(numbers), [f"scale={scale}", *overrides])
+    return plan(table_experiments(numbers, figures), [f"scale={scale}", *overrides])

@@ -9,6 +9,7 @@ ones, and shows runs done / total with the elapsed and remaining time.
     ilif-study demo
     ilif-study --table 1 --scale mini            # Table 1's grid at mini scale (what make reproduce-table1 runs)
     ilif-study --table 1 2 3 --scale full --dry-run   # the plan and a rough time estimate
+    ilif-study --table all --figures --scale mini    # every table and figure (what make reproduce-all runs)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from ilif.data import DatasetError
 from ilif.data import build as build_data
-from ilif.grid import SCALES, TABLES, experiment_names, plan, table_jobs
+from ilif.grid import SCALES, TABLES, experiment_names, plan, table_jobs, table_numbers
 from ilif.rundir import finished_summary
 
 log = logging.getLogger("ilif.train")
@@ -162,8 +163,9 @@ def run(jobs, progress: bool = True, workers: int = 1) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ilif-study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", help="experiment config names or globs (configs/experiment/)")
-    parser.add_argument("--table", type=int, nargs="+", default=[], choices=sorted(TABLES),
-                        help="the experiments behind these tables (with --scale)")
+    parser.add_argument("--table", nargs="+", default=[], metavar="N",
+                        help=f"the experiments behind these tables (with --scale): {sorted(TABLES)} or all")
+    parser.add_argument("--figures", action="store_true", help="the experiments behind the figures (with --scale)")
     parser.add_argument("--scale", choices=SCALES, default="full", help="the scale of --table (default full)")
     parser.add_argument("--override", action="append", default=[], help="a Hydra override applied to every run")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
@@ -173,11 +175,12 @@ def main(argv=None) -> int:
                         help="runs trained at once, each in its own process (default: the cores, capped by memory)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if not (args.experiments or args.table):
-        parser.error("name experiments or --table")
+    if not (args.experiments or args.table or args.figures):
+        parser.error("name experiments, --table or --figures")
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
-        jobs = table_jobs(args.table, args.scale, args.override) if args.table else []
+        numbers = table_numbers(args.table)
+        jobs = table_jobs(numbers, args.scale, args.override, args.figures) if numbers or args.figures else []
         if args.experiments:
             jobs += plan(experiment_names(args.experiments), args.override)
         validate_jobs(jobs)

@@ -1,7 +1,7 @@
 """``ilif-report``: tables and figures from run directories (it never runs a model).
 
     ilif-report --scale mini --tables 2 3          # results/mini/table2.md, .csv, ...
-    ilif-report --scale smoke --tables 1 2 3 4 --figures
+    ilif-report --scale smoke --tables all --figures
     ilif-report --scale full --tables 1 --runs-root /scratch/me/runs   # runs trained elsewhere
     ilif-report --demo                              # results/demo/: table, figures, plain-language summary
     ilif-report --upload-wandb runs/demo/*          # send finished runs to a wandb dashboard
@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ilif.grid import FIGURES, SCALES, plan, table_jobs
+from ilif.grid import FIGURES, SCALES, plan, table_jobs, table_numbers
 
 from . import plots, tables
 from .runs import group, load_runs, mean_std, values
@@ -109,7 +109,8 @@ def build_demo(out: Path, runs_root: str, force: bool = False) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ilif-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=SCALES, default="full")
-    parser.add_argument("--tables", type=int, nargs="*", default=[], choices=sorted(tables.BUILDERS))
+    parser.add_argument("--tables", nargs="*", default=[], metavar="N",
+                        help=f"these tables: {sorted(tables.BUILDERS)} or all")
     parser.add_argument("--figures", action="store_true")
     parser.add_argument("--demo", action="store_true", help="the make demo report in results/demo/")
     parser.add_argument("--out", type=Path, default=Path("results"))
@@ -128,7 +129,12 @@ def main(argv=None) -> int:
     if args.demo:
         print(build_demo(args.out / "demo", args.runs_root, args.force))
         return 0
-    written = build_tables(args.tables, args.scale, args.out / args.scale, args.runs_root, args.force)
+    try:
+        numbers = table_numbers(args.tables)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    written = build_tables(numbers, args.scale, args.out / args.scale, args.runs_root, args.force)
     if args.figures:
         written += build_figures(args.scale, args.out / args.scale, args.runs_root, args.force)
     for path in written:
