@@ -17,7 +17,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .rundir import finished_summary, read_history, write_json_atomic
 
@@ -106,10 +106,6 @@ class WandbLogger:
             log.info("wandb is offline; send this run to your dashboard with: wandb sync %s",
                      run.dir.rsplit("/files", 1)[0])
         return run
-
-    @property
-    def run_id(self) -> Optional[str]:
-        return None if self.run is None else self.run.id
 
     def _disable(self, err: Exception) -> None:
         warnings.warn(f"wandb disabled after an error ({type(err).__name__}: {err}); local files are complete")

@@ -28,7 +28,8 @@ def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
     (event frames: clean | reference), ``download`` (CIFAR: fetch when missing), ``augment``, and
     ``stand_in`` (tiny random data of the dataset's kind, for smoke runs; ``stand_in_size``, ``stand_in_samples``),
     and ``builder``: the dotted path of a function ``(cfg: dict) -> (train, test, DatasetInfo)`` for a
-    dataset that lives outside this package (then ``name`` may be anything).
+    dataset that lives outside this package (then ``name`` may be anything; the function gets the
+    whole dict and honours ``stand_in`` itself).
     Raises DatasetError (one line: dataset, path, expected files, source) when data is missing or corrupt.
     """
     name = cfg["name"]
