@@ -6,14 +6,27 @@ import sys
 import pytest
 import torch
 
-os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ["WANDB_MODE"] = "disabled"  # the suite never reaches the network (a test may choose offline)
+for _name in ("WANDB_API_KEY", "RANK", "WORLD_SIZE", "LOCAL_RANK"):  # nor a wandb account or a launcher's group
+    os.environ.pop(_name, None)
 if os.environ.get("ILIF_TEST_DEVICE", "cpu") == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton kernels on CPU tensors (before ilif is imported)
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _isolated():
+    """Each test starts from seed 0, and what a run in this process sets for itself (deterministic
+    algorithms, their cuBLAS setting, quiet wandb) is undone afterwards."""
     torch.manual_seed(0)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    saved = {name: os.environ.get(name) for name in ("CUBLAS_WORKSPACE_CONFIG", "WANDB_SILENT")}
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture
@@ -40,31 +53,30 @@ def cli(tmp_path, monkeypatch, capsys):
     """``cli(main, *argv, cwd=tmp_path)``: a console entry point's ``main()`` run in this process as its
     command would run in ``cwd`` (for tests where a new process is not what is tested); a
     CompletedProcess with the exit code and the captured stdout and stderr. Hydra's global state and
-    the logging it configures are put back afterwards."""
+    the logging it configures are put back after each call."""
     from hydra.core.global_hydra import GlobalHydra
 
     root = logging.getLogger()
-    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in ("ilif", "ilif.train")}
 
     def run(main, *argv, cwd=None):
         monkeypatch.chdir(cwd or tmp_path)
         monkeypatch.setattr(sys, "argv", [main.__module__, *argv])
+        handlers, levels = root.handlers[:], {name: logging.getLogger(name).level for name in ("", "ilif", "ilif.train")}
         capsys.readouterr()
         try:
             code = main()
         except SystemExit as stop:
             code = stop.code
+        finally:  # Hydra configures logging for its jobs: give the test its own handlers back
+            GlobalHydra.instance().clear()
+            for handler in set(root.handlers) - set(handlers):
+                handler.close()
+            root.handlers[:] = handlers
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
         out, err = capsys.readouterr()
         if isinstance(code, str):  # sys.exit("message"): printed to stderr, exit status 1
             code, err = 1, err + code + "\n"
         return subprocess.CompletedProcess([main.__module__, *argv], code or 0, out, err)
 
-    yield run
-    GlobalHydra.instance().clear()
-    handlers, level, levels = saved
-    for handler in set(root.handlers) - set(handlers):
-        handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, value in levels.items():
-        logging.getLogger(name).setLevel(value)
+    return run

@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from omegaconf import OmegaConf
 
@@ -37,7 +38,11 @@ def test_tables_on_the_command_line_and_their_experiments(cli):
     from ilif.study import main as study_main
 
     assert sorted(tables.BUILDERS) == sorted(TABLES) == table_numbers(["all"]) == [1, 2, 3, 4]
-    assert table_numbers(["3", "1"]) == [3, 1]
+    assert table_numbers(["3", "1"]) == [3, 1] and table_numbers(["2", "all"]) == [1, 2, 3, 4]
+    for bad in (["all", "demo"], ["9"], ["²"]):
+        with pytest.raises(ValueError) as err:
+            table_numbers(bad)
+        assert str(err.value) == f"table={bad[-1]!r} is not allowed: choose from [1, 2, 3, 4] or all"
     assert table_experiments(table_numbers(["all"]), figures=True) == ["table1", "table2", "table3", "table3_kappa"]
     assert table_experiments([], figures=True) == sorted(FIGURES) == ["table1", "table2"]
     for command in (study_main, report_main):

@@ -34,12 +34,13 @@ def experiment_names(patterns: list[str]) -> list[str]:
 def table_numbers(values: list[str]) -> list[int]:
     """Table numbers as written on a command line (``1 3``, or ``all`` for every table of :data:`TABLES`).
     Raises ValueError naming the first value that is not a table."""
-    if "all" in values:
-        return sorted(TABLES)
+    numbers = []
     for value in values:
-        if not value.isdigit() or int(value) not in TABLES:
-            raise ValueError(f"table={value!r} is not allowed: choose from {sorted(TABLES)} or all")
-    return [int(value) for value in values]
+        if value != "all":
+            if not (value.isascii() and value.isdigit()) or int(value) not in TABLES:
+                raise ValueError(f"table={value!r} is not allowed: choose from {sorted(TABLES)} or all")
+            numbers.append(int(value))
+    return sorted(TABLES) if "all" in values else numbers
 
 
 def table_experiments(numbers: list[int], figures: bool = False) -> list[str]:

@@ -134,6 +134,10 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    unbuilt = [n for n in numbers if n not in tables.BUILDERS]
+    if unbuilt:
+        print(f"error: table {unbuilt[0]} has no builder: add it to BUILDERS in ilif/report/tables.py", file=sys.stderr)
+        return 2
     written = build_tables(numbers, args.scale, args.out / args.scale, args.runs_root, args.force)
     if args.figures:
         written += build_figures(args.scale, args.out / args.scale, args.runs_root, args.force)

@@ -196,12 +196,12 @@ def main() -> None:
             hydra_main()
     else:
         hydra_main()
-    close_distributed()
     if FAILURES:
         print(f"error: {len(FAILURES)} job(s) of the sweep failed:", file=sys.stderr)
         for failure in FAILURES:
             print(f"  {failure}", file=sys.stderr)
         sys.exit(1)
+    close_distributed()
 
 
 if __name__ == "__main__":

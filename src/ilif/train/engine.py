@@ -146,10 +146,14 @@ class ShardSampler(torch.utils.data.Sampler):
 
 
 def close_distributed() -> None:
-    """After the last job of a process: wait for every rank, then release the process group (a process
-    that exits with the group alive can abort in gloo's teardown). A failed process exits without it."""
+    """After the last job of a process that did not fail: wait for every rank, then release the process
+    group (a process that exits with the group alive can abort in gloo's teardown). A rank that failed
+    exits without it; its peers then find it gone at the barrier and release the group all the same."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError as err:  # a peer rank has exited (torch's distributed errors are RuntimeErrors)
+            log.warning("a peer process ended before the final barrier (%s)", str(err).splitlines()[0])
         dist.destroy_process_group()
 
 
