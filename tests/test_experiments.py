@@ -19,7 +19,11 @@ def test_every_table_composes_with_the_expected_grid():
     assert sizes[(1, "full")] == 5 * 2 * 3 and sizes[(1, "mini")] == 2 * 3 and sizes[(1, "smoke")] == 5 * 2
     assert sizes[(2, "full")] == sizes[(2, "mini")] == 5 * 2 * 2 * 3 and sizes[(2, "smoke")] == 20
     assert sizes[(3, "full")] == 2 * (4 + 2) * 3 and sizes[(3, "mini")] == (4 + 2) * 3 and sizes[(3, "smoke")] == 12
-    assert len(plan(["demo"], [])) == 30
+    demo = plan(["demo"], [])
+    assert len(demo) == 30
+    planned = {str(run_dir) for grid in [*jobs.values(), demo] for _, _, run_dir in grid}
+    golden = (Path(__file__).parent / "golden" / "run_dirs.txt").read_text().splitlines()
+    assert sorted(planned) == [line for line in golden if not line.startswith("#")]  # the hashes are stable
     smoke = jobs[(2, "smoke")]
     assert all(cfg.dataset.stand_in and cfg.trainer.epochs == 1 for _, cfg, _ in smoke)
     assert {cfg.surrogate.normalize for _, cfg, _ in smoke} == {"area", "peak"}
