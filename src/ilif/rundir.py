@@ -57,21 +57,30 @@ def remove_stale_temporaries(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def finished_summary(run_dir: Path, config_hash: Optional[str] = None) -> Optional[dict]:
-    """The run's summary.json if the run finished (and, given ``config_hash``, belongs to that config),
-    else None: no summary, a failed or unreadable one (with a warning), or another config's."""
+def _summary(run_dir: Path, warn: bool) -> Optional[dict]:
+    """The object in the run's summary.json; None when it is missing, not an object, or unreadable
+    (with a warning when ``warn``)."""
     path = Path(run_dir) / "summary.json"
     if not path.exists():
         return None
     try:
         summary = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        warnings.warn(f"{path} is unreadable ({type(err).__name__}); the run counts as not finished")
+        if warn:
+            warnings.warn(f"{path} is unreadable ({type(err).__name__}); the run counts as not finished")
         return None
-    if not isinstance(summary, dict) or summary.get("status") != "finished":
+    return summary if isinstance(summary, dict) else None
+
+
+def finished_summary(run_dir: Path, config_hash: Optional[str] = None) -> Optional[dict]:
+    """The run's summary.json if the run finished (and, given ``config_hash``, belongs to that config),
+    else None: no summary, a failed or unreadable one (with a warning), or another config's."""
+    summary = _summary(run_dir, warn=True)
+    if summary is None or summary.get("status") != "finished":
         return None
     if config_hash is not None and summary.get("config_hash") != config_hash:
-        warnings.warn(f"{path} belongs to config {summary.get('config_hash')}, not {config_hash}; left out")
+        warnings.warn(f"{Path(run_dir) / 'summary.json'} belongs to config {summary.get('config_hash')}, "
+                      f"not {config_hash}; left out")
         return None
     return summary
 
@@ -79,11 +88,8 @@ def finished_summary(run_dir: Path, config_hash: Optional[str] = None) -> Option
 def summary_config_hash(run_dir: Path) -> Optional[str]:
     """The config hash that the run's summary.json records (finished or failed); None without a
     readable summary."""
-    try:
-        summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return summary.get("config_hash") if isinstance(summary, dict) else None
+    summary = _summary(run_dir, warn=False)
+    return None if summary is None else summary.get("config_hash")
 
 
 class RunBusy(RuntimeError):
