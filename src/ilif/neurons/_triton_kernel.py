@@ -43,6 +43,20 @@ def _surrogate_grad(z, half_width, height, alpha, atan_scale, FAMILY: tl.constex
 
 
 @triton.jit
+def _block(N, BLOCK: tl.constexpr):
+    """This program's neuron offsets and the mask of those below ``N``."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return offs, offs < N
+
+
+@triton.jit
+def _constants4(c_ptr, first: tl.constexpr):
+    """Four scalar constants ``c[first : first + 4]``."""
+    return (tl.load(c_ptr + first), tl.load(c_ptr + first + 1), tl.load(c_ptr + first + 2),
+            tl.load(c_ptr + first + 3))
+
+
+@triton.jit
 def _load4(a_ptr, b_ptr, c_ptr, d_ptr, offs, mask):
     """The four per-neuron state (or state-gradient) vectors of one block."""
     return (tl.load(a_ptr + offs, mask=mask, other=0.0), tl.load(b_ptr + offs, mask=mask, other=0.0),
@@ -61,12 +75,8 @@ def _store4(a_ptr, b_ptr, c_ptr, d_ptr, a, b, c, d, offs, mask):
 def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr, m_ptr, xs_ptr, c_ptr, T, N,
                     CURRENT: tl.constexpr, MEMBRANE: tl.constexpr, HARD: tl.constexpr, CLAMP_GE: tl.constexpr,
                     BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
-    lam = tl.load(c_ptr + 0)
-    vth = tl.load(c_ptr + 1)
-    kc = tl.load(c_ptr + 2)
-    km = tl.load(c_ptr + 3)
+    offs, mask = _block(N, BLOCK)
+    lam, vth, kc, km = _constants4(c_ptr, 0)
     v, ic, m, xs = _load4(v_ptr, i_ptr, m_ptr, xs_ptr, offs, mask)
     for t in range(T):
         off = t * N + offs
@@ -101,16 +111,9 @@ def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr,
 def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, gi_ptr, gm_ptr, gxs_ptr, c_ptr, T, N,
                      CURRENT: tl.constexpr, MEMBRANE: tl.constexpr, HARD: tl.constexpr, DETACH: tl.constexpr,
                      FAMILY: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
-    lam = tl.load(c_ptr + 0)
-    vth = tl.load(c_ptr + 1)
-    kc = tl.load(c_ptr + 2)
-    km = tl.load(c_ptr + 3)
-    half_width = tl.load(c_ptr + 4)
-    height = tl.load(c_ptr + 5)
-    alpha = tl.load(c_ptr + 6)
-    atan_scale = tl.load(c_ptr + 7)
+    offs, mask = _block(N, BLOCK)
+    lam, vth, kc, km = _constants4(c_ptr, 0)
+    half_width, height, alpha, atan_scale = _constants4(c_ptr, 4)
     gv, gi, gm, gxs = _load4(gv_ptr, gi_ptr, gm_ptr, gxs_ptr, offs, mask)
     for j in range(T):
         off = (T - 1 - j) * N + offs
