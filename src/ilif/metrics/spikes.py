@@ -1,6 +1,7 @@
 """Spike meter: counts spikes of every neuron layer through forward hooks (no model changes).
 
-Everything is accumulated as COUNTS (float64 tensors, exact for integers below 2^53), so counts add
+Everything is accumulated as COUNTS (float64 tensors on the model's device, exact for integers below
+2^53; a batch adds to them without a host sync), so counts add
 across batches, and across DDP ranks by a sum all-reduce, and rates are derived only at the end:
 
 - firing rate of a layer = spikes / (neurons × T × samples)
@@ -56,23 +57,23 @@ class SpikeMeter(HookMeter):
         T, B = s.shape[:2]
         new = {
             "spikes": s.sum(),
-            "neuron_steps": torch.tensor(float(s.numel()), dtype=torch.float64),
-            "samples": torch.tensor(float(B), dtype=torch.float64),
+            "neuron_steps": torch.full((), float(s.numel()), dtype=torch.float64, device=s.device),
+            "samples": torch.full((), float(B), dtype=torch.float64, device=s.device),
             "per_step_spikes": s.flatten(1).sum(1),
             "neuron_spikes": s.sum((0, 1)),
         }
         if self.occupancy and module.h_seq is not None:
             z = (module.h_seq - module.v_threshold).abs()
             new["in_support"] = (z <= module.surrogate.half_width).sum().to(torch.float64)
-            new["potentials"] = torch.tensor(float(z.numel()), dtype=torch.float64)
+            new["potentials"] = torch.full((), float(z.numel()), dtype=torch.float64, device=s.device)
         layer = self.counts.get(name)
         if layer is None:
-            self.counts[name] = {k: v.cpu() for k, v in new.items()}
+            self.counts[name] = new
             return
         if layer["per_step_spikes"].shape != new["per_step_spikes"].shape:
             raise ValueError(f"layer {name}: T changed between batches ({layer['per_step_spikes'].numel()} -> {T})")
         for key, value in new.items():
-            layer[key] = layer[key] + value.cpu()
+            layer[key] = layer[key] + value
 
     def all_reduce(self) -> None:
         """Sum the counts over all DDP ranks (call on every rank, in the same layer order)."""

@@ -79,12 +79,11 @@ def neuron_forward(
 def _(x, v, i, m, xs, lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height,
       alpha, backend):
     cdt = compute_dtype(x.dtype)
-    full = x.new_empty(x.shape, dtype=cdt)
-    empty = x.new_empty((0,), dtype=cdt)
+    full = x.new_empty(x.shape, dtype=cdt)  # new_empty: row-major, as every backend returns, whatever x's strides
     return (
-        torch.empty_like(x), full, torch.empty_like(full) if membrane else empty,
+        x.new_empty(x.shape), full, x.new_empty(x.shape if membrane else (0,), dtype=cdt),
         x.new_empty(x.shape if current else (0,), dtype=torch.uint8),
-        torch.empty_like(v), torch.empty_like(i), torch.empty_like(m), torch.empty_like(xs),
+        *(s.new_empty(s.shape) for s in (v, i, m, xs)),
     )
 
 
@@ -106,8 +105,7 @@ def neuron_backward(
 
 @neuron_backward.register_fake
 def _(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, *scalars):
-    return (torch.empty_like(grad_s), torch.empty_like(gv), torch.empty_like(gi), torch.empty_like(gm),
-            torch.empty_like(gxs))
+    return tuple(g.new_empty(g.shape) for g in (grad_s, gv, gi, gm, gxs))
 
 
 def _setup_context(ctx, inputs, output):

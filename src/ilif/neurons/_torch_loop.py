@@ -16,9 +16,9 @@ def forward(x: torch.Tensor, v, i, m, xs, kp: KernelParams):
     out_dtype = x.dtype
     x = x.to(compute_dtype(x.dtype))
     T = x.shape[0]
-    spikes = torch.empty_like(x)
-    h_seq = torch.empty_like(x)
-    m_seq = torch.empty_like(x) if kp.membrane else unused(x, x.dtype)
+    spikes = x.new_empty(x.shape)  # row-major whatever x's strides, as the fake implementation says
+    h_seq = x.new_empty(x.shape)
+    m_seq = x.new_empty(x.shape) if kp.membrane else unused(x, x.dtype)
     i_grad = torch.empty(x.shape, dtype=torch.uint8, device=x.device) if kp.current else unused(x, torch.uint8)
     for t in range(T):
         h = torch.mul(v, kp.lam, out=h_seq[t])

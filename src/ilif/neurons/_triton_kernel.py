@@ -4,9 +4,17 @@ One program per block of ``BLOCK`` neurons loops over T with the state (v, i, m,
 their gradients in the backward) in registers, so every input is read once and every output written
 once per pass, as in the C kernel. The flags (units, reset, detach, clamp gradient, surrogate family)
 are compile-time constants, so each combination is its own specialised kernel. The float constants
-travel in a small tensor of the compute dtype, so float64 runs keep every digit and float32 runs
-round them exactly as the C kernel does. Floating-point contraction (FMA) is off, so float32 results
-equal the C kernel's op for op, up to the exponential in the sigmoids.
+travel in a small tensor of the compute dtype (float64 runs keep every digit, float32 runs round them
+as the C kernel does), made once per (constants, dtype, device) and kept: a launch copies nothing from
+the host, so it never waits for the GPU and can be captured in a CUDA graph. Time offsets are 64-bit
+(T·N may pass 2³¹).
+
+Rounding on a GPU: floating-point contraction (FMA) is off and every division is IEEE round-to-nearest
+(``div_rn``; Triton's ``/`` would compile to an approximate ``div.full.f32``), so additions,
+multiplications and divisions round as the C kernel's do. The exponential in the sigmoids is CUDA's
+``expf`` (libdevice; at most 2 ulp from exact by CUDA's programming guide) where the C kernel calls the
+C library's, so a float32 sigmoid, and what depends on it, may differ from the C kernel's in the last
+bits; spikes differ only where h lands within those bits of the threshold.
 
 With ``TRITON_INTERPRET=1`` in the environment before this module is imported, Triton runs these
 kernels on CPU tensors (slowly but exactly); the tests use that on machines without a GPU.
@@ -14,31 +22,58 @@ kernels on CPU tensors (slowly but exactly); the tests use that on machines with
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from contextlib import nullcontext
 
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import libdevice
 
 from ._contract import KernelParams, compute_dtype, unused
 
 BLOCK = 256
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+#: libdevice's expf where the kernels are compiled; the interpreter (which has no libdevice) uses numpy's
+PRECISE_EXP = not INTERPRET
+
 
 @triton.jit
-def _surrogate_grad(z, half_width, height, alpha, atan_scale, FAMILY: tl.constexpr):
+def _exp(x, PRECISE: tl.constexpr):
+    if PRECISE:
+        return libdevice.exp(x)
+    else:
+        return tl.exp(x)
+
+
+@triton.jit
+def _div(a, b):
+    """a / b rounded to nearest (IEEE) in float32 too, where Triton's ``/`` is approximate."""
+    if b.dtype == tl.float32:
+        return tl.math.div_rn(a, b)
+    else:
+        return a / b
+
+
+@triton.jit
+def _sigmoid(x, PRECISE: tl.constexpr):
+    return _div(1.0, 1.0 + _exp(-x, PRECISE))
+
+@triton.jit
+def _surrogate_grad(z, half_width, height, alpha, atan_scale, FAMILY: tl.constexpr, PRECISE: tl.constexpr):
     if FAMILY == 0:
         g = tl.where(tl.abs(z) <= half_width, height, 0.0)
     elif FAMILY == 1:
-        r = 1.0 - tl.abs(z) / half_width
+        r = 1.0 - _div(tl.abs(z), half_width)
         g = tl.where(r > 0, r * height, 0.0)
     elif FAMILY == 2:
-        sg = 1.0 / (1.0 + tl.exp(-(z * alpha)))
+        sg = _sigmoid(z * alpha, PRECISE)
         g = sg * (1.0 - sg) * (4.0 * height)
     else:
         q = z * atan_scale
-        g = height / (1.0 + q * q)
+        g = _div(height, 1.0 + q * q)
     return g
 
 
@@ -74,12 +109,12 @@ def _store4(a_ptr, b_ptr, c_ptr, d_ptr, a, b, c, d, offs, mask):
 @triton.jit
 def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr, m_ptr, xs_ptr, c_ptr, T, N,
                     CURRENT: tl.constexpr, MEMBRANE: tl.constexpr, HARD: tl.constexpr, CLAMP_GE: tl.constexpr,
-                    BLOCK: tl.constexpr):
+                    PRECISE: tl.constexpr, BLOCK: tl.constexpr):
     offs, mask = _block(N, BLOCK)
     lam, vth, kc, km = _constants4(c_ptr, 0)
     v, ic, m, xs = _load4(v_ptr, i_ptr, m_ptr, xs_ptr, offs, mask)
     for t in range(T):
-        off = t * N + offs
+        off = tl.cast(t, tl.int64) * N + offs
         xt = tl.load(x_ptr + off, mask=mask, other=0.0).to(v.dtype)
         h = lam * v
         h = h + xt
@@ -98,7 +133,7 @@ def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr,
         if MEMBRANE:
             m = km * (m + s * u)
             tl.store(mseq_ptr + off, m, mask=mask)
-            u = u - s * (1.0 / (1.0 + tl.exp(-m)))
+            u = u - s * _sigmoid(m, PRECISE)
         v = u
         if CURRENT:
             xs = xt * s
@@ -110,13 +145,13 @@ def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr,
 @triton.jit
 def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, gi_ptr, gm_ptr, gxs_ptr, c_ptr, T, N,
                      CURRENT: tl.constexpr, MEMBRANE: tl.constexpr, HARD: tl.constexpr, DETACH: tl.constexpr,
-                     FAMILY: tl.constexpr, BLOCK: tl.constexpr):
+                     FAMILY: tl.constexpr, PRECISE: tl.constexpr, BLOCK: tl.constexpr):
     offs, mask = _block(N, BLOCK)
     lam, vth, kc, km = _constants4(c_ptr, 0)
     half_width, height, alpha, atan_scale = _constants4(c_ptr, 4)
     gv, gi, gm, gxs = _load4(gv_ptr, gi_ptr, gm_ptr, gxs_ptr, offs, mask)
     for j in range(T):
-        off = (T - 1 - j) * N + offs
+        off = tl.cast(T - 1 - j, tl.int64) * N + offs
         h = tl.load(h_ptr + off, mask=mask, other=0.0)
         s = tl.where(h >= vth, 1.0, 0.0).to(h.dtype)
         gs = tl.load(gs_ptr + off, mask=mask, other=0.0).to(h.dtype)
@@ -129,7 +164,7 @@ def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, 
                 u = h * (1.0 - s)
             else:
                 u = h - s * vth
-            sig = 1.0 / (1.0 + tl.exp(-tl.load(mseq_ptr + off, mask=mask, other=0.0)))
+            sig = _sigmoid(tl.load(mseq_ptr + off, mask=mask, other=0.0), PRECISE)
             gm_total = gm - gv * s * sig * (1.0 - sig)
             if not DETACH:
                 gs = gs - gv * sig + km * gm_total * u
@@ -143,7 +178,7 @@ def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, 
             gh = gu
             if not DETACH:
                 gs = gs - gu * vth
-        gh = gh + gs * _surrogate_grad(h - vth, half_width, height, alpha, atan_scale, FAMILY)
+        gh = gh + gs * _surrogate_grad(h - vth, half_width, height, alpha, atan_scale, FAMILY, PRECISE)
         if CURRENT:
             tl.store(gx_ptr + off, (gh + gxs * s).to(gx_ptr.dtype.element_ty), mask=mask)
         else:
@@ -156,10 +191,25 @@ def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, 
     _store4(gv_ptr, gi_ptr, gm_ptr, gxs_ptr, gv, gi, gm, gxs, offs, mask)
 
 
-def _constants(kp: KernelParams, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The float constants [8] in the compute dtype, in the order the kernels load them."""
-    values = [kp.lam, kp.vth, kp.kc, kp.km, kp.half_width, kp.height, kp.alpha, math.pi / 2.0 * kp.alpha]
+def constant_values(kp: KernelParams) -> tuple[float, ...]:
+    """The float constants [8], in the order the kernels load them."""
+    return (kp.lam, kp.vth, kp.kc, kp.km, kp.half_width, kp.height, kp.alpha, math.pi / 2.0 * kp.alpha)
+
+
+@functools.lru_cache(maxsize=256)
+def _constants_tensor(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=dtype, device=device)
+
+
+def constants(kp: KernelParams, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The constants [8] as a tensor of ``dtype`` on ``device``, made on first use and reused (a
+    host-to-device copy only the first time; the kernels only read it)."""
+    return _constants_tensor(constant_values(kp), dtype, device)
+
+
+def device_guard(device: torch.device):
+    """Launch on ``device``'s GPU whichever GPU is current (a no-op off CUDA)."""
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
 
 
 def _grid(N: int) -> tuple[int]:
@@ -176,37 +226,39 @@ def check_device(x: torch.Tensor) -> None:
 
 
 def forward(x: torch.Tensor, v, i, m, xs, kp: KernelParams):
-    """Kernel forward; see ``_contract``. ``x`` [T, N]; states [N] (compute dtype) updated in place."""
+    """Kernel forward; see ``_contract``. ``x`` [T, N] (any strides); states [N] (compute dtype) updated in place."""
     x = x.contiguous()
     T, N = x.shape
     cdt = compute_dtype(x.dtype)
-    spikes = torch.empty_like(x)
+    spikes = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     h_seq = torch.empty(x.shape, dtype=cdt, device=x.device)
     m_seq = torch.empty_like(h_seq) if kp.membrane else unused(x, cdt)
     i_grad = torch.empty(x.shape, dtype=torch.uint8, device=x.device) if kp.current else unused(x, torch.uint8)
-    consts = _constants(kp, cdt, x.device)
-    _forward_kernel[_grid(N)](
-        x, spikes, h_seq, m_seq if kp.membrane else h_seq, i_grad if kp.current else spikes,
-        v, i, m, xs, consts, T, N,
-        CURRENT=kp.current, MEMBRANE=kp.membrane, HARD=kp.hard, CLAMP_GE=kp.clamp_ge, BLOCK=BLOCK,
-        enable_fp_fusion=False,
-    )
+    with device_guard(x.device):
+        _forward_kernel[_grid(N)](
+            x, spikes, h_seq, m_seq if kp.membrane else h_seq, i_grad if kp.current else spikes,
+            v, i, m, xs, constants(kp, cdt, x.device), T, N,
+            CURRENT=kp.current, MEMBRANE=kp.membrane, HARD=kp.hard, CLAMP_GE=kp.clamp_ge, PRECISE=PRECISE_EXP,
+            BLOCK=BLOCK, enable_fp_fusion=False,
+        )
     return spikes, h_seq, m_seq, i_grad
 
 
 def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp: KernelParams):
-    """Kernel backward; see ``_contract``. Returns grad_x [T, N]; gv, gi, gm, gxs [N] become initial-state grads."""
+    """Kernel backward; see ``_contract``. ``grad_s`` and ``x`` [T, N] (any strides; ``x`` as the forward
+    was given it). Returns grad_x [T, N]; gv, gi, gm, gxs [N] become initial-state grads."""
     grad_s = grad_s.contiguous()
+    x = x.contiguous() if kp.current else h_seq
     T, N = h_seq.shape
     # The interpreter truncates float32 to bfloat16 where a GPU rounds to nearest even: there, grad_x is
     # written in the compute dtype and rounded by torch, as on a GPU.
     out_dtype = h_seq.dtype if INTERPRET else grad_s.dtype
     grad_x = torch.empty(h_seq.shape, dtype=out_dtype, device=h_seq.device)
-    consts = _constants(kp, h_seq.dtype, h_seq.device)
-    _backward_kernel[_grid(N)](
-        grad_s, x if kp.current else h_seq, h_seq, m_seq if kp.membrane else h_seq,
-        i_grad if kp.current else h_seq, grad_x, gv, gi, gm, gxs, consts, T, N,
-        CURRENT=kp.current, MEMBRANE=kp.membrane, HARD=kp.hard, DETACH=kp.detach, FAMILY=kp.family, BLOCK=BLOCK,
-        enable_fp_fusion=False,
-    )
+    with device_guard(h_seq.device):
+        _backward_kernel[_grid(N)](
+            grad_s, x, h_seq, m_seq if kp.membrane else h_seq,
+            i_grad if kp.current else h_seq, grad_x, gv, gi, gm, gxs, constants(kp, h_seq.dtype, h_seq.device), T, N,
+            CURRENT=kp.current, MEMBRANE=kp.membrane, HARD=kp.hard, DETACH=kp.detach, FAMILY=kp.family,
+            PRECISE=PRECISE_EXP, BLOCK=BLOCK, enable_fp_fusion=False,
+        )
     return grad_x.to(grad_s.dtype)

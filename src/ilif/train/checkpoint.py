@@ -43,5 +43,8 @@ def save_atomic(obj: dict, path: Path) -> None:
         torch.save(obj, f)
 
 
-def load(path: Path, device: str | torch.device = "cpu") -> dict:
-    return torch.load(path, map_location=device, weights_only=True)
+def load(path: Path) -> dict:
+    """A checkpoint, every tensor on the CPU: the RNG states must stay there (``torch.set_rng_state`` takes
+    a CPU ByteTensor), and ``load_state_dict`` moves model and optimiser tensors to their parameters'
+    device."""
+    return torch.load(path, map_location="cpu", weights_only=True)

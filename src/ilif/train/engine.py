@@ -4,6 +4,7 @@ one training epoch and one evaluation pass."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -75,10 +76,49 @@ def check_finite_state(model: torch.nn.Module, where: str) -> None:
         raise TrainingDiverged(f"non-finite model state ({bad}) {where}")
 
 
+def first_non_finite_grad(named_parameters) -> Optional[str]:
+    """The name of the first parameter whose gradient holds a NaN or an infinity, or None. One fused
+    reduction (the largest |g| of every gradient, by ``torch._foreach_norm``) and one host sync for the
+    whole model; the names are searched only when something is not finite."""
+    named = [(name, p.grad) for name, p in named_parameters if p.grad is not None]
+    if not named or bool(torch.stack(torch._foreach_norm([g for _, g in named], float("inf"))).isfinite().all()):
+        return None
+    return first_non_finite(named)
+
+
+def configure_determinism(deterministic: bool) -> None:
+    """Deterministic algorithms only (an op without one is an error, see :func:`deterministic_ops_only`),
+    cuDNN without autotuning and cuBLAS with a fixed workspace; otherwise cuDNN picks the fastest
+    convolution for each shape (``cudnn.benchmark``). Called before CUDA is first used: cuBLAS reads
+    ``CUBLAS_WORKSPACE_CONFIG`` when it starts."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+
+
+@contextmanager
+def deterministic_ops_only(deterministic: bool, device: torch.device):
+    """Turn torch's error for an op that has no deterministic implementation into a ConfigError naming
+    ``trainer.deterministic`` (one line, exit 2) instead of a traceback."""
+    try:
+        yield
+    except RuntimeError as err:
+        if not (deterministic and "does not have a deterministic implementation" in str(err)):
+            raise
+        from .config import ConfigError
+
+        op = str(err).splitlines()[0].split(" does not have")[0]
+        raise ConfigError("trainer.deterministic", True, f"{op} has no deterministic implementation on "
+                          f"{device.type}; set trainer.deterministic=false") from None
+
+
 class Run:
     """The process of one training run: device, AMP, DDP rank and world, threads (rank 0 writes files)."""
 
     def __init__(self, cfg: DictConfig):
+        configure_determinism(cfg.trainer.deterministic)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.is_main = self.rank == 0
@@ -122,14 +162,75 @@ def torch_threads(count: int):
         torch.set_num_threads(previous)
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s shuffle and of the loader workers' random draws in it."""
+    return seed * 100_003 + epoch
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """The training order of one epoch (:meth:`set_epoch`), a pure function of (seed, epoch): a resumed
+    run sees the orders of an uninterrupted one, and one DataLoader (with persistent workers) serves
+    every epoch. Under DDP, rank ``rank`` of ``world`` takes every world-th index of the order, padded
+    by its first indices so every rank has as many batches. Yields (index, epoch seed) pairs for
+    :class:`EpochSeeded`."""
+
+    def __init__(self, length: int, seed: int, rank: int = 0, world: int = 1):
+        self.length, self.seed, self.rank, self.world = length, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> list[int]:
+        """This epoch's indices for this rank."""
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        if self.world == 1:
+            # The draw a new DataLoader makes from its generator before it shuffles: single-process orders
+            # equal those of a loader built for each epoch with this seed (runs of earlier versions).
+            torch.empty((), dtype=torch.int64).random_(generator=generator)
+            return torch.randperm(self.length, generator=generator).tolist()
+        order = torch.randperm(self.length, generator=generator).tolist()
+        total = -(-self.length // self.world) * self.world
+        order += (order * (total // max(self.length, 1) + 1))[: total - self.length]
+        return order[self.rank:total:self.world]
+
+    def __iter__(self):
+        seed = epoch_seed(self.seed, self.epoch)
+        return iter([(index, seed) for index in self.order()])
+
+    def __len__(self) -> int:
+        return -(-self.length // self.world) if self.world > 1 else self.length
+
+
+class EpochSeeded(torch.utils.data.Dataset):
+    """``dataset`` indexed by (index, epoch seed): a loader worker reseeds torch, numpy and random from
+    (epoch seed, worker id) at its first sample of each epoch, so augmentation draws per epoch do not
+    depend on how long the workers have lived (persistent workers, resume). In the main process
+    (``num_workers=0``) nothing is reseeded: the draws come from the run's own generators."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self._seen: Optional[int] = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None and seed != self._seen:
+            self._seen = seed
+            worker_seed = seed * 1_009 + worker.id
+            torch.manual_seed(worker_seed)
+            np.random.seed(worker_seed % 2**32)
+            random.seed(worker_seed)
+        return self.dataset[index]
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -166,24 +267,32 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
 
 
 def loader_factory(cfg: DictConfig, run: Run):
-    """``loader(dataset, train, epoch)``: the epoch's DataLoader (sharded under DDP; None for no dataset)."""
+    """``loader(dataset, train, epoch)``: the DataLoader of ``dataset`` set to epoch ``epoch`` (None for no
+    dataset). Each dataset's loader is built once and serves every epoch (its workers persist);
+    training batches are all full under ``trainer.compile`` (static shapes: one compiled graph)."""
     tcfg = cfg.trainer
     pin = tcfg.pin_memory and run.device.type == "cuda"
+    built: dict = {}
+
+    def build(dataset, train: bool):
+        if train:
+            sampler = EpochSampler(len(dataset), cfg.seed, run.rank, run.world)
+            dataset = EpochSeeded(dataset)
+        else:
+            sampler = ShardSampler(len(dataset), run.rank, run.world)
+        return make_loader(dataset, tcfg.batch_size if train else tcfg.eval_batch_size, train=False,
+                           num_workers=tcfg.num_workers, pin_memory=pin, seed=epoch_seed(cfg.seed, 0),
+                           sampler=sampler, drop_last=train and (tcfg.drop_last or tcfg.compile))
 
     def loader(dataset, train: bool, epoch: int):
         if dataset is None:
             return None
-        sampler = None
-        if run.world > 1:
-            if train:
-                sampler = torch.utils.data.distributed.DistributedSampler(dataset, run.world, run.rank, shuffle=True,
-                                                                          seed=cfg.seed)
-                sampler.set_epoch(epoch)
-            else:
-                sampler = ShardSampler(len(dataset), run.rank, run.world)
-        return make_loader(dataset, tcfg.batch_size if train else tcfg.eval_batch_size, train=train,
-                           num_workers=tcfg.num_workers, pin_memory=pin, seed=cfg.seed * 100_003 + epoch,
-                           sampler=sampler, drop_last=train and tcfg.drop_last)
+        key = (id(dataset), train)
+        if key not in built:
+            built[key] = build(dataset, train)
+        if train:
+            built[key].sampler.set_epoch(epoch)
+        return built[key]
 
     return loader
 
@@ -247,11 +356,12 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
         with run.autocast():
             logits = net(x)
         loss = compute_loss(logits, y, cfg.loss)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}")
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(f"non-finite loss ({loss_value}) at epoch {epoch}, step {step}")
         run.scaler.scale(loss).backward()
         if not run.scaler.is_enabled():
-            bad = first_non_finite((n, p.grad) for n, p in model.named_parameters())
+            bad = first_non_finite_grad(model.named_parameters())
             if bad is not None:
                 raise TrainingDiverged(f"non-finite gradient of {bad} at epoch {epoch}, step {step}")
         if tcfg.grad_clip > 0:
@@ -261,12 +371,12 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
         run.scaler.update()
         sj_functional.reset_net(model)
         hits, _ = correct_counts(logits.detach(), y)
-        sums[0] += loss.item() * len(y)
+        sums[0] += loss_value * len(y)
         sums[1] += hits
         sums[2] += len(y)
         if stop is not None and stop.signum is not None:
             raise Interrupted(f"at epoch {epoch}, step {step}", stop.signum)
-        if show:
+        if show and step % 25 == 0:  # the postfix reads the meter's counts: a host sync
             rate = train_spikes.summary().get("firing_rate", float("nan")) if tcfg.train_meter else float("nan")
             batches.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}", rate=f"{rate:.3f}")
     loss_sum, hits, n = all_reduce_sum(sums, run.device)
@@ -274,10 +384,13 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
 
 
 def evaluate(model, loader, run: Run, loss_cfg, limit: int = 0, meters=()) -> dict:
-    """Loss, top-1/top-5 accuracy over ``loader`` (all ranks summed); ``meters`` are reset and record
-    while it runs (their counts are summed over ranks too). Always in float32, without autocast, as the
-    release evaluates."""
+    """Loss, top-1/top-5 accuracy of ``model`` (unwrapped: no DDP, no compile) over ``loader`` (all ranks
+    summed); ``meters`` are reset and record while it runs (their counts are summed over ranks too).
+    Always in float32, without autocast, as the release evaluates."""
     model.eval()
+    if run.world > 1:  # BatchNorm statistics as rank 0 has them, as DDP's forward would broadcast them
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
     totals = [0.0, 0.0, 0.0, 0.0]  # loss sum, top-1 hits, top-5 hits, samples
     with torch.no_grad(), ExitStack() as stack:
         for meter in meters:

@@ -28,8 +28,8 @@ from ilif.wandb_mirror import WandbLogger
 
 from . import checkpoint
 from .build import build_datasets, build_model, build_optimizer, build_scheduler, surrogate_of
-from .engine import (Interrupted, Run, StopFlag, TrainingDiverged, check_finite_state, evaluate, loader_factory,
-                     seed_everything, torch_threads, train_one_epoch)
+from .engine import (Interrupted, Run, StopFlag, TrainingDiverged, check_finite_state, deterministic_ops_only, evaluate,
+                     loader_factory, seed_everything, torch_threads, train_one_epoch)
 
 log = logging.getLogger("ilif.train")
 
@@ -41,7 +41,7 @@ class Parts:
     """What one run trains and measures."""
 
     model: torch.nn.Module
-    net: torch.nn.Module  # the model, wrapped by DDP and/or torch.compile
+    net: torch.nn.Module  # the model, wrapped by DDP and/or torch.compile, for training (evaluation runs the model)
     optimizer: torch.optim.Optimizer
     scheduler: Any
     data: tuple  # train, val (or None), test, info
@@ -56,7 +56,7 @@ class Parts:
 
 def build_parts(cfg: DictConfig, run: Run) -> Parts:
     """Seed, then data, model, optimiser, schedule and meters, in an order that fixes every random draw."""
-    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    seed_everything(cfg.seed)
     data = build_datasets(cfg)
     model = build_model(cfg, data[3]).to(run.device)
     optimizer = build_optimizer(cfg, model)
@@ -85,7 +85,7 @@ def resume(parts: Parts, last_path: Path, run: Run, identity_hash: str) -> None:
     """Restore model, optimiser, schedule, scaler, RNG states and progress from ``last.pt``; refuse an
     unreadable file or another config's (one line naming the way out)."""
     try:
-        state = checkpoint.load(last_path, run.device)
+        state = checkpoint.load(last_path)
     except Exception as err:  # noqa: BLE001 - any unreadable checkpoint
         raise RunConflict(f"{last_path} is unreadable ({type(err).__name__}): run again with trainer.resume=false to "
                           "start this run over (the file is replaced only when the new run's first epoch ends)") from None
@@ -117,7 +117,7 @@ def wrap(parts: Parts, cfg: DictConfig, run: Run) -> None:
 def test_record(parts: Parts, cfg: DictConfig, run: Run, test_loader) -> dict:
     """Evaluate on the test set with the meters: the record's test/* fields; keeps the layer table and
     the energy report in ``parts.snapshot``."""
-    test = evaluate(parts.net, test_loader, run, cfg.loss, cfg.trainer.limit_eval_batches,
+    test = evaluate(parts.model, test_loader, run, cfg.loss, cfg.trainer.limit_eval_batches,
                     (parts.eval_spikes, parts.eval_ops))
     spikes, energy, layers = parts.eval_spikes.summary(), parts.eval_ops.report(), parts.eval_spikes.layer_table()
     parts.snapshot = (layers, energy)
@@ -156,7 +156,7 @@ def run_epoch(parts: Parts, cfg: DictConfig, run: Run, loader, epoch: int, stop:
         record["grad/temporal_ratio"] = parts.grad_meter.network_ratio()
         record["grad/temporal_ratio_layers"] = parts.grad_meter.ratios()
     if val_set is not None:
-        val = evaluate(parts.net, loader(val_set, False, epoch), run, cfg.loss, tcfg.limit_eval_batches)
+        val = evaluate(parts.model, loader(val_set, False, epoch), run, cfg.loss, tcfg.limit_eval_batches)
         record.update({f"val/{k}": v for k, v in val.items() if k != "samples"})
     record.update(test_record(parts, cfg, run, loader(test_set, False, epoch)))
     return record
@@ -265,7 +265,8 @@ def train_run(cfg: DictConfig, run_dir: Path, stop: StopFlag) -> dict:
     bar = tqdm(range(parts.start_epoch, cfg.trainer.epochs), desc=run_name(cfg), dynamic_ncols=True,
                disable=not (cfg.trainer.progress and run.is_main))
     for epoch in bar:
-        record = run_epoch(parts, cfg, run, loader, epoch, stop)
+        with deterministic_ops_only(cfg.trainer.deterministic, run.device):
+            record = run_epoch(parts, cfg, run, loader, epoch, stop)
         is_best = update_best(parts, record, selector)
         log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | firing rate %.4f | energy %.4f µJ",
                  epoch, record["train/loss"], record["train/acc1"], record["test/loss"], record["test/acc1"],
