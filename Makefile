@@ -8,7 +8,7 @@ SCALE ?= full
 export WANDB_SILENT ?= true
 
 # (reproduce-table% is a pattern rule, so it cannot be .PHONY; no file of that name is ever made.)
-.PHONY: install test test-all demo smoke bench-neurons bench-train energy-table clean reproduce-figures reproduce-all
+.PHONY: install test test-all demo smoke bench-neurons bench-train bench-data energy-table clean reproduce-figures reproduce-all
 
 # The stamp is written only after pip succeeds, so a failed install is retried on the next call.
 $(STAMP): pyproject.toml constraints.txt
@@ -57,6 +57,9 @@ bench-neurons: $(STAMP)
 
 bench-train: $(STAMP)
 	$(PY) scripts/bench_train.py
+
+bench-data: $(STAMP)
+	$(PY) scripts/bench_data.py
 
 energy-table: $(STAMP)
 	$(PY) scripts/energy_table.py

@@ -6,10 +6,12 @@ neurons keeping their state between calls and computing op by op with autograd
 (``backend="reference"``). Prints a markdown table of median step times (after warm-up, timed
 round-robin across the configurations) with ratios measured in the same run. ``--amp`` adds rows
 under autocast (bfloat16 or float16, with a gradient scaler for float16), as the trainer runs them.
+The eager (and release) rows are timed and printed first; the compiled rows (``--compiled``, one
+compile each) follow, so a time limit that cuts the run short still leaves the eager table.
 
     python scripts/bench_train.py                              # preact_resnet18, T = 4, batch 32, 3×32×32
-    python scripts/bench_train.py --repeats 3 --no-compile
-    python scripts/bench_train.py --device cuda --amp off bf16 fp16
+    python scripts/bench_train.py --repeats 3 --compiled       # no compiled rows
+    python scripts/bench_train.py --device cuda --amp off bf16 fp16 --compiled ILIF:bf16
 """
 
 from __future__ import annotations
@@ -81,6 +83,28 @@ def interleaved_medians(steps: dict, repeats: int, device: str) -> dict:
     return {key: statistics.median(values) for key, values in times.items()}
 
 
+def _print_rows(times: dict, all_times: dict) -> None:
+    for (name, mode, amp), seconds in times.items():
+        lif = all_times.get(("LIF", mode, amp))
+        ours = all_times.get(("ILIF", "eager", amp))
+        ratio = lambda ref: f"{seconds / ref:.2f}" if ref else "–"  # noqa: E731
+        print(f"| {name} | {mode} | {amp} | {seconds * 1e3:.0f} | {ratio(lif)} | {ratio(ours)} |", flush=True)
+
+
+def _timed_group(keys, args) -> dict:
+    """Build every step of ``keys`` ((neuron, mode, amp)), run it once (a failing build or compile is a
+    printed line, not a crash), then time them round-robin."""
+    steps = {}
+    for name, mode, amp in keys:
+        try:
+            step = make_step({"LIF": LIF, "ILIF": ILIF}[name], args, mode, amp)
+            step()  # compiles now
+            steps[(name, mode, amp)] = step
+        except Exception as err:  # noqa: BLE001
+            print(f"{name} {mode} amp={amp}: failed ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+    return interleaved_medians(steps, args.repeats, args.device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="preact_resnet18", choices=model_names())
@@ -88,35 +112,32 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--compiled", nargs="*", default=["LIF:off", "ILIF:off"], metavar="NEURON:AMP",
+                        help="compiled rows to time (none: no compile)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", nargs="+", default=["off"], choices=list(AMP_DTYPES),
                         help="autocast settings to time (the release-style rows run without)")
     parser.add_argument("--no-release", action="store_true", help="skip the release-style rows")
     args = parser.parse_args()
+    compiled = [tuple(item.split(":")) for item in args.compiled]
+    bad = [item for item, pair in zip(args.compiled, compiled)
+           if len(pair) != 2 or pair[0] not in ("LIF", "ILIF") or pair[1] not in AMP_DTYPES]
+    if bad:
+        parser.error(f"--compiled {bad[0]!r} is not allowed: NEURON:AMP with NEURON LIF or ILIF, AMP one of "
+                     f"{list(AMP_DTYPES)}")
 
-    modes = ["eager"] + ([] if args.no_release else ["release"]) + ([] if args.no_compile else ["compiled"])
-    steps = {}
-    for mode in modes:
-        for amp in ["off"] if mode == "release" else args.amp:
-            for name, cls in (("LIF", LIF), ("ILIF", ILIF)):
-                try:
-                    step = make_step(cls, args, mode, amp)
-                    step()  # compiles now, so a failing compile is a row, not a crash
-                    steps[(name, mode, amp)] = step
-                except Exception as err:  # noqa: BLE001
-                    print(f"{name} {mode} amp={amp}: failed ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
-    times = interleaved_medians(steps, args.repeats, args.device)
     device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"{args.model}, T={args.T}, batch {args.batch}, {args.size}×{args.size}, device={args.device} ({device}), "
           f"threads={torch.get_num_threads()}, repeats={args.repeats}, torch={torch.__version__}\n")
     print("| neuron | execution | amp | step ms (median) | × LIF same execution | × eager ILIF same amp |")
-    print("|---|---|---|---|---|---|")
-    for (name, mode, amp), seconds in times.items():
-        lif = times.get(("LIF", mode, amp))
-        ours = times.get(("ILIF", "eager", amp))
-        ratio = lambda ref: f"{seconds / ref:.2f}" if ref else "–"  # noqa: E731
-        print(f"| {name} | {mode} | {amp} | {seconds * 1e3:.0f} | {ratio(lif)} | {ratio(ours)} |")
+    print("|---|---|---|---|---|---|", flush=True)
+    eager = [(name, "eager", amp) for amp in args.amp for name in ("LIF", "ILIF")]
+    eager += [] if args.no_release else [(name, "release", "off") for name in ("LIF", "ILIF")]
+    times = _timed_group(eager, args)
+    _print_rows(times, times)
+    if compiled:
+        later = _timed_group([(name, "compiled", amp) for name, amp in compiled], args)
+        _print_rows(later, {**times, **later})
 
 
 if __name__ == "__main__":
