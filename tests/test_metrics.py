@@ -1,5 +1,6 @@
 import functools
 import itertools
+import os
 
 import pytest
 import torch
@@ -81,7 +82,8 @@ def _ddp_worker(rank, world, store, out):
     spikes.all_reduce()
     ops.all_reduce()
     if rank == 0:
-        torch.save({"spikes": spikes.summary(), "ops": ops.report()}, out)
+        torch.save({"spikes": spikes.summary(), "ops": ops.report()}, out + ".tmp")
+        os.replace(out + ".tmp", out)
     dist.barrier()
     dist.destroy_process_group()
 
@@ -89,8 +91,14 @@ def _ddp_worker(rank, world, store, out):
 def test_all_reduce_over_two_gloo_ranks_equals_one_process(tmp_path):
     import torch.multiprocessing as mp
 
-    out = str(tmp_path / "rank0.pt")
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, join=True)
+    out = tmp_path / "rank0.pt"
+    try:
+        mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True)
+    except mp.ProcessExitedException as err:
+        # gloo can abort in its own teardown on a loaded machine, after the barrier that follows the
+        # reduction and its (atomic) result file: the reduction is what this test checks.
+        if not (err.signal_name == "SIGABRT" and out.exists()):
+            raise
     reduced = torch.load(out, weights_only=False)
     model, x = _eval_model()
     spikes, ops = SpikeMeter(model), OpsMeter(model)
