@@ -259,3 +259,61 @@ def test_stale_temporaries_are_cleaned_and_corrupt_files_read_without_a_tracebac
     with pytest.warns(UserWarning, match="summary.json is unreadable"):
         _, summary = train_run(*FAST)  # resumes: the stale temporary goes, the run finishes
     assert summary["status"] == "finished" and not list(run_dir.glob(".*.tmp-*"))
+
+
+# ------------------------------------------- data loss: a failed run removes only what a run wrote
+
+def _failing_run(cli, *overrides):
+    """ilif-train on a dataset that is missing (exit 2 before anything is trained)."""
+    from ilif.train.app import main as train_main
+
+    return cli(train_main, "dataset=cifar10", "dataset.download=false", "dataset.root=nowhere", *overrides)
+
+
+@pytest.mark.parametrize("where", ["user folder", "current directory"])
+def test_a_failed_run_never_deletes_a_folder_it_did_not_create(tmp_path, cli, where):
+    folder = tmp_path / "thesis" if where == "user folder" else tmp_path
+    folder.mkdir(exist_ok=True)
+    (folder / "chapter1.tex").write_text("years of work")
+    proc = _failing_run(cli, f"hydra.run.dir={folder if where == 'user folder' else '.'}")
+    assert proc.returncode == 2 and "dataset 'cifar10'" in proc.stderr
+    assert (folder / "chapter1.tex").read_text() == "years of work"
+
+
+def test_a_failed_run_keeps_the_target_of_a_symlinked_run_directory(tmp_path, cli):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep")
+    link = tmp_path / "runs" / "linked"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    proc = _failing_run(cli, f"hydra.run.dir={link}")
+    assert proc.returncode == 2
+    assert link.is_symlink() and (target / "notes.txt").read_text() == "keep"
+
+
+def test_a_failed_job_of_a_sweep_keeps_its_neighbours(tmp_path, cli):
+    sibling = tmp_path / "runs" / "default" / "digits-finished"
+    sibling.mkdir(parents=True)
+    (sibling / "summary.json").write_text("{}")
+    proc = _failing_run(cli)
+    assert proc.returncode == 2
+    assert (sibling / "summary.json").exists()
+    assert sorted(p.name for p in (tmp_path / "runs" / "default").iterdir()) == ["digits-finished"]  # the failed one went
+
+
+def test_a_failed_run_leaves_no_directory_of_its_own(tmp_path, cli):
+    proc = _failing_run(cli)
+    assert proc.returncode == 2
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_lock_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep")
+    (run_dir / ".lock").symlink_to(target)
+    with pytest.raises(RunBusy, match=r"\.lock is a symlink .*: a run directory's lock must be a plain file"):
+        RunLock(run_dir)
+    assert target.read_text() == "keep"

@@ -92,6 +92,9 @@ def summary_config_hash(run_dir: Path) -> Optional[str]:
     return None if summary is None else summary.get("config_hash")
 
 
+LOCK_NAME = ".lock"
+
+
 class RunBusy(RuntimeError):
     """Another process holds the run directory."""
 
@@ -103,8 +106,14 @@ class RunLock:
     def __init__(self, run_dir: Path):
         import fcntl
 
-        self.path = Path(run_dir) / ".lock"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.path = Path(run_dir) / LOCK_NAME
+        try:  # never through a symlink: a lock that points elsewhere would overwrite its target
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            if not self.path.is_symlink():
+                raise
+            raise RunBusy(f"{self.path} is a symlink ({err.strerror}): a run directory's lock must be a plain "
+                          "file; remove the link and run again") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -147,17 +156,47 @@ class MetricsFile:
             os.fsync(f.fileno())
 
 
+#: what a run that trained nothing can have written into its directory (Hydra's record, its job log,
+#: the resolved config, an empty history, the lock): the only names :func:`discard_untrained` removes
+RUN_WRITES = (".hydra", "config.yaml", "metrics.jsonl", LOCK_NAME)
+HYDRA_WRITES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+
+
+def _written_by_a_run(entry: Path) -> bool:
+    if entry.is_symlink():
+        return False
+    if entry.name == ".hydra":
+        return entry.is_dir() and all(e.name in HYDRA_WRITES and e.is_file() and not e.is_symlink()
+                                      for e in entry.iterdir())
+    return entry.is_file() and (entry.name in RUN_WRITES or entry.suffix == ".log")
+
+
 def discard_untrained(run_dir: Path, runs_root: Path) -> None:
     """Remove a run directory that holds no checkpoint (nothing was trained), then every parent left
-    empty up to ``runs_root``: a failed command leaves no empty directories behind."""
+    empty up to ``runs_root``: a failed command leaves no empty directories behind. Only a real
+    directory strictly inside ``runs_root`` that holds nothing but what a run writes (``RUN_WRITES``,
+    Hydra's ``.hydra`` and a job log) is removed: a symlink, a folder outside ``runs_root`` (a user's
+    ``hydra.run.dir``, the current directory) or one with any other file is left exactly as it is."""
     import shutil
 
-    run_dir, runs_root = Path(run_dir).resolve(), Path(runs_root).resolve()
-    if (run_dir / "last.pt").exists():
+    run_dir = Path(run_dir)
+    root = Path(runs_root).resolve()
+    if run_dir.is_symlink() or not run_dir.is_dir() or (run_dir / "last.pt").exists():
         return
-    shutil.rmtree(run_dir, ignore_errors=True)
-    for parent in [*run_dir.parents]:
-        if parent == runs_root.parent or not parent.is_relative_to(runs_root) or any(parent.iterdir()):
+    resolved = run_dir.resolve()
+    if resolved == root or not resolved.is_relative_to(root):
+        return
+    entries = list(run_dir.iterdir())
+    if not all(_written_by_a_run(entry) for entry in entries):
+        return
+    for entry in entries:
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    run_dir.rmdir()
+    for parent in resolved.parents:
+        if parent == root.parent or not parent.is_relative_to(root) or any(parent.iterdir()):
             break
         parent.rmdir()
 
