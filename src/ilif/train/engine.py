@@ -280,7 +280,7 @@ def loader_factory(cfg: DictConfig, run: Run):
             dataset = EpochSeeded(dataset)
         else:
             sampler = ShardSampler(len(dataset), run.rank, run.world)
-        return make_loader(dataset, tcfg.batch_size if train else tcfg.eval_batch_size, train=False,
+        return make_loader(dataset, tcfg.batch_size if train else tcfg.eval_batch_size, train=train,
                            num_workers=tcfg.num_workers, pin_memory=pin, seed=epoch_seed(cfg.seed, 0),
                            sampler=sampler, drop_last=train and (tcfg.drop_last or tcfg.compile))
 
