@@ -125,3 +125,21 @@ def tiny_dataset(cfg: dict):
     train, test, info = build({"name": "digits"})
     return (tud.Subset(train, range(40)), tud.Subset(test, range(20)),
             DatasetInfo(cfg["name"], 10, 1, 8, False, "first-40-20", 40, 20, {}))
+
+
+def killed_once_dataset(cfg: dict):
+    """:func:`tiny_dataset`, except that the first worker process (of a study) to build it is killed
+    with SIGKILL, as the out-of-memory killer does; the file named by $ILIF_TEST_KILL_FLAG records that
+    it happened."""
+    import multiprocessing
+    import os
+    import signal
+
+    flag = os.environ["ILIF_TEST_KILL_FLAG"]
+    if multiprocessing.parent_process() is None:  # the study's own data check
+        return tiny_dataset(cfg)
+    try:
+        os.close(os.open(flag, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return tiny_dataset(cfg)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,6 +1,10 @@
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from ilif.study import main
 
@@ -60,3 +64,48 @@ def test_every_missing_dataset_is_listed_at_once_and_the_rest_can_run(tmp_path, 
     assert skipped.returncode == 0 and "0 trained, 0 already finished, 0 failed" in skipped.stdout
     assert skipped.stderr.count("skipped (--skip-missing): dataset '") == 2
     assert not (tmp_path / "runs").exists()
+
+
+SIX_RUNS = ["demo", "--no-progress", "--override", "surrogate.gamma=1", "--override", "trainer.epochs=1",
+            "--override", "trainer.limit_train_batches=2", "--override", "dataset.builder=data_fixtures.killed_once_dataset",
+            "--jobs", "2"]
+
+
+def _env_with_fixtures(tmp_path):
+    tests = Path(__file__).resolve().parent
+    return {**os.environ, "PYTHONPATH": f"{tests}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "ILIF_TEST_KILL_FLAG": str(tmp_path / "killed")}
+
+
+def test_a_killed_worker_is_a_failed_run_and_the_study_goes_on(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ilif.study", *SIX_RUNS], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env=_env_with_fixtures(tmp_path))
+    assert proc.returncode == 1, proc.stderr
+    assert "5 trained, 0 already finished, 1 failed" in proc.stdout
+    assert proc.stdout.count("the worker process was killed by SIGKILL (out of memory?)") == 2  # as it happens, and at the end
+    assert len(list((tmp_path / "runs" / "demo").glob("*/summary.json"))) == 5
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def test_workers_stop_when_the_study_dies(tmp_path):
+    (tmp_path / "killed").touch()  # nobody is killed by the dataset here
+    study = subprocess.Popen([sys.executable, "-m", "ilif.study", *SIX_RUNS], cwd=tmp_path, env=_env_with_fixtures(tmp_path),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list((tmp_path / "runs" / "demo").glob("*/train.log"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    workers = [pid for pid in _children(study.pid) if "_worker_loop" in Path(f"/proc/{pid}/cmdline").read_text()
+               or "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert workers
+    study.send_signal(signal.SIGKILL)
+    study.wait()
+    deadline = time.time() + 60
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+              for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]

@@ -118,19 +118,109 @@ def _train_one(container: dict, run_dir: str) -> tuple[str, str]:
         handler.close()
 
 
+def _stop_with_parent() -> None:
+    """Linux: this process gets SIGTERM when the process that started it dies (the trainer then stops
+    the run resumably), so a killed study leaves no worker behind."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_loop(conn) -> None:
+    """A study worker: train each (config, run directory) it is sent, answer (status, detail); stop at None."""
+    _stop_with_parent()
+    while (job := conn.recv()) is not None:
+        conn.send(_train_one(*job))
+
+
+class _Worker:
+    """One worker process and the run it is training (None when idle)."""
+
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_loop, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+        self.run_dir = None
+
+    def give(self, cfg, run_dir) -> None:
+        self.run_dir = run_dir
+        self.conn.send((OmegaConf.to_container(cfg), str(run_dir)))
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+
+
+def _death(process) -> str:
+    """How a worker process ended, in words."""
+    import signal
+
+    code = process.exitcode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        return f"the worker process was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    return f"the worker process exited with code {code}"
+
+
+def _run_in_workers(todo, workers: int, record) -> None:
+    """Train ``todo`` in ``workers`` processes; a worker that dies is its run's failure (with its signal)
+    and a fresh worker takes the next run. Stops handing out runs once one is interrupted."""
+    from multiprocessing import get_context
+    from multiprocessing.connection import wait
+
+    ctx = get_context("spawn")
+    queue = list(todo)
+    pool = [_Worker(ctx) for _ in range(min(workers, len(queue)))]
+    stopping = False
+    try:
+        for worker in pool:
+            worker.give(*queue.pop(0))
+        while any(w.run_dir is not None for w in pool):
+            busy = [w for w in pool if w.run_dir is not None]
+            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+            for worker in busy:
+                if worker.conn not in ready and worker.process.sentinel not in ready:
+                    continue
+                try:
+                    status, detail = worker.conn.recv()
+                except (EOFError, OSError):
+                    worker.process.join()
+                    status, detail = "failed", _death(worker.process)
+                    pool[pool.index(worker)] = worker = _Worker(ctx) if queue and not stopping else worker
+                run_dir, worker.run_dir = worker.run_dir, None
+                record(run_dir, status, detail)
+                stopping = stopping or status == "interrupted"
+                if queue and not stopping and worker.process.is_alive():
+                    worker.give(*queue.pop(0))
+    finally:
+        for worker in pool:
+            if worker.process.is_alive():
+                worker.stop()
+
+
 def run(jobs, progress: bool = True, workers: int = 1) -> dict:
     """Train every unfinished job, ``workers`` at a time in separate processes (each with its
-    ``trainer.threads`` torch threads, 1 by default), with one progress bar. A failed run is recorded and the study goes
-    on. Returns counts of outcomes, the failures (run directory, reason) and the seconds taken."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
+    ``trainer.threads`` torch threads, 1 by default), with one progress bar. A failed run, or a worker
+    that dies (killed by the out-of-memory killer, say), is recorded and the study goes on. Returns
+    counts of outcomes, the failures (run directory, reason) and the seconds taken."""
     outcome = {"finished": 0, "skipped": 0, "failed": 0, "interrupted": 0, "failures": []}
     start = time.time()
     todo = [(cfg, run_dir) for _, cfg, run_dir in jobs if finished_summary(run_dir) is None]
     outcome["skipped"] = len(jobs) - len(todo)
     bar = tqdm(total=len(jobs), initial=outcome["skipped"], desc="study", unit="run", disable=not progress,
                dynamic_ncols=True)
+
     def record(run_dir: Path, status: str, detail: str) -> None:
         outcome[status] += 1
         if status == "failed":
@@ -144,15 +234,8 @@ def run(jobs, progress: bool = True, workers: int = 1) -> dict:
                 record(run_dir, *_train_one(OmegaConf.to_container(cfg), str(run_dir)))
                 if outcome["interrupted"]:
                     break
-        else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(_train_one, OmegaConf.to_container(cfg), str(run_dir)): run_dir
-                           for cfg, run_dir in todo}
-                for future in as_completed(futures):
-                    record(futures[future], *future.result())
-                    if outcome["interrupted"]:
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        break
+        elif todo:
+            _run_in_workers(todo, workers, record)
     except KeyboardInterrupt:
         outcome["interrupted"] += 1
     bar.close()
