@@ -46,7 +46,7 @@ def test_own_experiments_through_the_search_path_each_expand_their_grid(tmp_path
 ])
 def test_precheck_validates_every_job_of_hydra_sweep_syntax(tmp_path, sweep, message):
     if message is None:
-        precheck(["-m", sweep, "trainer.epochs=0"])
+        precheck(["-m", sweep, "trainer.epochs=1"])
         return
     with pytest.raises(SystemExit) as stop:
         precheck(["-m", sweep])

@@ -5,11 +5,13 @@ leftovers. Every case asserts the outcome: one line, an exit code, and nothing l
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -317,3 +319,376 @@ def test_a_lock_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path):
     with pytest.raises(RunBusy, match=r"\.lock is a symlink .*: a run directory's lock must be a plain file"):
         RunLock(run_dir)
     assert target.read_text() == "keep"
+
+
+# ------------------------------------------------------------------------------------ the second battery
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.epochs=0", "trainer.epochs=0 is not allowed: an integer > 0"),
+    ("experiment_name=../elsewhere", "experiment_name='../elsewhere' is not allowed: one folder name (no '/', not '.' or '..')"),
+    ("experiment_name=/tmp/abs", "experiment_name='/tmp/abs' is not allowed: one folder name (no '/', not '.' or '..')"),
+    ("neuron=plif neuron.decay_input=yes", "neuron.decay_input='yes' is not allowed: it must be true or false"),
+    ("dataset.builder=no_such_module.build", "dataset.builder='no_such_module.build' is not allowed: it must name an "
+                                             "importable function (ModuleNotFoundError: No module named 'no_such_module')"),
+    ("--experimental-rerun config.pickle", "--experimental-rerun is not allowed: it unpickles the file it is given"),
+])
+def test_values_that_mean_nothing_are_refused_before_anything_runs(tmp_path, cli, override, message):
+    from ilif.train.app import main as train_main
+
+    proc = cli(train_main, *override.split())
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: {message}")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.drop_last=true trainer.batch_size=5000", "trainer.batch_size=5000 is not allowed: at most the 1347 "
+                                                       "training samples when incomplete batches are dropped"),
+    ("model=vgg11_bn", "model='vgg11_bn' is not allowed: a backbone for the 1×8×8 input of digits"),
+    ("trainer.device=cuda", "trainer.device='cuda' is not allowed: a machine where torch sees a CUDA GPU"),
+])
+def test_runs_that_could_not_train_or_be_measured_are_one_line(tmp_path, cli, override, message):
+    from ilif.train.app import main as train_main
+
+    proc = cli(train_main, "trainer.progress=false", *override.split())
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK is not: a launcher such as torchrun sets RANK, WORLD_SIZE"),
+    ({"RANK": "1"}, "RANK=1 is set but WORLD_SIZE is not"),
+    ({"RANK": "abc", "WORLD_SIZE": "2"}, "RANK='abc' is not allowed: an integer"),
+    ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 WORLD_SIZE=2 LOCAL_RANK=0 is not allowed: 0 <= RANK < WORLD_SIZE"),
+    ({"RANK": "0", "WORLD_SIZE": "2"}, "WORLD_SIZE=2 needs MASTER_ADDR and MASTER_PORT"),
+])
+def test_half_set_launcher_variables_are_one_line(tmp_path, cli, monkeypatch, env, message):
+    from ilif.train.app import main as train_main
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    proc = cli(train_main, "trainer.progress=false")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: {message}")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_false_over_a_finished_run_moves_it_aside_and_loses_nothing(train_run, monkeypatch):
+    from ilif.train import loop
+
+    run_dir, first = train_run(*FAST)
+    history = (run_dir / "metrics.jsonl").read_text()
+
+    def interrupted(*args, **kwargs):
+        raise loop.Interrupted("at epoch 0, step 0", signal.SIGTERM)
+
+    monkeypatch.setattr(loop, "run_epoch", interrupted)
+    with pytest.raises(loop.Interrupted):
+        train_run(*FAST, "trainer.resume=false")
+    (aside,) = run_dir.glob("replaced-*")
+    assert (aside / "metrics.jsonl").read_text() == history
+    assert json.loads((aside / "summary.json").read_text())["final"] == first["final"]
+    assert (aside / "last.pt").exists() and (aside / "best.pt").exists()
+    assert not (run_dir / "summary.json").exists()  # the next start trains again, it does not skip
+    monkeypatch.undo()
+    _, again = train_run(*FAST)
+    assert again["status"] == "finished" and again["final"] == first["final"]
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "summary.json", "config.yaml", ".hydra"])
+def test_a_run_directory_with_a_symlinked_file_is_refused(tmp_path, cli, name):
+    from ilif.conf import compose_config
+    from ilif.grid import run_dir_of
+    from ilif.train.app import main as train_main
+
+    run_dir = run_dir_of(compose_config([f"runs_root={tmp_path / 'runs'}", *FAST]))
+    run_dir.mkdir(parents=True)
+    target = tmp_path / "precious"
+    target.write_text("keep")
+    (run_dir / name).symlink_to(target)
+    proc = cli(train_main, f"runs_root={tmp_path / 'runs'}", *FAST)  # refused before Hydra writes .hydra/
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == f"error: {run_dir / name} is a symlink: a run directory and its files must be plain, or a run " \
+                   "would write through them; copy the files in, or choose another experiment_name or runs_root"
+    assert target.read_text() == "keep"
+
+
+@pytest.mark.parametrize("state", [{"config_hash": None}, "not a dict", {"model": {}}])
+def test_a_checkpoint_that_does_not_fit_is_one_line(train_run, tmp_path, state):
+    from ilif.conf import compose_config
+    from ilif.train.loop import RunConflict, train
+
+    run_dir, _ = train_run(*FAST)
+    (run_dir / "summary.json").unlink()
+    saved = torch.load(run_dir / "last.pt", weights_only=True)
+    if isinstance(state, dict) and "model" in state:
+        state = {**saved, "model": {"fc.weight": torch.zeros(1)}}
+    torch.save(state, run_dir / "last.pt")
+    cfg = compose_config([f"runs_root={tmp_path / 'runs'}", *FAST])
+    with pytest.raises(RunConflict, match=r"last.pt (was written by another config|does not fit this run) .*"
+                                          r"run again with trainer.resume=false to start this run over"):
+        train(cfg, run_dir)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank0_alone(tmp_path, *overrides):
+    env = _env(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    return subprocess.Popen([sys.executable, "-m", "ilif.train", "trainer.progress=false", *overrides], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_rendezvous_whose_peer_never_comes_ends_at_its_bound(tmp_path):
+    proc = _rank0_alone(tmp_path, "trainer.timeout_s=3")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.strip().splitlines()[-1].startswith("error: trainer.timeout_s=3 is not allowed: enough for all 2 DDP "
+                                                   "processes to join at 127.0.0.1:")
+
+
+def test_sigterm_ends_a_rendezvous_at_once(tmp_path):
+    proc = _rank0_alone(tmp_path)  # the default bound is 30 minutes
+    time.sleep(8)  # imports, then waiting for the peer
+    start = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75 and time.time() - start < 10
+    assert err.strip().splitlines()[-1] == ("error: interrupted by SIGTERM while waiting for the 2 DDP processes; "
+                                            "nothing was trained: run the same command again")
+
+
+def hanging_dataset(cfg: dict):
+    """:func:`data_fixtures.tiny_dataset` whose samples never come in a loader worker process."""
+    import torch.utils.data as tud
+    from data_fixtures import tiny_dataset
+
+    class Hangs(tud.Dataset):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __len__(self):
+            return len(self.inner)
+
+        def __getitem__(self, index):
+            if tud.get_worker_info() is not None:
+                time.sleep(3600)
+            return self.inner[index]
+
+    train, test, info = tiny_dataset(cfg)
+    return Hangs(train), test, info
+
+
+@pytest.mark.parametrize("how", ["timeout", "sigterm"])
+def test_a_hanging_loader_worker_ends_at_its_bound_or_at_sigterm(tmp_path, how):
+    env = _env(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    overrides = ["trainer.progress=false", "trainer.num_workers=1", "dataset.builder=test_faults.hanging_dataset",
+                 *(["trainer.timeout_s=4"] if how == "timeout" else [])]
+    proc = subprocess.Popen([sys.executable, "-m", "ilif.train", *overrides], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if how == "sigterm":
+        time.sleep(10)
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    last = err.strip().splitlines()[-1]
+    if how == "timeout":
+        assert proc.returncode == 1 and last.startswith("error: RuntimeError: DataLoader timed out after 4 seconds")
+    else:
+        assert proc.returncode == 75 and last.startswith("error: interrupted by SIGTERM at epoch 0, step 0")
+
+
+def test_the_report_keeps_figures_drawn_from_more_runs(tmp_path, monkeypatch, capsys):
+    from ilif.report.__main__ import main as report
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results" / "mini"
+    out.mkdir(parents=True)
+    figure = out / "fig1_firing_rate_vs_gamma.png"
+    figure.write_bytes(b"committed figure")
+    assert report(["--scale", "mini", "--figures"]) == 0  # no record of how many runs drew it: kept
+    assert figure.read_bytes() == b"committed figure"
+    assert "kept the figures in results/mini: they were drawn from an unrecorded number of" in capsys.readouterr().out
+    (out / "figures.json").write_text('{"finished": 60, "planned": 90}')
+    assert report(["--scale", "mini", "--figures"]) == 0
+    assert figure.read_bytes() == b"committed figure"
+    assert "drawn from 60 finished runs, these runs give 0" in capsys.readouterr().out
+    assert report(["--scale", "mini", "--figures", "--force"]) == 0
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    assert json.loads((out / "figures.json").read_text())["finished"] == 0
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('{"status": "finished", "config_hash": "x"}', "has no 'final' object of metrics"),
+    ('{"status": "finished", "final": [], "config_hash": "x"}', "has no 'final' object of metrics"),
+    ('{"status": "finished", "final": {}, "best": 3}', "has a 'best' without an object of 'metrics'"),
+    ('{"status": "finished", "final": {}, "layers": [1]}', "has 'layers' that are not a list of objects"),
+    ("[" * 100_000 + "]" * 100_000, "is unreadable (RecursionError)"),
+    ("[1, 2]", "is not a JSON object"),
+])
+def test_a_malformed_summary_counts_as_not_finished(tmp_path, content, problem):
+    (tmp_path / "summary.json").write_text(content)
+    with pytest.warns(UserWarning, match=re.escape(problem)):
+        assert finished_summary(tmp_path) is None
+
+
+def test_a_history_line_that_is_not_an_object_ends_the_history(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n[1, 2]\n{"epoch": 2}\n')
+    with pytest.warns(UserWarning, match="a line that is not a JSON object"):
+        assert read_history(tmp_path) == [{"epoch": 0}]
+
+
+def test_the_report_leaves_out_absurd_values_and_says_when_runs_differ(tmp_path):
+    from ilif.report.runs import RunRecord, cell, provenance_note
+
+    def record(name, acc, commit, torch_version, device):
+        summary = {"status": "finished", "final": {"test/acc1": acc},
+                   "provenance": {"git_commit": commit, "versions": {"torch": torch_version}, "device": device}}
+        return RunRecord({}, tmp_path / name, summary)
+
+    records = [record("a", 0.9, "aaaaaaa1", "2.14.1", "cpu (x86_64, 1 threads)"),
+               record("b", 1e308, "aaaaaaa1", "2.14.1", "cpu (x86_64, 1 threads)"),
+               record("c", float("inf"), "aaaaaaa1", "2.14.1", "cpu (x86_64, 1 threads)")]
+    with pytest.warns(UserWarning, match=r"b/summary.json: 1e\+308 is not a finite number of sensible size"):
+        assert cell(records, lambda r: r.final("test/acc1"), scale=100) == "90.00 ± 0.00 (1/3)"
+    assert provenance_note(records) is None
+    records.append(record("d", 0.8, "bbbbbbb2", "2.13.0", "cuda:0 (NVIDIA H200)"))
+    assert provenance_note(records) == (
+        "These runs come from 2 commits (aaaaaaa, bbbbbbb); 2 torch versions (2.13.0, 2.14.1); 2 devices (cpu, "
+        "cuda:0): numbers from different code, packages or devices may not be comparable.")
+
+
+def test_imagenet_classes_that_differ_between_train_and_val_are_refused(tmp_path):
+    from data_fixtures import write_imagenet
+
+    write_imagenet(tmp_path)
+    stray = tmp_path / "imagenet" / "val" / "n99999999"
+    stray.mkdir()
+    next((tmp_path / "imagenet" / "val" / "n01440764").iterdir()).rename(stray / "moved.JPEG")
+    with pytest.raises(DatasetError, match=r"class folders that differ between train/ and val/ \(val/ has n99999999 "
+                                           r"that the other lacks\)"):
+        build({"name": "imagenet", "root": str(tmp_path)})
+
+
+def test_a_resume_under_other_threads_is_recorded_and_warned(train_run, monkeypatch, caplog):
+    from ilif.train import loop
+
+    real, calls = loop.run_epoch, []
+
+    def stop_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise loop.Interrupted("at epoch 1, step 0", signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "run_epoch", stop_in_second_epoch)
+    with pytest.raises(loop.Interrupted):
+        train_run(*FAST)
+    monkeypatch.undo()
+    caplog.set_level("WARNING", logger="ilif.train")
+    _, summary = train_run(*FAST, "trainer.threads=2")
+    assert summary["provenance"]["changed_on_resume"] == ["threads 1 -> 2 at epoch 1"]
+    assert "resumed with threads 1 -> 2 at epoch 1: from here the run is not bit-reproducible" in caplog.text
+
+
+@pytest.mark.parametrize("override, message", [
+    ("foo=1", "error: Could not override 'foo'.: Key 'foo' not in 'TrainConfig'"),
+    ("trainer.epochs=abc", "error: Error merging override trainer.epochs=abc: Value 'abc' of type 'str' could not be "
+                           "converted to Integer"),
+    ("neuron=nope", "error: In 'train': Could not find 'neuron/nope'"),
+    ("trainer.epochs=0", "error: trainer.epochs=0 is not allowed: an integer > 0"),
+])
+def test_a_bad_study_override_is_one_line(cli, override, message):
+    from ilif.study import main as study_main
+
+    proc = cli(study_main, "demo", "--dry-run", "--override", override)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [message]
+
+
+def test_a_run_directory_that_is_a_file_is_one_line(tmp_path, cli):
+    from ilif.train.app import main as train_main
+
+    (tmp_path / "afile").write_text("mine")
+    proc = cli(train_main, "hydra.run.dir=afile")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: hydra.run.dir='afile' is not allowed: a folder (it is a file)"]
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_full_or_closed_stdout_ends_without_a_traceback(tmp_path):
+    command = [sys.executable, "-m", "ilif.study", "--table", "all", "--scale", "full", "--dry-run"]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(command, cwd=tmp_path, env=_env(), stdout=full, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ["error: No space left on device"]
+    reader = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.close()  # as `| head -0` does
+    assert reader.wait(timeout=120) == 0
+    assert reader.stderr.read() == b""
+
+
+def test_a_runs_root_through_a_symlink_loop_is_one_line(tmp_path, cli):
+    from ilif.train.app import main as train_main
+
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    proc = cli(train_main, "runs_root=loop/sub")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: runs_root='loop/sub' is not allowed: a folder that can be made ({tmp_path / 'loop'} is a symlink "
+        "that leads nowhere or to itself)"]
+
+
+def test_a_full_disk_during_a_run_is_one_line(tmp_path, cli, monkeypatch):
+    from ilif.train import loop
+    from ilif.train.app import main as train_main
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "last.pt")
+
+    monkeypatch.setattr(loop, "save_checkpoints", full)
+    proc = cli(train_main, *FAST)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: No space left on device: last.pt"
+
+
+def crashing_dataset(cfg: dict):
+    """:func:`data_fixtures.tiny_dataset` whose loader worker process dies at its first sample."""
+    import torch.utils.data as tud
+    from data_fixtures import tiny_dataset
+
+    class Crashes(tud.Dataset):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __len__(self):
+            return len(self.inner)
+
+        def __getitem__(self, index):
+            if tud.get_worker_info() is not None:
+                os._exit(3)
+            return self.inner[index]
+
+    train, test, info = tiny_dataset(cfg)
+    return Crashes(train), test, info
+
+
+def test_a_crashing_loader_worker_is_one_line_and_a_debug_switch_shows_the_traceback(tmp_path):
+    env = _env(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    overrides = ["trainer.progress=false", "trainer.num_workers=1", "dataset.builder=test_faults.crashing_dataset"]
+    proc = subprocess.run([sys.executable, "-m", "ilif.train", *overrides], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: RuntimeError: DataLoader worker (pid")
+    assert proc.stderr.strip().splitlines()[-1].endswith("(ILIF_DEBUG=1 shows the traceback)")
+    assert "Traceback" not in proc.stderr
+    debug = subprocess.run([sys.executable, "-m", "ilif.train", *overrides], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120, env={**env, "ILIF_DEBUG": "1"})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr

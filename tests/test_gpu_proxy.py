@@ -36,7 +36,8 @@ ILIF_FULL = NeuronParams(tau=1.7, surrogate=Surrogate("sigmoid", 1.3), current_i
 def _parts(model):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return SimpleNamespace(model=model, optimizer=optimizer,
-                           scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2), start_epoch=0, best=None)
+                           scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2), start_epoch=0, best=None,
+                           changed_on_resume=[])
 
 
 @pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
@@ -48,7 +49,7 @@ def test_resume_for_a_non_cpu_device_restores_every_rng_state_on_the_cpu(tmp_pat
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     expected = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state()
     scaler = torch.amp.GradScaler("cuda", enabled=False)
-    loop.save_checkpoints(parts, SimpleNamespace(scaler=scaler), tmp_path, 4, False, "h")
+    loop.save_checkpoints(parts, SimpleNamespace(scaler=scaler, device=torch.device("cpu")), tmp_path, 4, False, "h")
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     on_meta = _parts(torch.nn.Linear(3, 2).to("meta"))  # meta stands in for CUDA: nothing can be read back from it
     loop.resume(on_meta, tmp_path / "last.pt", SimpleNamespace(device=torch.device("meta"), scaler=scaler), "h")

@@ -102,6 +102,7 @@ class TrainerConfig:
     limit_train_batches: int = 0  # 0: all
     limit_eval_batches: int = 0
     threads: int = 1  # torch intra-op threads of the run (results are bit-reproducible per count); 0: all cores
+    timeout_s: int = 1800  # the longest wait for DDP peers (rendezvous, collectives) and for one loader batch
 
 
 @dataclass
@@ -193,7 +194,40 @@ def parse_value(text: str) -> Any:
 
 IDENTITY_EXCLUDED = ("hydra", "logger", "runs_root")
 DATASET_EXCLUDED = ("root", "download")
-TRAINER_EXCLUDED = ("resume", "progress", "num_workers", "pin_memory", "device", "eval_batch_size", "threads")
+TRAINER_EXCLUDED = ("resume", "progress", "num_workers", "pin_memory", "device", "eval_batch_size", "threads",
+                    "timeout_s")
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def distributed_env(environ=None) -> tuple[int, int, int]:
+    """(rank, world size, local rank) from a launcher's variables (torchrun sets all of
+    :data:`LAUNCHER_VARIABLES`); (0, 1, 0) when none is set. Raises ValueError (one line) for a half-set
+    group: RANK without WORLD_SIZE or the reverse, a value that is not an integer, a rank outside the
+    world, or a world of several processes without MASTER_ADDR and MASTER_PORT."""
+    env = os.environ if environ is None else environ
+    given = {name: env.get(name) for name in LAUNCHER_VARIABLES}
+    together = "a launcher such as torchrun sets " + ", ".join(LAUNCHER_VARIABLES) + " together"
+    if given["RANK"] is None and given["WORLD_SIZE"] is None:
+        if given["LOCAL_RANK"] not in (None, "0"):
+            raise ValueError(f"LOCAL_RANK={given['LOCAL_RANK']} is set without RANK and WORLD_SIZE: {together}")
+        return 0, 1, 0
+    for name, other in (("RANK", "WORLD_SIZE"), ("WORLD_SIZE", "RANK")):
+        if given[name] is not None and given[other] is None:
+            raise ValueError(f"{name}={given[name]} is set but {other} is not: {together}")
+    values = {}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        text = given[name] if given[name] is not None else "0"
+        try:
+            values[name] = int(text)
+        except ValueError:
+            raise ValueError(f"{name}={text!r} is not allowed: an integer ({together})") from None
+    rank, world, local = values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"]
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise ValueError(f"RANK={rank} WORLD_SIZE={world} LOCAL_RANK={local} is not allowed: 0 <= RANK < WORLD_SIZE "
+                         "and LOCAL_RANK >= 0")
+    if world > 1 and not (given["MASTER_ADDR"] and given["MASTER_PORT"]):
+        raise ValueError(f"WORLD_SIZE={world} needs MASTER_ADDR and MASTER_PORT (where rank 0 listens): {together}")
+    return rank, world, local
 
 
 def identity(cfg: DictConfig) -> dict:
@@ -207,7 +241,7 @@ def identity(cfg: DictConfig) -> dict:
         for key in keys:
             container.get(section, {}).pop(key, None)
     resolved = OmegaConf.to_container(OmegaConf.create(container), resolve=True)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    _, world, _ = distributed_env()
     if world > 1:
         resolved["world_size"] = world
     return resolved

@@ -65,11 +65,35 @@ def _summary(run_dir: Path, warn: bool) -> Optional[dict]:
         return None
     try:
         summary = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         if warn:
             warnings.warn(f"{path} is unreadable ({type(err).__name__}); the run counts as not finished")
         return None
-    return summary if isinstance(summary, dict) else None
+    problem = summary_problem(summary)
+    if problem is not None:
+        if warn:
+            warnings.warn(f"{path} {problem}; the run counts as not finished")
+        return None
+    return summary
+
+
+def summary_problem(summary) -> Optional[str]:
+    """What makes ``summary`` unusable as a run's record (None when it has the shape the trainer
+    writes: an object whose ``final`` is an object of metrics and whose ``best`` is null or has an
+    object of ``metrics``)."""
+    if not isinstance(summary, dict):
+        return "is not a JSON object"
+    if summary.get("status") != "finished":
+        return None  # an unfinished record: only its status and config hash are read
+    if not isinstance(summary.get("final"), dict):
+        return "has no 'final' object of metrics"
+    best = summary.get("best")
+    if best is not None and not (isinstance(best, dict) and isinstance(best.get("metrics"), dict)):
+        return "has a 'best' without an object of 'metrics'"
+    if not isinstance(summary.get("layers", []), list) or \
+            not all(isinstance(row, dict) for row in summary.get("layers", [])):
+        return "has 'layers' that are not a list of objects"
+    return None
 
 
 def finished_summary(run_dir: Path, config_hash: Optional[str] = None) -> Optional[dict]:
@@ -156,6 +180,22 @@ class MetricsFile:
             os.fsync(f.fileno())
 
 
+#: the files a run (and Hydra, in ``.hydra``) writes into its directory: never through a symlink
+RUN_FILES = (".hydra", "config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt", "train.log")
+
+
+def symlink_in(run_dir: Path) -> Optional[Path]:
+    """The run directory itself, or the first of its :data:`RUN_FILES`, when it is a symlink (writing
+    it would change a file elsewhere); None when all are plain or absent."""
+    run_dir = Path(run_dir)
+    return next((p for p in (run_dir, *(run_dir / name for name in RUN_FILES)) if p.is_symlink()), None)
+
+
+def symlink_message(link: Path) -> str:
+    return (f"{link} is a symlink: a run directory and its files must be plain, or a run would write through "
+            "them; copy the files in, or choose another experiment_name or runs_root")
+
+
 #: what a run that trained nothing can have written into its directory (Hydra's record, its job log,
 #: the resolved config, an empty history, the lock): the only names :func:`discard_untrained` removes
 RUN_WRITES = (".hydra", "config.yaml", "metrics.jsonl", LOCK_NAME)
@@ -209,8 +249,11 @@ def read_history(run_dir: Path) -> list[dict]:
     history = []
     for line in path.read_text(errors="replace").splitlines():
         try:
-            history.append(json.loads(line))
-        except json.JSONDecodeError:
-            warnings.warn(f"{path}: an unreadable line; the history stops before it")
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            record = None
+        if not isinstance(record, dict):
+            warnings.warn(f"{path}: a line that is not a JSON object; the history stops before it")
             break
+        history.append(record)
     return history

@@ -22,11 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from ilif.data import DatasetError
 from ilif.data import build as build_data
+from ilif.errors import composition_error, entry_point
 from ilif.grid import SCALES, TABLES, experiment_names, plan, table_jobs, table_numbers
 from ilif.rundir import finished_summary
 
@@ -243,6 +246,7 @@ def run(jobs, progress: bool = True, workers: int = 1) -> dict:
     return outcome
 
 
+@entry_point
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ilif-study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", help="experiment config names or globs (configs/experiment/)")
@@ -282,6 +286,9 @@ def main(argv=None) -> int:
         jobs = [job for job in jobs if _data_key(job[1]) not in missing]
     except (ValueError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (HydraException, OmegaConfBaseException) as err:  # an --override that does not compose
+        print(f"error: {composition_error(err)}", file=sys.stderr)
         return 2
     workers = args.jobs if args.jobs is not None else default_jobs()
     if workers < 1:

@@ -34,7 +34,7 @@ def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
     """
     name = cfg["name"]
     if cfg.get("builder"):
-        return _import(cfg["builder"])(dict(cfg))
+        return builder_function(cfg["builder"])(dict(cfg))
     if name not in NAMES:
         raise ValueError(f"dataset={name!r} is not allowed: choose one of {NAMES}")
     root = data_root(cfg.get("root"))
@@ -52,24 +52,31 @@ def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
     return imagenet(root)
 
 
-def _import(path: str):
-    """The object at dotted ``path`` (``package.module.function``); ValueError naming it if there is none."""
+def builder_function(path: str):
+    """The function at dotted ``path`` (``package.module.function``); ValueError naming it when it cannot
+    be imported (whatever the module raised) or is not callable."""
     import importlib
 
     module, _, attr = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"dataset.builder={path!r} is not allowed: it must name an importable function ({err})") from None
+        found = getattr(importlib.import_module(module), attr)
+    except Exception as err:  # noqa: BLE001 - importing user code can raise anything
+        raise ValueError(f"dataset.builder={path!r} is not allowed: it must name an importable function "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    if not callable(found):
+        raise ValueError(f"dataset.builder={path!r} is not allowed: {attr} is not a function")
+    return found
 
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int = 0, pin_memory: bool = False,
-                seed: int = 0, sampler: Optional[torch.utils.data.Sampler] = None, drop_last: bool = False) -> DataLoader:
-    """A DataLoader; shuffling (when ``train`` and no sampler) follows a generator seeded by ``seed``."""
+                seed: int = 0, sampler: Optional[torch.utils.data.Sampler] = None, drop_last: bool = False,
+                timeout_s: float = 0) -> DataLoader:
+    """A DataLoader; shuffling (when ``train`` and no sampler) follows a generator seeded by ``seed``. With
+    workers, a batch that takes longer than ``timeout_s`` (0: no bound) is an error."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=num_workers, pin_memory=pin_memory, drop_last=drop_last, generator=generator,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, timeout=timeout_s if num_workers > 0 else 0)
 
 
 __all__ = ["NAMES", "Cutout", "DatasetError", "DatasetInfo", "build", "data_root", "make_loader"]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ilif.errors import entry_point
+
 from . import NAMES, DatasetError, build
 
 
+@entry_point
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ilif-data", description=__doc__)
     parser.add_argument("name", choices=NAMES)

@@ -245,6 +245,14 @@ def imagenet(root: Path):
         tf = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()] if split == "train" else \
             [transforms.Resize(256), transforms.CenterCrop(224)]
         splits[split] = CheckedImageFolder(str(folder), transform=transforms.Compose(tf + normalise))
-    classes = len(splits["train"].classes)
+    train_classes, val_classes = splits["train"].classes, splits["val"].classes
+    if train_classes != val_classes:  # ImageFolder numbers each split's own folders: labels would not match
+        extra = sorted(set(val_classes) - set(train_classes)) or sorted(set(train_classes) - set(val_classes))
+        where = "val/ has" if set(val_classes) - set(train_classes) else "train/ has"
+        raise DatasetError("imagenet", base, f"class folders that differ between train/ and val/ ({where} "
+                           f"{', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''} that the other lacks)",
+                           "the same class folders under train/ and val/",
+                           "https://image-net.org (the usual val re-foldering puts each val image in its class folder)")
+    classes = len(train_classes)
     return splits["train"], splits["val"], DatasetInfo("imagenet", classes, 3, 224, False, "official",
                                                        len(splits["train"]), len(splits["val"]))

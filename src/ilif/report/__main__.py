@@ -10,13 +10,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Optional
 
+from ilif.errors import entry_point
 from ilif.grid import FIGURES, SCALES, plan, table_jobs, table_numbers
+from ilif.rundir import write_json_atomic
 
 from . import plots, tables
-from .runs import group, load_runs, mean_std, values
+from .runs import group, load_runs, mean_std, provenance_note, values
 
 def kept(path: Path, finished: int) -> str:
     return (f"kept {path}: it was built from {tables.finished_in(path)} finished runs, these runs give {finished} "
@@ -27,7 +31,7 @@ def build_tables(numbers: list[int], scale: str, out: Path, runs_root: str, forc
     written = []
     for number in numbers:
         records = load_runs(table_jobs([number], scale, [f"runs_root={runs_root}"]))
-        table = tables.BUILDERS[number](records, scale)
+        table = with_provenance(tables.BUILDERS[number](records, scale), records)
         stem = out / f"table{number}"
         sources = ", ".join(sorted({str(record.run_dir.parent) for record in records}))
         finished = sum(r.done for r in records)
@@ -39,15 +43,43 @@ def build_tables(numbers: list[int], scale: str, out: Path, runs_root: str, forc
     return written
 
 
+def with_provenance(table, records):
+    """``table`` with a note when its runs come from several commits, torch versions or devices."""
+    note = provenance_note(records)
+    if note is not None:
+        table.notes.append(note)
+    return table
+
+
+FIGURE_COUNTS = "figures.json"  # beside the figures: how many finished runs each set was drawn from
+
+
+def figures_finished_in(out: Path) -> Optional[int]:
+    """How many finished runs the figures in ``out`` were drawn from: 0 when there are none, None when
+    there are figures but no readable record of it (they are then kept unless forced)."""
+    if not any(out.glob("fig*.png")):
+        return 0
+    try:
+        return int(json.loads((out / FIGURE_COUNTS).read_text())["finished"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def build_figures(scale: str, out: Path, runs_root: str, force: bool = False) -> list[Path]:
+    """The five figures, redrawn only from at least as many finished runs as the ones they replace
+    (or with ``force``), like the tables."""
     main_name, gamma_name = FIGURES
     overrides = [f"scale={scale}", f"runs_root={runs_root}"]
     gamma_runs = load_runs(plan([gamma_name], overrides))
     main_runs = load_runs(plan([main_name], overrides))
-    if not force and not any(r.done for r in gamma_runs + main_runs) and any(out.glob("fig*.png")):
-        print(f"kept the figures in {out}: no finished runs to draw them from (use --force to replace them)")
+    finished = sum(r.done for r in gamma_runs + main_runs)
+    before = figures_finished_in(out)
+    if not force and (before is None or before > finished or (finished == 0 and before)):
+        drawn = "an unrecorded number of" if before is None else str(before)
+        print(f"kept the figures in {out}: they were drawn from {drawn} finished runs, these runs give {finished} "
+              "(use --force to replace them)")
         return []
-    return [
+    written = [
         plots.metric_vs_gamma(gamma_runs, tables.RATE.getter, "network firing rate", "Fig. 1 — firing rate vs γ",
                               out / "fig1_firing_rate_vs_gamma.png"),
         plots.metric_vs_gamma(gamma_runs, tables.ACC.getter, "top-1 accuracy (%)", "Fig. 2 — accuracy vs γ",
@@ -57,6 +89,8 @@ def build_figures(scale: str, out: Path, runs_root: str, force: bool = False) ->
                               "Fig. 4 — temporal gradient ratio vs γ", out / "fig4_temporal_gradient_ratio.png"),
         plots.training_curves(main_runs, out / "fig5_training_curves.png"),
     ]
+    write_json_atomic({"finished": finished, "planned": len(gamma_runs) + len(main_runs)}, out / FIGURE_COUNTS)
+    return written
 
 
 def demo_summary(records) -> str:
@@ -95,7 +129,8 @@ def build_demo(out: Path, runs_root: str, force: bool = False) -> str:
     plain-language summary."""
     records = load_runs(plan(["demo"], [f"runs_root={runs_root}"]))
     finished = sum(r.done for r in records)
-    if not tables.write_table(tables.demo_table(records), out / "table", "make demo", f"{runs_root}/demo", "mini",
+    if not tables.write_table(with_provenance(tables.demo_table(records), records), out / "table", "make demo",
+                              f"{runs_root}/demo", "mini",
                               finished, len(records), force):
         return kept(out / "table.md", finished)
     plots.metric_vs_gamma(records, tables.RATE.getter, "network firing rate", "Firing rate vs γ (digits)",
@@ -106,6 +141,7 @@ def build_demo(out: Path, runs_root: str, force: bool = False) -> str:
             "accuracy_vs_gamma.png")
 
 
+@entry_point
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ilif-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=SCALES, default="full")

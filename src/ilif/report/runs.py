@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -58,14 +59,43 @@ def group(records: list[RunRecord], keys: list[str]) -> dict[tuple, list[RunReco
     return groups
 
 
+#: the largest magnitude a reported metric may have (accuracies, rates, losses, energies, ratios):
+#: beyond it a value is taken for a corrupt or diverged record, not a measurement
+SENSIBLE = 1e9
+
+
 def values(runs: list[RunRecord], getter) -> list[float]:
+    """The numbers ``getter`` reads from the finished runs; NaN (a metric the run has no value for) is
+    skipped, and so, with a warning naming the run, is a value that is not a number, infinite, or
+    beyond :data:`SENSIBLE`."""
     out = []
     for run in runs:
         if run.done:
             value = getter(run)
-            if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                out.append(float(value))
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) <= SENSIBLE:
+                warnings.warn(f"{run.run_dir}/summary.json: {value!r} is not a finite number of sensible size; left out")
+                continue
+            out.append(float(value))
     return out
+
+
+def provenance_note(records: list[RunRecord]) -> Optional[str]:
+    """A warning for a table built from runs of several commits, torch versions or devices (None
+    when they agree)."""
+    seen = {"commits": set(), "torch versions": set(), "devices": set()}
+    for record in records:
+        if record.done and isinstance(record.summary.get("provenance"), dict):
+            prov = record.summary["provenance"]
+            seen["commits"].add(str(prov.get("git_commit"))[:7])
+            seen["torch versions"].add(str((prov.get("versions") or {}).get("torch")))
+            seen["devices"].add(str(prov.get("device")).split(" ")[0])
+    mixed = [f"{len(v)} {k} ({', '.join(sorted(v))})" for k, v in seen.items() if len(v) > 1]
+    if not mixed:
+        return None
+    return ("These runs come from " + "; ".join(mixed) + ": numbers from different code, packages or devices may "
+            "not be comparable.")
 
 
 def mean_std(xs: list[float]) -> tuple[Optional[float], Optional[float]]:

@@ -18,6 +18,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -26,10 +27,12 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ilif.conf import CONFIG_DIR, compose_config, group_options, is_group, parse_value, register, sweep_axes
-from ilif.grid import grid_items
+from ilif.conf import (CONFIG_DIR, compose_config, distributed_env, group_options, is_group, parse_value, register,
+                       sweep_axes)
+from ilif.grid import grid_items, run_dir_of
 from ilif.data import DatasetError
-from ilif.rundir import RunBusy, discard_untrained
+from ilif.errors import composition_error, debugging, entry_point, one_line
+from ilif.rundir import RunBusy, discard_untrained, symlink_in, symlink_message
 
 from .config import CHECKS, ConfigError, validate
 from .engine import Interrupted, close_distributed
@@ -74,9 +77,7 @@ def _compose(overrides: list[str]) -> DictConfig:
     try:
         return compose_config(overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        cause = err.__cause__
-        detail = f": {str(cause).splitlines()[0]}" if cause is not None and str(cause) else ""
-        _fail(" ".join(str(err).splitlines()[0].split()) + detail)
+        _fail(composition_error(err))
 
 
 def _check_group_options(items: list[tuple[str, str]]) -> None:
@@ -93,6 +94,9 @@ def check_writable(runs_root: Path) -> None:
     """Raise ConfigError unless run directories can be made under ``runs_root``."""
     existing = runs_root.absolute()
     while not existing.exists():
+        if existing.is_symlink():
+            raise ConfigError("runs_root", str(runs_root), f"a folder that can be made ({existing} is a symlink that "
+                              "leads nowhere or to itself)")
         existing = existing.parent
     if not existing.is_dir():
         raise ConfigError("runs_root", str(runs_root), f"{existing} is a file, not a folder")
@@ -103,22 +107,33 @@ def check_writable(runs_root: Path) -> None:
 
 
 def precheck(argv: list[str]) -> None:
-    """Compose and validate every job of ``argv`` (see the module docstring); exit 2 on the first error."""
+    """Compose and validate every job of ``argv`` (see the module docstring) and the launcher's
+    variables; exit 2 on the first error."""
+    rerun = next((arg for arg in argv if arg.partition("=")[0] == "--experimental-rerun"), None)
+    if rerun is not None:
+        _fail("--experimental-rerun is not allowed: it unpickles the file it is given (code could run); run a job "
+              "again with its overrides, listed in its run directory's .hydra/overrides.yaml")
+    try:
+        distributed_env()
+    except ValueError as err:
+        _fail(str(err))
     overrides, searchpath, multirun = parse_cli(argv)
     items = [tuple(item.partition("=")[::2]) for item in overrides]
     if not searchpath:  # options from other config directories are Hydra's to check
         _check_group_options([(k, v) for k, v in items if "(" not in v])
     try:
         experiments = next((axis for axis in sweep_axes(items) if axis[0][0] == "experiment"), [None])
+        run_dir = next((Path(arg.partition("=")[2]) for arg in argv if arg.startswith("hydra.run.dir=")), None)
         for experiment in experiments:
-            _check_jobs(items, experiment, searchpath, multirun)
+            _check_jobs(items, experiment, searchpath, multirun, run_dir)
     except (ConfigError, ValueError) as err:
         _fail(str(err))
 
 
-def _check_jobs(items, experiment, searchpath: list[str], multirun: bool) -> None:
+def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_dir: Optional[Path] = None) -> None:
     """Validate every group-choice combination of one experiment's jobs, and on each every value of
-    every other axis (the experiment's grid included when ``multirun``)."""
+    every other axis (the experiment's grid included when ``multirun``); ``run_dir``: a single run's
+    ``hydra.run.dir``, when the command line sets one."""
     items = [(k, v) for k, v in items if k != "experiment"]
     head = searchpath + ([f"{experiment[0]}={experiment[1]}"] if experiment else [])
     if multirun and experiment:
@@ -130,6 +145,13 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool) -> Non
         cfg = _compose(head + [f"{k}={v}" for k, v in choices] + [f"{axis[0][0]}={axis[0][1]}" for axis in values])
         validate(cfg)
         check_writable(Path(cfg.runs_root))
+        target = run_dir if run_dir is not None and not multirun else run_dir_of(cfg)
+        link = symlink_in(target)
+        if link is not None:  # Hydra writes .hydra/ before the trainer could refuse it
+            raise ConfigError.from_message(symlink_message(link))
+        if target.exists() and not target.is_dir():
+            raise ConfigError("hydra.run.dir" if run_dir is not None else "runs_root", str(target),
+                              "a folder (it is a file)")
         for axis in values:
             for key, value in axis[1:]:
                 if key.startswith(("+", "~")):
@@ -171,6 +193,12 @@ def hydra_main(cfg: DictConfig) -> float:
         code = EXIT_INTERRUPTED[err.signum]
         message = (f"interrupted by {signal.Signals(err.signum).name} {err}; {run_dir / 'last.pt'} resumes it at the "
                    "last finished epoch: run the same command again")
+    except OSError as err:  # the file system: read-only, full, a path that is a file, a symlink loop
+        code, message = 2, f"{err.strerror or type(err).__name__}: {err.filename or run_dir}"
+    except Exception as err:  # noqa: BLE001 - anything else: one line, the traceback only when asked for
+        if debugging():
+            raise
+        code, message = 1, f"{one_line(err)} (ILIF_DEBUG=1 shows the traceback)"
     if not multirun or code == EXIT_INTERRUPTED[signal.SIGINT]:  # Ctrl-C stops the whole sweep
         _fail(message, code)
     FAILURES.append(f"{run_dir}: {message}")
@@ -178,6 +206,7 @@ def hydra_main(cfg: DictConfig) -> float:
     return float("nan")
 
 
+@entry_point
 def main() -> None:
     register()
     FAILURES.clear()

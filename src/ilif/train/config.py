@@ -75,9 +75,31 @@ def within(low: float, high: float, high_inclusive: bool = False):
     return check
 
 
+def path_segment(key: str, value: Any) -> None:
+    """A check: one folder name (no separator, not '.' or '..', not empty), so the run directory stays
+    under ``runs_root``."""
+    ok = isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\\" not in value \
+        and "\0" not in value
+    _require(ok, key, value, "one folder name (no '/', not '.' or '..')")
+
+
+def importable(key: str, value: Any) -> None:
+    """A check: None, or the dotted path of an importable function."""
+    if value is None:
+        return
+    from ilif.data import builder_function
+
+    try:
+        builder_function(value)
+    except ValueError as err:
+        raise ConfigError.from_message(str(err)) from None
+
+
 #: every checked key and its check (neuron keys are checked by the neuron's class: check_neuron)
 CHECKS: dict[str, Callable[[str, Any], None]] = {
     "seed": within(0, 2**32),
+    "experiment_name": path_segment,
+    "dataset.builder": importable,
     "dataset.name": choice(lambda: DATASETS),
     "dataset.split": choice(("reference", "random")),
     "dataset.preprocess": choice(("clean", "reference")),
@@ -103,7 +125,8 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "loss.phi": within(-1e6, 1e6, high_inclusive=True),
     "loss.label_smoothing": within(0.0, 1.0),
     "trainer.T": positive(integer=True),
-    "trainer.epochs": positive(strict=False, integer=True),
+    "trainer.epochs": positive(integer=True),
+    "trainer.timeout_s": positive(integer=True),
     "trainer.batch_size": positive(integer=True),
     "trainer.eval_batch_size": positive(integer=True),
     "trainer.num_workers": positive(strict=False, integer=True),

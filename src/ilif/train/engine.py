@@ -3,6 +3,7 @@ one training epoch and one evaluation pass."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 from spikingjelly.activation_based import functional as sj_functional
 from tqdm import tqdm
 
+from ilif.conf import distributed_env
 from ilif.data import make_loader
 
 log = logging.getLogger("ilif.train")
@@ -37,11 +39,24 @@ class Interrupted(RuntimeError):
 
 class StopFlag:
     """Turns SIGTERM and SIGINT into a flag that the training loop checks after every step (main thread
-    only; the previous handlers come back on exit)."""
+    only; the previous handlers come back on exit). While the loop waits for a batch (:meth:`waiting`),
+    a signal raises Interrupted at once: a loader worker that hangs does not hold the run."""
 
     def __init__(self):
         self.signum: Optional[int] = None
         self._previous = {}
+        self._waiting = False
+
+    @contextmanager
+    def waiting(self, where: str):
+        """A block that may wait long (for the next batch): a signal inside it interrupts it."""
+        if self.signum is not None:
+            raise Interrupted(where, self.signum)
+        self._waiting, self._where = True, where
+        try:
+            yield
+        finally:
+            self._waiting = False
 
     def __enter__(self):
         import signal
@@ -54,12 +69,55 @@ class StopFlag:
 
     def _set(self, signum, frame) -> None:
         self.signum = signum
+        if self._waiting:
+            self._waiting = False
+            raise Interrupted(self._where, signum)
 
     def __exit__(self, *exc) -> None:
         import signal
 
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+@contextmanager
+def exit_on_signal(what: str):
+    """Run a block that waits inside C++ (a DDP rendezvous), where Python's signal handlers never run:
+    meanwhile a SIGTERM or SIGINT, whichever thread the kernel hands it to, reaches a helper thread
+    through the interpreter's wakeup fd, and the process ends at once with one line and exit 75 or 130
+    (nothing was trained yet). Main thread only; elsewhere the block runs as it is."""
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGTERM, signal.SIGINT)
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    handlers = {signum: signal.signal(signum, lambda *_: None) for signum in signals}  # C handlers that write the fd
+    previous_fd = signal.set_wakeup_fd(write_end)
+
+    def watch():
+        while (got := os.read(read_end, 1)) and got[0] != 0:  # 0: the block ended
+            if got[0] in signals:
+                print(f"error: interrupted by {signal.Signals(got[0]).name} while {what}; nothing was trained: run "
+                      "the same command again", file=sys.stderr, flush=True)
+                os._exit(75 if got[0] == signal.SIGTERM else 130)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        os.write(write_end, b"\0")
+        thread.join()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        os.close(read_end)
+        os.close(write_end)
 
 
 def first_non_finite(named_tensors) -> Optional[str]:
@@ -118,19 +176,34 @@ class Run:
     """The process of one training run: device, AMP, DDP rank and world, threads (rank 0 writes files)."""
 
     def __init__(self, cfg: DictConfig):
+        from datetime import timedelta
+
+        from .config import ConfigError
+
         configure_determinism(cfg.trainer.deterministic)
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+        self.rank, self.world, local_rank = distributed_env()
         self.is_main = self.rank == 0
         if not self.is_main:
             log.setLevel(logging.WARNING)
         want = cfg.trainer.device
         if want == "auto":
             want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("trainer.device", "cuda", "a machine where torch sees a CUDA GPU (it sees none: "
+                              f"torch {torch.__version__}, CUDA {torch.version.cuda}); use auto or cpu")
+        if want == "cuda" and local_rank >= torch.cuda.device_count():
+            raise ConfigError("LOCAL_RANK", local_rank, f"below the {torch.cuda.device_count()} visible GPU(s)")
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if want == "cuda" else "gloo")
+            timeout_s = cfg.trainer.timeout_s
+            try:
+                with exit_on_signal(f"waiting for the {self.world} DDP processes"):
+                    dist.init_process_group("nccl" if want == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
+            except (RuntimeError, ValueError) as err:  # torch's DistStoreError and friends
+                raise ConfigError("trainer.timeout_s", timeout_s, f"enough for all {self.world} DDP processes to "
+                                  f"join at {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
         if want == "cuda":
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            self.device = torch.device("cuda", local_rank)
             torch.cuda.set_device(self.device)
         else:
             self.device = torch.device("cpu")
@@ -282,7 +355,8 @@ def loader_factory(cfg: DictConfig, run: Run):
             sampler = ShardSampler(len(dataset), run.rank, run.world)
         return make_loader(dataset, tcfg.batch_size if train else tcfg.eval_batch_size, train=train,
                            num_workers=tcfg.num_workers, pin_memory=pin, seed=epoch_seed(cfg.seed, 0),
-                           sampler=sampler, drop_last=train and (tcfg.drop_last or tcfg.compile))
+                           sampler=sampler, drop_last=train and (tcfg.drop_last or tcfg.compile),
+                           timeout_s=tcfg.timeout_s)
 
     def loader(dataset, train: bool, epoch: int):
         if dataset is None:
@@ -350,7 +424,13 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
     sums = [0.0, 0.0, 0.0]  # loss sum, hits, samples
     show = tcfg.progress and run.is_main
     batches = tqdm(limited(loader, tcfg.limit_train_batches), leave=False, disable=not show, desc=f"epoch {epoch}")
-    for step, (x, y) in enumerate(batches):
+    stream = iter(batches)
+    for step in itertools.count():
+        with stop.waiting(f"at epoch {epoch}, step {step}") if stop is not None else nullcontext():
+            batch = next(stream, None)
+        if batch is None:
+            break
+        x, y = batch
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with run.autocast():

@@ -20,13 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import ilif
-from ilif.conf import config_hash, identity, run_name
+from ilif.conf import config_hash, distributed_env, identity, run_name
 from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, weight_grad_norms
 from ilif.rundir import (MetricsFile, RunBusy, RunLock, finished_summary, remove_stale_temporaries, summary_config_hash,
-                         write_json_atomic, write_text_atomic)
+                         symlink_in, symlink_message, write_json_atomic, write_text_atomic)
 from ilif.wandb_mirror import WandbLogger
 
 from . import checkpoint
+from .config import ConfigError
 from .build import build_datasets, build_model, build_optimizer, build_scheduler, surrogate_of
 from .engine import (Interrupted, Run, StopFlag, TrainingDiverged, check_finite_state, deterministic_ops_only, evaluate,
                      loader_factory, seed_everything, torch_threads, train_one_epoch)
@@ -51,14 +52,51 @@ class Parts:
     grad_meter: TemporalGradientMeter
     start_epoch: int = 0
     best: Optional[dict] = None
+    changed_on_resume: list = field(default_factory=list)  # settings a resume ran under that differ from the start
     snapshot: tuple = field(default=(None, None))  # (layer table, energy report) of the last evaluation
+
+
+def check_data(cfg: DictConfig, data: tuple) -> None:
+    """Refuse data a run cannot learn from or be measured on: an empty training or evaluation set, or
+    a training set that gives no complete batch when incomplete ones are dropped (no step would train)."""
+    train_set, val_set, test_set, info = data
+    for part, dataset in (("training", train_set), ("validation", val_set), ("test", test_set)):
+        if dataset is not None and len(dataset) == 0:
+            raise ConfigError("dataset", info.name, f"a dataset whose {part} set has samples (it has none)")
+    tcfg = cfg.trainer
+    if (tcfg.drop_last or tcfg.compile) and len(train_set) < tcfg.batch_size:
+        raise ConfigError("trainer.batch_size", tcfg.batch_size,
+                          f"at most the {len(train_set)} training samples when incomplete batches are dropped "
+                          "(trainer.drop_last or trainer.compile): no step would train")
+
+
+def probe_model(model: torch.nn.Module, info, cfg: DictConfig, device) -> None:
+    """One forward of a zero sample (eval mode, no gradient, state reset after): a backbone that cannot
+    take the dataset's input size is a ConfigError naming model and dataset, not a traceback mid-epoch."""
+    from spikingjelly.activation_based import functional as sj_functional
+
+    shape = (1, cfg.trainer.T, info.in_channels, info.input_size, info.input_size) if info.events else \
+        (1, info.in_channels, info.input_size, info.input_size)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(shape, device=device))
+    except RuntimeError as err:
+        raise ConfigError("model", cfg.model.name, f"a backbone for the {shape[-3]}×{shape[-2]}×{shape[-1]} input of {info.name} "
+                          f"input ({str(err).splitlines()[0][:160]})") from None
+    finally:
+        sj_functional.reset_net(model)
+        model.train(was_training)
 
 
 def build_parts(cfg: DictConfig, run: Run) -> Parts:
     """Seed, then data, model, optimiser, schedule and meters, in an order that fixes every random draw."""
     seed_everything(cfg.seed)
     data = build_datasets(cfg)
+    check_data(cfg, data)
     model = build_model(cfg, data[3]).to(run.device)
+    probe_model(model, data[3], cfg, run.device)
     optimizer = build_optimizer(cfg, model)
     return Parts(model=model, net=model, optimizer=optimizer, scheduler=build_scheduler(cfg, optimizer), data=data,
                  eval_spikes=SpikeMeter(model, enabled=False),
@@ -67,13 +105,20 @@ def build_parts(cfg: DictConfig, run: Run) -> Parts:
                  grad_meter=TemporalGradientMeter(model, enabled=cfg.trainer.grad_diagnostics))
 
 
+START_OVER = "run again with trainer.resume=false to start this run over (the old files are moved aside, not deleted)"
+
+
 class RunConflict(RuntimeError):
     """The run directory holds another config's files, or an unreadable checkpoint."""
 
 
 def claim(run_dir: Path, identity_hash: str) -> None:
-    """Refuse a run directory whose summary or checkpoint belongs to another config (never overwrite
-    another run), and clean the temporaries a killed writer left (the caller holds the lock)."""
+    """Refuse a run directory that is a symlink or whose run files are (writing them would change files
+    elsewhere), or whose summary or checkpoint belongs to another config (never overwrite another run),
+    and clean the temporaries a killed writer left (the caller holds the lock)."""
+    link = symlink_in(run_dir)
+    if link is not None:
+        raise RunConflict(symlink_message(link))
     remove_stale_temporaries(run_dir)
     other = summary_config_hash(run_dir)
     if other not in (None, identity_hash):
@@ -87,19 +132,29 @@ def resume(parts: Parts, last_path: Path, run: Run, identity_hash: str) -> None:
     try:
         state = checkpoint.load(last_path)
     except Exception as err:  # noqa: BLE001 - any unreadable checkpoint
-        raise RunConflict(f"{last_path} is unreadable ({type(err).__name__}): run again with trainer.resume=false to "
-                          "start this run over (the file is replaced only when the new run's first epoch ends)") from None
-    if state.get("config_hash") != identity_hash:
-        raise RunConflict(f"{last_path} was written by another config ({state.get('config_hash')}, this is "
-                          f"{identity_hash}): run again with trainer.resume=false to start over, or choose another "
-                          "experiment_name or runs_root")
-    parts.model.load_state_dict(state["model"])
-    parts.optimizer.load_state_dict(state["optimizer"])
-    parts.scheduler.load_state_dict(state["scheduler"])
-    run.scaler.load_state_dict(state["scaler"])
-    checkpoint.set_rng_state(state["rng"])
-    parts.start_epoch, parts.best = state["epoch"] + 1, state["best"]
+        raise RunConflict(f"{last_path} is unreadable ({type(err).__name__}): {START_OVER}") from None
+    if not isinstance(state, dict) or state.get("config_hash") != identity_hash:
+        other = state.get("config_hash") if isinstance(state, dict) else None
+        raise RunConflict(f"{last_path} was written by another config ({other}, this is {identity_hash}): "
+                          f"{START_OVER}, or choose another experiment_name or runs_root")
+    try:
+        parts.model.load_state_dict(state["model"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        parts.scheduler.load_state_dict(state["scheduler"])
+        run.scaler.load_state_dict(state["scaler"])
+        checkpoint.set_rng_state(state["rng"])
+        parts.start_epoch, parts.best = int(state["epoch"]) + 1, state["best"]
+        parts.changed_on_resume = list(state.get("changed_on_resume", []))
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise RunConflict(f"{last_path} does not fit this run ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:120] if str(err) else ''}): {START_OVER}") from None
     log.info("resumed from %s at epoch %d", last_path, parts.start_epoch)
+    for key, before in (state.get("runtime") or {}).items():
+        now = runtime(run.device)[key]
+        if before != now:
+            change = f"{key} {before} -> {now} at epoch {parts.start_epoch}"
+            parts.changed_on_resume.append(change)
+            log.warning("resumed with %s: from here the run is not bit-reproducible (recorded in summary.json)", change)
 
 
 def wrap(parts: Parts, cfg: DictConfig, run: Run) -> None:
@@ -170,11 +225,17 @@ def update_best(parts: Parts, record: dict, selector: str) -> bool:
     return True
 
 
+def runtime(device) -> dict:
+    """What the numbers depend on besides the config: torch threads, torch version, device type."""
+    return {"threads": torch.get_num_threads(), "torch": str(torch.__version__), "device": torch.device(device).type}
+
+
 def save_checkpoints(parts: Parts, run: Run, run_dir: Path, epoch: int, is_best: bool, identity_hash: str) -> None:
     """``last.pt`` (everything needed to resume) and, for a new best epoch, ``best.pt`` (the weights)."""
     state = {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
              "scheduler": parts.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
-             "rng": checkpoint.rng_state(), "epoch": epoch, "best": parts.best, "config_hash": identity_hash}
+             "rng": checkpoint.rng_state(), "epoch": epoch, "best": parts.best, "config_hash": identity_hash,
+             "runtime": runtime(run.device), "changed_on_resume": parts.changed_on_resume}
     if is_best:  # best.pt first: a kill between the two leaves last.pt at the previous epoch, which redoes this one
         checkpoint.save_atomic({"model": parts.model.state_dict(), "epoch": epoch, "config_hash": identity_hash},
                                run_dir / "best.pt")
@@ -216,7 +277,8 @@ def make_summary(parts: Parts, cfg: DictConfig, run: Run, record: dict, identity
         "dataset_info": {"name": info.name, "split": info.split, "train_size": len(train_set),
                          "val_size": len(val_set) if val_set is not None else 0, "test_size": len(test_set),
                          **info.details},
-        "world_size": run.world, "provenance": provenance(run.device), "config": identity(cfg),
+        "world_size": run.world, "provenance": {**provenance(run.device), "changed_on_resume": parts.changed_on_resume},
+        "config": identity(cfg),
     }
 
 
@@ -227,6 +289,27 @@ def report_finish(summary: dict, run_dir: Path) -> None:
           f"{energy['snn_energy_pj'] / 1e6:.4f} µJ/sample -> {run_dir}")
 
 
+def set_aside(run_dir: Path) -> Optional[Path]:
+    """``trainer.resume=false`` over an earlier run: move its summary, history and checkpoints into
+    ``replaced-<UTC time>/`` inside the run directory (nothing is deleted; the next start neither skips
+    nor resumes the old run). The folder, or None when there was nothing to move."""
+    import time
+
+    present = [name for name in ("summary.json", "metrics.jsonl", "last.pt", "best.pt") if (run_dir / name).exists()]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = run_dir / f"replaced-{stamp}"
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = run_dir / f"replaced-{stamp}-{n}"
+    aside.mkdir()
+    for name in present:
+        os.replace(run_dir / name, aside / name)
+    return aside
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train (or resume, or skip when finished) the run ``cfg`` describes into ``run_dir``, with
     ``trainer.threads`` torch threads; its summary."""
@@ -235,7 +318,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     if previous is not None and previous.get("config_hash") == config_hash(cfg):
         log.info("already finished, skipped: %s", run_dir)
         return previous
-    lock = RunLock(run_dir) if int(os.environ.get("RANK", "0")) == 0 else None  # rank 0 owns the directory
+    rank, _, _ = distributed_env()
+    lock = RunLock(run_dir) if rank == 0 else None  # rank 0 owns the directory
     try:
         with torch_threads(cfg.trainer.threads), StopFlag() as stop:
             return train_run(cfg, run_dir, stop)
@@ -250,6 +334,10 @@ def train_run(cfg: DictConfig, run_dir: Path, stop: StopFlag) -> dict:
     run = Run(cfg)
     if run.is_main:
         claim(run_dir, identity_hash)
+        if not cfg.trainer.resume:
+            aside = set_aside(run_dir)
+            if aside is not None:
+                log.warning("trainer.resume=false: the earlier run's files were moved to %s", aside)
     parts = build_parts(cfg, run)
     if cfg.trainer.resume and (run_dir / "last.pt").exists():
         resume(parts, run_dir / "last.pt", run, identity_hash)
