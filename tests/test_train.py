@@ -172,6 +172,13 @@ def test_ddp_two_cpu_processes_match_one_process_bookkeeping(tmp_path):
     (run_dir,) = run_dirs(tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2
+    from ilif.conf import compose_config
+    from ilif.grid import run_dir_of
+    from ilif.rundir import finished_summary
+
+    # one run identity at any process count: the single-process run's directory, counted by the report
+    assert run_dir.name == run_dir_of(compose_config(FAST)).name
+    assert finished_summary(run_dir, run_dir.name.rsplit("-", 1)[-1]) is not None
     cfg = OmegaConf.load(run_dir / "config.yaml")
     _, test_set, info = build_data({"name": "digits"})
     model = build_model(cfg, info)
@@ -284,3 +291,11 @@ def test_an_offline_upload_does_not_block_a_later_online_one(tmp_path, monkeypat
     (tmp_path / UPLOADED).write_text(json.dumps({"id": "x", "mode": "online", "project": "ilif"}))
     assert _already_sent(tmp_path, "offline") and _already_sent(tmp_path, "online")
     assert not _already_sent(tmp_path / "none", "online")
+
+
+def test_the_global_batch_is_split_evenly_over_the_processes():
+    from ilif.train.engine import per_process_batch
+
+    assert per_process_batch(64, 1) == 64 and per_process_batch(64, 4) == 16
+    with pytest.raises(ConfigError, match=r"^trainer.batch_size=63 is not allowed: a multiple of the 2 processes"):
+        per_process_batch(63, 2)

@@ -233,18 +233,15 @@ def distributed_env(environ=None) -> tuple[int, int, int]:
 def identity(cfg: DictConfig) -> dict:
     """The resolved config without the keys that do not change what a run computes (logging, paths,
     where the data lives, the device, resume, progress bars, loader workers, the evaluation batch size,
-    threads), plus the number of DDP processes (it changes the batches)."""
+    threads). The number of processes is not part of it either: ``trainer.batch_size`` is the global
+    batch, split over the processes, so a run trained on 1 or 4 GPUs is the same run."""
     container = OmegaConf.to_container(cfg, resolve=False)
     for key in IDENTITY_EXCLUDED:
         container.pop(key, None)
     for section, keys in (("dataset", DATASET_EXCLUDED), ("trainer", TRAINER_EXCLUDED)):
         for key in keys:
             container.get(section, {}).pop(key, None)
-    resolved = OmegaConf.to_container(OmegaConf.create(container), resolve=True)
-    _, world, _ = distributed_env()
-    if world > 1:
-        resolved["world_size"] = world
-    return resolved
+    return OmegaConf.to_container(OmegaConf.create(container), resolve=True)
 
 
 def config_hash(cfg: DictConfig) -> str:

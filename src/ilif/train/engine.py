@@ -339,6 +339,16 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
     return tensor.tolist()
 
 
+def per_process_batch(batch_size: int, world: int) -> int:
+    """Each process's share of the global ``trainer.batch_size``; ConfigError unless it divides evenly."""
+    if batch_size % world:
+        from .config import ConfigError
+
+        raise ConfigError("trainer.batch_size", batch_size, f"a multiple of the {world} processes (it is the global "
+                          "batch, split evenly over them)")
+    return batch_size // world
+
+
 def loader_factory(cfg: DictConfig, run: Run):
     """``loader(dataset, train, epoch)``: the DataLoader of ``dataset`` set to epoch ``epoch`` (None for no
     dataset). Each dataset's loader is built once and serves every epoch (its workers persist);
@@ -353,7 +363,8 @@ def loader_factory(cfg: DictConfig, run: Run):
             dataset = EpochSeeded(dataset)
         else:
             sampler = ShardSampler(len(dataset), run.rank, run.world)
-        return make_loader(dataset, tcfg.batch_size if train else tcfg.eval_batch_size, train=train,
+        return make_loader(dataset, per_process_batch(tcfg.batch_size, run.world) if train else tcfg.eval_batch_size,
+                           train=train,
                            num_workers=tcfg.num_workers, pin_memory=pin, seed=epoch_seed(cfg.seed, 0),
                            sampler=sampler, drop_last=train and (tcfg.drop_last or tcfg.compile),
                            timeout_s=tcfg.timeout_s)

@@ -30,7 +30,7 @@ from . import checkpoint
 from .config import ConfigError
 from .build import build_datasets, build_model, build_optimizer, build_scheduler, surrogate_of
 from .engine import (Interrupted, Run, StopFlag, TrainingDiverged, check_finite_state, deterministic_ops_only, evaluate,
-                     loader_factory, seed_everything, torch_threads, train_one_epoch)
+                     loader_factory, per_process_batch, seed_everything, torch_threads, train_one_epoch)
 
 log = logging.getLogger("ilif.train")
 
@@ -64,7 +64,7 @@ def check_data(cfg: DictConfig, data: tuple) -> None:
         if dataset is not None and len(dataset) == 0:
             raise ConfigError("dataset", info.name, f"a dataset whose {part} set has samples (it has none)")
     tcfg = cfg.trainer
-    if (tcfg.drop_last or tcfg.compile) and len(train_set) < tcfg.batch_size:
+    if (tcfg.drop_last or tcfg.compile) and len(train_set) < tcfg.batch_size:  # global batch vs the whole set
         raise ConfigError("trainer.batch_size", tcfg.batch_size,
                           f"at most the {len(train_set)} training samples when incomplete batches are dropped "
                           "(trainer.drop_last or trainer.compile): no step would train")
@@ -95,6 +95,7 @@ def build_parts(cfg: DictConfig, run: Run) -> Parts:
     seed_everything(cfg.seed)
     data = build_datasets(cfg)
     check_data(cfg, data)
+    per_process_batch(cfg.trainer.batch_size, run.world)
     model = build_model(cfg, data[3]).to(run.device)
     probe_model(model, data[3], cfg, run.device)
     optimizer = build_optimizer(cfg, model)
