@@ -19,6 +19,7 @@ def test_wheel_installs_with_its_configs_and_trains_from_anywhere(tmp_path):
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, timeout=300,
                    capture_output=True)
     assert (target / "ilif" / "configs" / "experiment" / "table1.yaml").exists()
+    assert (target / "ilif" / "py.typed").exists()  # type checkers read the package's annotations
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "ILIF_CONFIGS"))}
     env.update({"PYTHONPATH": str(target), "WANDB_MODE": "disabled"})
     where = subprocess.run([sys.executable, "-c", "import ilif, ilif.conf; print(ilif.__file__, ilif.conf.CONFIG_DIR)"],
@@ -29,3 +30,14 @@ def test_wheel_installs_with_its_configs_and_trains_from_anywhere(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(list((elsewhere / "runs" / "default").glob("digits-ilif-g1-s0-*/summary.json"))) == 1
+
+
+def test_every_cli_says_its_version_and_the_project_files_a_package_needs_exist():
+    import ilif
+
+    for module in ("ilif.train", "ilif.study", "ilif.report", "ilif.data"):
+        proc = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.startswith(f"ilif-{module.split('.')[1]} {ilif.__version__}")
+    for name in ("LICENSE", "CITATION.cff", "CHANGELOG.md"):
+        assert (ROOT / name).read_text().strip()
+    assert f"version: {ilif.__version__}" in (ROOT / "CITATION.cff").read_text()

@@ -299,3 +299,27 @@ def test_the_global_batch_is_split_evenly_over_the_processes():
     assert per_process_batch(64, 1) == 64 and per_process_batch(64, 4) == 16
     with pytest.raises(ConfigError, match=r"^trainer.batch_size=63 is not allowed: a multiple of the 2 processes"):
         per_process_batch(63, 2)
+
+
+def test_a_failed_submitit_job_ends_its_process_with_its_code_and_the_sweep_lists_it(tmp_path):
+    proc = run_train(tmp_path, "hydra/launcher=submitit_local", "schedule=step", "schedule.step_size=1",
+                     "schedule.gamma=1,1e30", "trainer.epochs=2", "trainer.progress=false",
+                     "trainer.limit_train_batches=4", multirun=True)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-2] == "error: 1 job(s) of the sweep failed:"
+    assert "non-finite loss" in lines[-1] and lines[-1].endswith("(exit 3)")
+    finished = [d for d in run_dirs(tmp_path) if (d / "summary.json").exists()]
+    assert len(finished) == 1 and len(run_dirs(tmp_path)) == 2
+    logs = list((tmp_path / "runs" / "default" / ".submitit").glob("*/*_0_log.err"))
+    assert any("error: non-finite loss" in log.read_text() for log in logs)  # the job's own one line
+    assert len(list((tmp_path / "runs" / "default" / ".submitit").glob("*/*_result.pkl"))) == 1  # no result: failed
+    assert not list((tmp_path / "runs").glob(".ilif-sweep-failures-*"))
+
+
+def test_submitit_tasks_form_one_process_group_and_train_one_run(tmp_path):
+    proc = run_train(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", *FAST,
+                     multirun=True)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    assert json.loads((run_dir / "summary.json").read_text())["world_size"] == 2

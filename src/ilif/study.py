@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
+import ilif
 from ilif.data import DatasetError
 from ilif.data import build as build_data
 from ilif.errors import composition_error, entry_point
@@ -249,6 +250,7 @@ def run(jobs, progress: bool = True, workers: int = 1) -> dict:
 @entry_point
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ilif-study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {ilif.__version__}")
     parser.add_argument("experiments", nargs="*", help="experiment config names or globs (configs/experiment/)")
     parser.add_argument("--table", nargs="+", default=[], metavar="N",
                         help=f"the experiments behind these tables (with --scale): {sorted(TABLES)} or all")

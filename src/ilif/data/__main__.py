@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import ilif
 from ilif.errors import entry_point
 
 from . import NAMES, DatasetError, build
@@ -13,6 +14,7 @@ from . import NAMES, DatasetError, build
 @entry_point
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ilif-data", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {ilif.__version__}")
     parser.add_argument("name", choices=NAMES)
     parser.add_argument("--root", help="data root (default: $ILIF_DATA, else ./data)")
     parser.add_argument("--T", type=int, help="frames per sample for event datasets")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import ilif
 from ilif.errors import entry_point
 from ilif.grid import FIGURES, SCALES, plan, table_jobs, table_numbers
 from ilif.rundir import write_json_atomic
@@ -144,6 +145,7 @@ def build_demo(out: Path, runs_root: str, force: bool = False) -> str:
 @entry_point
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ilif-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {ilif.__version__}")
     parser.add_argument("--scale", choices=SCALES, default="full")
     parser.add_argument("--tables", nargs="*", default=[], metavar="N",
                         help=f"these tables: {sorted(tables.BUILDERS)} or all")

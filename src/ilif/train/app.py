@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -26,6 +27,8 @@ from hydra.types import RunMode
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+import ilif
 
 from ilif.conf import (CONFIG_DIR, compose_config, distributed_env, group_options, is_group, parse_value, register,
                        sweep_axes)
@@ -40,7 +43,7 @@ from .loop import RunConflict, TrainingDiverged, train
 
 log = logging.getLogger("ilif.train")
 HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
-               "--version", "--resolve", "-p", "--package")
+               "--resolve", "-p", "--package")
 VALUE_FLAGS = ("-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-path", "--experimental-rerun")
 
 
@@ -171,14 +174,46 @@ FAILURES: list[str] = []  # the jobs of this process's sweep that failed (the ba
 EXIT_INTERRUPTED = {signal.SIGTERM: 75, signal.SIGINT: 130}  # 75: resumable (EX_TEMPFAIL), e.g. for SLURM requeue
 
 
+FAILURE_NOTES = "ILIF_SWEEP_FAILURES"  # where jobs in processes of their own leave a line for each failure
+
+
+def join_submitit_tasks() -> None:
+    """In a submitit job of several tasks (``tasks_per_node`` or ``nodes`` > 1), export the variables
+    torch.distributed reads, from submitit's own ``TorchDistributedEnvironment``, so the tasks form one
+    process group (each task keeps every GPU visible and takes the one of its LOCAL_RANK)."""
+    if not os.environ.get("SUBMITIT_EXECUTOR") or "RANK" in os.environ:
+        return
+    import submitit
+
+    if submitit.JobEnvironment().num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def job_has_own_process() -> bool:
+    """True when the launcher runs each job in a process of its own (submitit, locally or on SLURM):
+    then a failed job must end that process with its exit code, so the scheduler marks it failed."""
+    return not HydraConfig.get().launcher._target_.endswith("BasicLauncher")
+
+
+def leave_failure_note(line: str) -> None:
+    """One file per failed job in the folder the launching process named (read back by :func:`main`)."""
+    folder = os.environ.get(FAILURE_NOTES)
+    if folder and distributed_env()[0] == 0:
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / f"{os.getpid()}-{len(list(path.iterdir()))}.txt").write_text(line)
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float:
-    """One job. A single run ends the process with one line and an exit code on failure; a job of a
-    sweep records its failure and the sweep goes on (the summary comes at the end)."""
+    """One job. A single run ends the process with one line and an exit code on failure. A job of a
+    sweep records its failure and the sweep goes on (the summary comes at the end); in a process of
+    its own (submitit) it then ends that process with its exit code, so SLURM marks it failed."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     code, message = 0, ""
     try:
+        join_submitit_tasks()
         validate(cfg)
         return train(cfg, run_dir)["final"]["test/acc1"]
     except (ConfigError, DatasetError) as err:  # sweep syntax the precheck could not expand; missing data
@@ -201,9 +236,31 @@ def hydra_main(cfg: DictConfig) -> float:
         code, message = 1, f"{one_line(err)} (ILIF_DEBUG=1 shows the traceback)"
     if not multirun or code == EXIT_INTERRUPTED[signal.SIGINT]:  # Ctrl-C stops the whole sweep
         _fail(message, code)
+    if job_has_own_process():
+        leave_failure_note(f"{run_dir}: {message} (exit {code})")
+        _fail(message, code)
     FAILURES.append(f"{run_dir}: {message}")
     print(f"error: {message}", file=sys.stderr)
     return float("nan")
+
+
+def _notes_root(overrides: list[str]) -> Path:
+    """A folder every job of the sweep can write to (the runs root, which jobs on other SLURM nodes see)."""
+    given = [o.partition("=")[2].split(",")[0] for o in overrides if o.startswith("runs_root=")]
+    root = Path(given[-1] if given else compose_config([]).runs_root).absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _sweep_once(notes: Optional[Path]) -> None:
+    """One Hydra run or sweep. A launcher whose jobs ran in processes of their own reports a failed job
+    by raising, and Hydra then exits 1: when the jobs left their notes, :func:`main` lists them after it
+    (any other exit goes on as it is)."""
+    try:
+        hydra_main()
+    except SystemExit as stop:
+        if not (stop.code == 1 and notes is not None and any(notes.iterdir())):
+            raise
 
 
 @entry_point
@@ -211,6 +268,11 @@ def main() -> None:
     register()
     FAILURES.clear()
     argv = sys.argv[1:]
+    if "--version" in argv:
+        from importlib.metadata import version
+
+        print(f"ilif-train {ilif.__version__} (Hydra {version('hydra-core')})")
+        return 0
     if any(arg.partition("=")[0] in HYDRA_FLAGS for arg in argv):
         hydra_main()  # help, config printing, completion: Hydra's, unchanged
         return
@@ -218,13 +280,22 @@ def main() -> None:
     overrides, _, multirun = parse_cli(argv)
     experiments = [v for k, v in (o.partition("=")[::2] for o in overrides) if k == "experiment"]
     names = [name for _, name in sweep_axes([("experiment", experiments[0])])[0]] if experiments else []
-    if multirun and len(names) > 1:
-        rest = [arg for arg in argv if not arg.startswith("experiment=")]
-        for name in names:  # one Hydra sweep per experiment file, so each file's grid expands
-            sys.argv = [sys.argv[0], *rest, f"experiment={name}"]
-            hydra_main()
-    else:
-        hydra_main()
+    notes = Path(tempfile.mkdtemp(prefix=".ilif-sweep-failures-", dir=_notes_root(overrides))) if multirun else None
+    if notes is not None:
+        os.environ[FAILURE_NOTES] = str(notes)
+    try:
+        if multirun and len(names) > 1:
+            rest = [arg for arg in argv if not arg.startswith("experiment=")]
+            for name in names:  # one Hydra sweep per experiment file, so each file's grid expands
+                sys.argv = [sys.argv[0], *rest, f"experiment={name}"]
+                _sweep_once(notes)
+        else:
+            _sweep_once(notes)
+    finally:
+        if notes is not None:
+            FAILURES.extend(p.read_text() for p in sorted(notes.iterdir()))
+            shutil.rmtree(notes, ignore_errors=True)
+            os.environ.pop(FAILURE_NOTES, None)
     if FAILURES:
         print(f"error: {len(FAILURES)} job(s) of the sweep failed:", file=sys.stderr)
         for failure in FAILURES:
@@ -234,4 +305,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
