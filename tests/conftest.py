@@ -21,6 +21,9 @@ def _isolated():
     deterministic = torch.are_deterministic_algorithms_enabled()
     saved = {name: os.environ.get(name) for name in ("CUBLAS_WORKSPACE_CONFIG", "WANDB_SILENT")}
     yield
+    from ilif import conf
+
+    conf.EXTRA_CONFIG_DIRS.clear()  # an in-process ilif-study --config-dir leaves its folders for the next command
     torch.use_deterministic_algorithms(deterministic)
     for name, value in saved.items():
         if value is None:

@@ -692,3 +692,17 @@ def test_a_crashing_loader_worker_is_one_line_and_a_debug_switch_shows_the_trace
     debug = subprocess.run([sys.executable, "-m", "ilif.train", *overrides], cwd=tmp_path, capture_output=True,
                            text=True, timeout=120, env={**env, "ILIF_DEBUG": "1"})
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_a_sweep_lists_every_missing_dataset_before_any_job_starts(tmp_path, cli):
+    from ilif.train.app import main as train_main
+
+    proc = cli(train_main, "-m", "dataset=digits,cifar10,cifar100", "dataset.download=false",
+               f"dataset.root={tmp_path / 'none'}")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("error: dataset 'cifar10': missing files at ")
+    assert lines[1].startswith("error: dataset 'cifar100': missing files at ")
+    assert lines[2] == ("error: 2 dataset(s) of the sweep missing; get them (docs/full_scale.md), or leave them out of "
+                        "the sweep")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "none").exists()

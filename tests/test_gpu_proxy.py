@@ -37,7 +37,7 @@ def _parts(model):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return SimpleNamespace(model=model, optimizer=optimizer,
                            scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2), start_epoch=0, best=None,
-                           changed_on_resume=[])
+                           changed_on_resume=[], epoch_seconds=[])
 
 
 @pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")

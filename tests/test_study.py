@@ -109,3 +109,32 @@ def test_workers_stop_when_the_study_dies(tmp_path):
         time.sleep(0.2)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()
                 and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
+
+
+def test_a_users_own_experiment_is_studied_and_reported_with_config_dir(tmp_path, cli):
+    from ilif.report.__main__ import main as report_main
+
+    mine = tmp_path / "my_configs" / "experiment"
+    mine.mkdir(parents=True)
+    (mine / "my_exp.yaml").write_text("# @package _global_\nexperiment_name: my_exp\ntrainer:\n  epochs: 1\n"
+                                      "  limit_train_batches: 2\nhydra:\n  sweeper:\n    params:\n"
+                                      "      surrogate.gamma: 0.5,2\n")
+    proc = cli(main, "my_exp", "--config-dir", str(tmp_path / "my_configs"), "--no-progress", "--jobs", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 trained, 0 already finished, 0 failed" in proc.stdout
+    assert len(list((tmp_path / "runs" / "my_exp").glob("digits-ilif-g*-s0-*/summary.json"))) == 2
+    without = cli(main, "my_exp", "--dry-run")
+    assert without.returncode == 2 and "matches nothing" in without.stderr
+    bad = cli(report_main, "--config-dir", str(tmp_path / "nope"), "--demo")
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        f"error: --config-dir={str(tmp_path / 'nope')!r} is not allowed: it must be an existing folder")
+
+
+def test_the_estimate_is_measured_by_finished_runs_where_there_are_any(tmp_path, cli):
+    before = cli(main, *GRID, "--dry-run")
+    assert "estimate: " in before.stdout and "(assumed for digits (1 s per epoch on one GPU))" in before.stdout
+    assert cli(main, *GRID, "--jobs", "1").returncode == 0
+    summary = json.loads(next((tmp_path / "runs" / "demo").glob("*/summary.json")).read_text())
+    assert len(summary["provenance"]["epoch_seconds"]) == 1 and summary["provenance"]["epoch_seconds"][0] > 0
+    other = cli(main, *[a if a != "surrogate.gamma=1" else "surrogate.gamma=2" for a in GRID], "--dry-run")
+    assert "(measured by finished runs on cpu)" in other.stdout

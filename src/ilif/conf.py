@@ -142,21 +142,42 @@ def register() -> None:
         OmegaConf.register_new_resolver("ilif_run_leaf", lambda *, _root_: run_leaf(_root_))
 
 
+#: config folders added to :data:`CONFIG_DIR` (``--config-dir`` of ilif-study and ilif-report), searched
+#: after it as Hydra's search path is
+EXTRA_CONFIG_DIRS: list[Path] = []
+
+
+def use_config_dirs(dirs: list) -> None:
+    """Add ``dirs`` (a user's own experiment, model, ... files) to every composition that follows.
+    Raises ValueError naming a folder that does not exist."""
+    for directory in dirs:
+        if not Path(directory).is_dir():
+            raise ValueError(f"--config-dir={str(directory)!r} is not allowed: it must be an existing folder")
+    EXTRA_CONFIG_DIRS[:] = [Path(d).resolve() for d in dirs]
+
+
+def _config_dirs() -> list[Path]:
+    return [CONFIG_DIR, *EXTRA_CONFIG_DIRS]
+
+
 def compose_config(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
-    """The trainer's config composed from :data:`CONFIG_DIR` with ``overrides`` (as on the command line)."""
+    """The trainer's config composed from :data:`CONFIG_DIR` (and :data:`EXTRA_CONFIG_DIRS`) with
+    ``overrides`` (as on the command line)."""
     register()
+    if EXTRA_CONFIG_DIRS and not any(o.startswith("hydra.searchpath=") for o in overrides):
+        overrides = [*overrides, f"hydra.searchpath=[{','.join(f'file://{d}' for d in EXTRA_CONFIG_DIRS)}]"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def is_group(key: str) -> bool:
     """Whether a command-line key (``neuron``, ``+scale``) chooses a config group rather than a value."""
-    return (CONFIG_DIR / key.lstrip("+~")).is_dir()
+    return any((d / key.lstrip("+~")).is_dir() for d in _config_dirs())
 
 
 def group_options(group: str) -> list[str]:
-    """The options of a config group (the YAML files in its folder)."""
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    """The options of a config group (the YAML files in its folders)."""
+    return sorted({p.stem for d in _config_dirs() for p in (d / group).glob("*.yaml")})
 
 
 def sweep_axes(items: list[tuple[str, Any]]) -> list[list[tuple[str, str]]]:

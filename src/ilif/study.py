@@ -28,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 import ilif
+from ilif.conf import use_config_dirs
 from ilif.data import DatasetError
 from ilif.data import build as build_data
 from ilif.errors import composition_error, entry_point
@@ -36,9 +37,32 @@ from ilif.rundir import finished_summary
 
 log = logging.getLogger("ilif.train")
 
-# Rough seconds per training epoch on one current datacenter GPU, used only for the pre-flight estimate.
+# Rough seconds per training epoch on one current datacenter GPU: the estimate's fallback where no
+# finished run of the same dataset, model and T has measured it.
 ROUGH_GPU_SECONDS_PER_EPOCH = {"cifar10": 40, "cifar100": 40, "cifar10_dvs": 30, "dvs_gesture": 25,
                                "imagenet": 2400, "digits": 1}
+
+
+def _setting(dataset, model, T) -> tuple:
+    return str(dataset), str(model), int(T) if isinstance(T, int) else T
+
+
+def measured_epoch_seconds(runs_root: Path) -> dict[tuple, tuple[float, set]]:
+    """(dataset, model, T) -> (median seconds per epoch, devices) over the finished runs under
+    ``runs_root`` that recorded their epoch times."""
+    import statistics
+
+    seen: dict[tuple, list] = {}
+    for path in Path(runs_root).glob("*/*/summary.json"):
+        summary = finished_summary(path.parent)
+        provenance = (summary or {}).get("provenance") or {}
+        seconds, config = provenance.get("epoch_seconds"), (summary or {}).get("config") or {}
+        if not seconds or not isinstance(config.get("trainer"), dict) or not isinstance(config.get("model"), dict):
+            continue
+        key = _setting(summary.get("dataset"), config["model"].get("name"), config["trainer"].get("T"))
+        device = str(provenance.get("device", "unknown")).split(" (")[0]
+        seen.setdefault(key, []).append((statistics.median(seconds), device))
+    return {key: (statistics.median(s for s, _ in runs), {d for _, d in runs}) for key, runs in seen.items()}
 
 
 def validate_jobs(jobs) -> None:
@@ -68,16 +92,33 @@ def _data_key(cfg) -> tuple:
 
 
 def describe(jobs) -> str:
-    lines, seconds = [], 0.0
+    """The plan, an experiment a line, and the time its unfinished runs will take: measured per epoch by
+    finished runs of the same dataset, model and T where there are any, else an assumed GPU figure."""
+    lines, seconds, assumed, measured_on = [], 0.0, set(), set()
+    measured = measured_epoch_seconds(Path(jobs[0][1].runs_root)) if jobs else {}
     for (name, _), group in itertools.groupby(jobs, key=lambda job: (job[0], job[1].dataset.name)):
         group = list(group)
         todo = [job for job in group if finished_summary(job[2]) is None]
         cfg = group[0][1]
-        epoch_seconds = ROUGH_GPU_SECONDS_PER_EPOCH.get(cfg.dataset.name, 60)
-        seconds += sum(job[1].trainer.epochs * epoch_seconds for job in todo)
+        for _, job_cfg, _ in todo:
+            key = _setting(job_cfg.dataset.name, job_cfg.model.name, job_cfg.trainer.T)
+            if key in measured:
+                epoch_seconds, devices = measured[key]
+                measured_on |= devices
+            else:
+                epoch_seconds = ROUGH_GPU_SECONDS_PER_EPOCH.get(job_cfg.dataset.name, 60)
+                assumed.add(job_cfg.dataset.name)
+            seconds += job_cfg.trainer.epochs * epoch_seconds
         lines.append(f"  {name}: {len(group)} runs ({len(group) - len(todo)} finished) of {cfg.dataset.name} / "
                      f"{cfg.model.name}, T={cfg.trainer.T}, {cfg.trainer.epochs} epochs -> {Path(cfg.runs_root) / cfg.experiment_name}")
-    lines.append(f"  rough estimate on one GPU: {seconds / 3600:.1f} h (assumes {ROUGH_GPU_SECONDS_PER_EPOCH} s per epoch)")
+    basis = []
+    if measured_on:
+        basis.append(f"measured by finished runs on {', '.join(sorted(measured_on))}")
+    if assumed:
+        basis.append("assumed for " + ", ".join(f"{d} ({ROUGH_GPU_SECONDS_PER_EPOCH.get(d, 60)} s per epoch on one GPU)"
+                                                 for d in sorted(assumed)))
+    total = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+    lines.append(f"  estimate: {total} ({'; '.join(basis) or 'nothing left to train'})")
     return "\n".join(lines)
 
 
@@ -251,6 +292,8 @@ def run(jobs, progress: bool = True, workers: int = 1) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ilif-study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {ilif.__version__}")
+    parser.add_argument("--config-dir", "-cd", action="append", default=[], type=Path, metavar="DIR",
+                        help="a folder of your own config files (experiment/, model/, ...), searched after the package's")
     parser.add_argument("experiments", nargs="*", help="experiment config names or globs (configs/experiment/)")
     parser.add_argument("--table", nargs="+", default=[], metavar="N",
                         help=f"the experiments behind these tables (with --scale): {sorted(TABLES)} or all")
@@ -264,6 +307,11 @@ def main(argv=None) -> int:
                         help="runs trained at once, each in its own process (default: the cores, capped by memory)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        use_config_dirs(args.config_dir)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not (args.experiments or args.table or args.figures):
         parser.error("name experiments, --table or --figures")
     os.environ.setdefault("WANDB_SILENT", "true")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 import ilif
+from ilif.conf import use_config_dirs
 from ilif.errors import entry_point
 from ilif.grid import FIGURES, SCALES, plan, table_jobs, table_numbers
 from ilif.rundir import write_json_atomic
@@ -146,6 +147,8 @@ def build_demo(out: Path, runs_root: str, force: bool = False) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ilif-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {ilif.__version__}")
+    parser.add_argument("--config-dir", "-cd", action="append", default=[], type=Path, metavar="DIR",
+                        help="a folder of your own config files (experiment/, model/, ...), searched after the package's")
     parser.add_argument("--scale", choices=SCALES, default="full")
     parser.add_argument("--tables", nargs="*", default=[], metavar="N",
                         help=f"these tables: {sorted(tables.BUILDERS)} or all")
@@ -158,6 +161,11 @@ def main(argv=None) -> int:
     parser.add_argument("--upload-wandb", metavar="RUN_DIR", nargs="+", type=Path,
                         help="send finished run directories to wandb (online with an API key, else offline)")
     args = parser.parse_args(argv)
+    try:
+        use_config_dirs(args.config_dir)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.upload_wandb:
         from ilif.wandb_mirror import upload_runs
 

@@ -127,16 +127,27 @@ def precheck(argv: list[str]) -> None:
     try:
         experiments = next((axis for axis in sweep_axes(items) if axis[0][0] == "experiment"), [None])
         run_dir = next((Path(arg.partition("=")[2]) for arg in argv if arg.startswith("hydra.run.dir=")), None)
-        for experiment in experiments:
-            _check_jobs(items, experiment, searchpath, multirun, run_dir)
+        composed = [cfg for experiment in experiments
+                    for cfg in _check_jobs(items, experiment, searchpath, multirun, run_dir)]
     except (ConfigError, ValueError) as err:
         _fail(str(err))
+    if multirun:  # every dataset of the sweep, before a job is launched (as ilif-study does)
+        from ilif.study import missing_data
+
+        missing = missing_data([(None, cfg, None) for cfg in composed])
+        for message in missing.values():
+            print(f"error: {message}", file=sys.stderr)
+        if missing:
+            _fail(f"{len(missing)} dataset(s) of the sweep missing; get them (docs/full_scale.md), or leave them out "
+                  "of the sweep")
 
 
-def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_dir: Optional[Path] = None) -> None:
+def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_dir: Optional[Path] = None) -> list:
     """Validate every group-choice combination of one experiment's jobs, and on each every value of
     every other axis (the experiment's grid included when ``multirun``); ``run_dir``: a single run's
-    ``hydra.run.dir``, when the command line sets one."""
+    ``hydra.run.dir``, when the command line sets one. Returns the configs composed (one per
+    combination of group choices)."""
+    composed = []
     items = [(k, v) for k, v in items if k != "experiment"]
     head = searchpath + ([f"{experiment[0]}={experiment[1]}"] if experiment else [])
     if multirun and experiment:
@@ -146,6 +157,7 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_di
     values = [axis for axis in axes if axis not in groups]
     for choices in itertools.product(*groups):
         cfg = _compose(head + [f"{k}={v}" for k, v in choices] + [f"{axis[0][0]}={axis[0][1]}" for axis in values])
+        composed.append(cfg)
         validate(cfg)
         check_writable(Path(cfg.runs_root))
         target = run_dir if run_dir is not None and not multirun else run_dir_of(cfg)
@@ -168,6 +180,7 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_di
                     except OmegaConfBaseException as err:
                         _fail(f"{key}={value!r} is not allowed: {str(err).splitlines()[0]}")
                     validate(job, keys=[key])
+    return composed
 
 
 FAILURES: list[str] = []  # the jobs of this process's sweep that failed (the basic launcher runs them here)

@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -53,6 +54,7 @@ class Parts:
     start_epoch: int = 0
     best: Optional[dict] = None
     changed_on_resume: list = field(default_factory=list)  # settings a resume ran under that differ from the start
+    epoch_seconds: list = field(default_factory=list)  # wall time of each epoch (training and evaluation)
     snapshot: tuple = field(default=(None, None))  # (layer table, energy report) of the last evaluation
 
 
@@ -146,6 +148,7 @@ def resume(parts: Parts, last_path: Path, run: Run, identity_hash: str) -> None:
         checkpoint.set_rng_state(state["rng"])
         parts.start_epoch, parts.best = int(state["epoch"]) + 1, state["best"]
         parts.changed_on_resume = list(state.get("changed_on_resume", []))
+        parts.epoch_seconds = list(state.get("epoch_seconds", []))
     except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
         raise RunConflict(f"{last_path} does not fit this run ({type(err).__name__}: "
                           f"{str(err).splitlines()[0][:120] if str(err) else ''}): {START_OVER}") from None
@@ -236,7 +239,8 @@ def save_checkpoints(parts: Parts, run: Run, run_dir: Path, epoch: int, is_best:
     state = {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
              "scheduler": parts.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
              "rng": checkpoint.rng_state(), "epoch": epoch, "best": parts.best, "config_hash": identity_hash,
-             "runtime": runtime(run.device), "changed_on_resume": parts.changed_on_resume}
+             "runtime": runtime(run.device), "changed_on_resume": parts.changed_on_resume,
+             "epoch_seconds": parts.epoch_seconds}
     if is_best:  # best.pt first: a kill between the two leaves last.pt at the previous epoch, which redoes this one
         checkpoint.save_atomic({"model": parts.model.state_dict(), "epoch": epoch, "config_hash": identity_hash},
                                run_dir / "best.pt")
@@ -278,7 +282,8 @@ def make_summary(parts: Parts, cfg: DictConfig, run: Run, record: dict, identity
         "dataset_info": {"name": info.name, "split": info.split, "train_size": len(train_set),
                          "val_size": len(val_set) if val_set is not None else 0, "test_size": len(test_set),
                          **info.details},
-        "world_size": run.world, "provenance": {**provenance(run.device), "changed_on_resume": parts.changed_on_resume},
+        "world_size": run.world, "provenance": {**provenance(run.device), "changed_on_resume": parts.changed_on_resume,
+                                                "epoch_seconds": parts.epoch_seconds},
         "config": identity(cfg),
     }
 
@@ -294,8 +299,6 @@ def set_aside(run_dir: Path) -> Optional[Path]:
     """``trainer.resume=false`` over an earlier run: move its summary, history and checkpoints into
     ``replaced-<UTC time>/`` inside the run directory (nothing is deleted; the next start neither skips
     nor resumes the old run). The folder, or None when there was nothing to move."""
-    import time
-
     present = [name for name in ("summary.json", "metrics.jsonl", "last.pt", "best.pt") if (run_dir / name).exists()]
     if not present:
         return None
@@ -354,8 +357,10 @@ def train_run(cfg: DictConfig, run_dir: Path, stop: StopFlag) -> dict:
     bar = tqdm(range(parts.start_epoch, cfg.trainer.epochs), desc=run_name(cfg), dynamic_ncols=True,
                disable=not (cfg.trainer.progress and run.is_main))
     for epoch in bar:
+        started = time.perf_counter()
         with deterministic_ops_only(cfg.trainer.deterministic, run.device):
             record = run_epoch(parts, cfg, run, loader, epoch, stop)
+        parts.epoch_seconds.append(round(time.perf_counter() - started, 3))
         is_best = update_best(parts, record, selector)
         log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | firing rate %.4f | energy %.4f µJ",
                  epoch, record["train/loss"], record["train/acc1"], record["test/loss"], record["test/acc1"],
