@@ -276,9 +276,14 @@ def test_wandb_mirror_flattens_names_and_never_duplicates(train_run, monkeypatch
     flat_keys = set(flatten(json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])))
     assert {"test/layer_rates/neuron1", "test/rate_per_step/0", "grad/weight_norms/conv2",
             "grad/temporal_ratio_layers/neuron2"} <= flat_keys
-    assert upload_runs([run_dir], mode="offline") == (0, 1)  # mirrored live already: never a second run
+    assert upload_runs([run_dir], mode="offline") == {"online": [], "offline": [],
+                                                      "left out": [(run_dir, "sent before")]}  # never a second run
     (run_dir / UPLOADED).unlink()
-    assert upload_runs([run_dir, tmp_path / "not-a-run"], mode="offline") == (1, 1)
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    assert upload_runs([run_dir, tmp_path / "not-a-run", unfinished], mode="offline") == {
+        "online": [], "offline": [run_dir],
+        "left out": [(tmp_path / "not-a-run", "it does not exist"), (unfinished, "not a finished run")]}
     assert json.loads((run_dir / UPLOADED).read_text())["id"] == run_id
 
 
@@ -323,3 +328,65 @@ def test_submitit_tasks_form_one_process_group_and_train_one_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = run_dirs(tmp_path)
     assert json.loads((run_dir / "summary.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.parametrize("env, mode, key, expected", [
+    ({"WANDB_MODE": "offline"}, "auto", True, "offline"),  # the user's WANDB_MODE beats the key
+    ({}, "auto", True, "online"), ({}, "auto", False, "offline"),
+    ({"WANDB_MODE": "online"}, "offline", True, "offline"),  # an explicit logger.wandb.mode wins
+    ({"WANDB_MODE": "disabled"}, "online", True, "disabled"),
+])
+def test_the_wandb_mode_the_user_sets_wins(monkeypatch, env, mode, key, expected):
+    from ilif import wandb_mirror
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(wandb_mirror, "_has_wandb_key", lambda: key)
+    assert wandb_mirror.resolve_mode(mode) == expected
+
+
+def test_the_seeds_of_one_configuration_share_a_wandb_group():
+    from ilif.conf import compose_config, identity
+    from ilif.wandb_mirror import config_group
+
+    groups = {seed: config_group(identity(compose_config([f"seed={seed}"]))) for seed in (0, 1)}
+    other = config_group(identity(compose_config(["seed=0", "surrogate.gamma=2"])))
+    assert groups[0] == groups[1] != other and groups[0].startswith("default-")
+
+
+def test_an_online_start_that_never_answers_falls_back_to_an_offline_run_that_logs(tmp_path):
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held, stop = [], threading.Event()
+
+    def accept_and_never_answer():
+        server.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept_and_never_answer, daemon=True)
+    thread.start()
+    env = _env(WANDB_API_KEY="x" * 40, WANDB_BASE_URL=f"http://127.0.0.1:{server.getsockname()[1]}",
+               WANDB_SILENT="true")
+    env.pop("WANDB_MODE")
+    try:
+        proc = run_train(tmp_path, "trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.progress=false",
+                         "logger.wandb.mode=online", env=env, timeout=240)
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "wandb could not start online" in proc.stderr and "wandb disabled" not in proc.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    assert next(offline.glob("run-*.wandb")).stat().st_size > 0
+    assert json.loads((run_dir / "wandb_uploaded.json").read_text())["mode"] == "offline"

@@ -34,6 +34,30 @@ def _has_wandb_key() -> bool:
     return netrc.exists() and "api.wandb.ai" in netrc.read_text()
 
 
+def resolve_mode(mode: str) -> str:
+    """The wandb mode a run uses: ``WANDB_MODE=disabled`` always wins; then an explicit
+    ``logger.wandb.mode``; for ``auto``, ``WANDB_MODE`` when set, else online with an API key and
+    offline without one."""
+    env = os.environ.get("WANDB_MODE", "")
+    if env == "disabled" or mode == "disabled":
+        return "disabled"
+    if mode != "auto":
+        return mode
+    if env in ("online", "offline"):
+        return env
+    return "online" if _has_wandb_key() else "offline"
+
+
+def config_group(config: dict) -> str:
+    """The wandb group of a run: its experiment and the hash of its config without the seed, shared by
+    the seeds of one configuration (group by it to see mean and spread over seeds)."""
+    import json
+
+    rest = {k: v for k, v in config.items() if k not in ("seed", "logger", "runs_root", "hydra")}
+    digest = hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{config.get('experiment_name', 'default')}-{digest}"
+
+
 def wandb_id(experiment_name: str, config_hash: str, run_name: str) -> str:
     """A stable wandb run id for one run directory (letters, digits and dashes, 32 characters)."""
     return hashlib.sha256(f"{experiment_name}/{run_name}-{config_hash}".encode()).hexdigest()[:32]
@@ -71,13 +95,11 @@ class WandbLogger:
 
     def __init__(self, cfg, run_dir: Path, config: dict, config_hash: str, run_name: str, job_type: str = "train"):
         self.run, self.run_dir, self.mode = None, Path(run_dir), None
-        mode = cfg.mode
-        if mode == "disabled" or os.environ.get("WANDB_MODE") == "disabled":
+        mode = resolve_mode(cfg.mode)
+        if mode == "disabled":
             return
-        if mode == "auto":
-            mode = "online" if _has_wandb_key() else "offline"
         name, tags = describe_run(config, config_hash)
-        options = dict(project=cfg.project, entity=cfg.entity, group=config.get("experiment_name"), name=name,
+        options = dict(project=cfg.project, entity=cfg.entity, group=config_group(config), name=name,
                        tags=tags + list(cfg.tags), config=config, dir=str(run_dir), job_type=job_type,
                        id=wandb_id(config.get("experiment_name", ""), config_hash, run_name), resume="allow",
                        reinit="finish_previous")
@@ -89,6 +111,9 @@ class WandbLogger:
                 return
             warnings.warn(f"wandb could not start online ({type(err).__name__}); logging offline instead")
             try:
+                import wandb
+
+                wandb.teardown()  # the failed online start still holds the run's id in wandb's service
                 self.run = self._init(options, "offline")
             except Exception as offline_err:  # noqa: BLE001
                 self._disable(offline_err)
@@ -132,6 +157,9 @@ class WandbLogger:
                     self.run.log({f"tables/{key}": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])})
             for key, value in flatten(summary.get("final", {})).items():
                 self.run.summary[f"final/{key}"] = value
+            best = summary.get("best") or {}
+            for key, value in flatten(best.get("metrics", {})).items():
+                self.run.summary[f"best/{key}"] = value
             marker = {"id": self.run.id, "mode": self.mode, "project": self.run.project}
             self.run.finish()
             write_json_atomic(marker, self.run_dir / UPLOADED)
@@ -146,32 +174,33 @@ def _already_sent(run_dir: Path, mode: str) -> bool:
         sent_mode = json.loads((run_dir / UPLOADED).read_text()).get("mode")
     except (OSError, ValueError, AttributeError):
         return False
-    wanted = "online" if mode == "auto" and _has_wandb_key() else ("offline" if mode == "auto" else mode)
-    return sent_mode in ("online", wanted)
+    return sent_mode in ("online", resolve_mode(mode))
 
 
-def upload_runs(run_dirs: list[Path], mode: str = "auto", project: str = "ilif") -> tuple[int, int]:
+def upload_runs(run_dirs: list[Path], mode: str = "auto", project: str = "ilif") -> dict[str, list]:
     """Send finished run directories to wandb after the fact: config, every epoch of metrics.jsonl and
-    the summary tables, as if the run had logged them live, under the run's stable id. A directory not
-    finished, or already sent online or in the same mode (``wandb_uploaded.json``), is left out; one
-    sent only offline before can still go online. Returns (sent, left out)."""
+    the summary tables, as if the run had logged them live, under the run's stable id and job type
+    ``train``. A directory that does not exist or is not finished, or one already sent online or in the
+    same mode (``wandb_uploaded.json``), is left out; one sent only offline before can still go online.
+    Returns what happened to each: {"online": [...], "offline": [...], "left out": [(dir, why), ...]}."""
     from types import SimpleNamespace
 
-    sent = skipped = 0
+    outcome: dict[str, list] = {"online": [], "offline": [], "left out": []}
     for run_dir in map(Path, run_dirs):
-        summary = finished_summary(run_dir)
-        if summary is None or _already_sent(run_dir, mode):
-            skipped += 1
+        summary = finished_summary(run_dir) if run_dir.is_dir() else None
+        why = ("it does not exist" if not run_dir.is_dir() else "not a finished run" if summary is None else
+               "sent before" if _already_sent(run_dir, mode) else None)
+        if why is not None:
+            outcome["left out"].append((run_dir, why))
             continue
         config: dict[str, Any] = summary.get("config", {})
         cfg = SimpleNamespace(mode=mode, project=project, entity=None, tags=[])
-        logger = WandbLogger(cfg, run_dir, config, summary["config_hash"], summary["run_name"], job_type="upload")
+        logger = WandbLogger(cfg, run_dir, config, summary["config_hash"], summary["run_name"])
         if logger.run is None:
-            skipped += 1
+            outcome["left out"].append((run_dir, "wandb could not start (see the warning)"))
             continue
         for record in read_history(run_dir):
             logger.log(record)
         logger.finish(summary)
-        sent += 1
-    return sent, skipped
-
+        outcome[logger.mode].append(run_dir)
+    return outcome

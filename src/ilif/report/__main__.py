@@ -169,8 +169,11 @@ def main(argv=None) -> int:
     if args.upload_wandb:
         from ilif.wandb_mirror import upload_runs
 
-        sent, skipped = upload_runs(args.upload_wandb)
-        print(f"sent {sent} runs to wandb ({skipped} left out: not finished, or sent before)")
+        outcome = upload_runs(args.upload_wandb)
+        print(f"sent {len(outcome['online'])} run(s) to wandb online; wrote {len(outcome['offline'])} offline "
+              "(send them with: wandb sync DIR/wandb/offline-run-*)")
+        for run_dir, why in outcome["left out"]:
+            print(f"  left out {run_dir}: {why}")
         return 0
     if args.demo:
         print(build_demo(args.out / "demo", args.runs_root, args.force))

@@ -296,6 +296,7 @@ def main() -> None:
     notes = Path(tempfile.mkdtemp(prefix=".ilif-sweep-failures-", dir=_notes_root(overrides))) if multirun else None
     if notes is not None:
         os.environ[FAILURE_NOTES] = str(notes)
+        os.environ.setdefault("WANDB_SILENT", "true")  # a sweep's jobs: wandb's own lines only on errors
     try:
         if multirun and len(names) > 1:
             rest = [arg for arg in argv if not arg.startswith("experiment=")]
