@@ -41,6 +41,12 @@ def resolve_mode(mode: str) -> str:
     env = os.environ.get("WANDB_MODE", "")
     if env == "disabled" or mode == "disabled":
         return "disabled"
+    return _wanted_mode(mode)
+
+
+def _wanted_mode(mode: str) -> str:
+    """``mode`` with ``auto`` resolved (WANDB_MODE online/offline when set, else by the API key)."""
+    env = os.environ.get("WANDB_MODE", "")
     if mode != "auto":
         return mode
     if env in ("online", "offline"):
@@ -174,7 +180,7 @@ def _already_sent(run_dir: Path, mode: str) -> bool:
         sent_mode = json.loads((run_dir / UPLOADED).read_text()).get("mode")
     except (OSError, ValueError, AttributeError):
         return False
-    return sent_mode in ("online", resolve_mode(mode))
+    return sent_mode in ("online", _wanted_mode(mode))
 
 
 def upload_runs(run_dirs: list[Path], mode: str = "auto", project: str = "ilif") -> dict[str, list]:
