@@ -37,7 +37,7 @@ def _parts(model):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return SimpleNamespace(model=model, optimizer=optimizer,
                            scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2), start_epoch=0, best=None,
-                           changed_on_resume=[], epoch_seconds=[])
+                           changed_on_resume=[], epoch_seconds=[], resume_inside=None)
 
 
 @pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
@@ -283,8 +283,8 @@ def test_the_trainer_builds_each_loader_once(train_run, monkeypatch):
     def counting(cfg, run):
         loader = real(cfg, run)
 
-        def wrapped(dataset, train, epoch):
-            out = loader(dataset, train, epoch)
+        def wrapped(dataset, train, epoch, skip_batches=0):
+            out = loader(dataset, train, epoch, skip_batches)
             built.append((train, id(out)))
             return out
         return wrapped

@@ -390,3 +390,30 @@ def test_an_online_start_that_never_answers_falls_back_to_an_offline_run_that_lo
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     assert next(offline.glob("run-*.wandb")).stat().st_size > 0
     assert json.loads((run_dir / "wandb_uploaded.json").read_text())["mode"] == "offline"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_mid_epoch_checkpoint_resumes_bit_identically(tmp_path, train_run, cli, workers):
+    overrides = ["trainer.progress=false", "trainer.epochs=2", "trainer.batch_size=16", "trainer.deterministic=true",
+                 "model.dropout=0.2", f"trainer.num_workers={workers}", "dataset.augment=true"]
+    every_step = "trainer.checkpoint_every_min=1e-9"  # not in the run's identity: the same run directory
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    clean_dir, _ = train_run(*overrides)
+    proc = subprocess.Popen([sys.executable, "-m", "ilif.train", *overrides, every_step], cwd=killed, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and not list((killed / "runs").glob("*/*/metrics.jsonl")):
+        time.sleep(0.01)  # epoch 0 is done; epoch 1 writes a checkpoint after every batch
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (run_dir,) = run_dirs(killed)
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["step"] > 0  # killed inside the second epoch, after some batches
+    resumed = cli(train_main, *overrides, every_step, cwd=killed)
+    assert resumed.returncode == 0, resumed.stderr
+    ours = json.loads((run_dir / "summary.json").read_text())
+    reference = json.loads((clean_dir / "summary.json").read_text())
+    assert ours["final"] == reference["final"] and ours["best"] == reference["best"]
+    assert (run_dir / "metrics.jsonl").read_text() == (clean_dir / "metrics.jsonl").read_text()

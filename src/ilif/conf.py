@@ -103,6 +103,7 @@ class TrainerConfig:
     limit_eval_batches: int = 0
     threads: int = 1  # torch intra-op threads of the run (results are bit-reproducible per count); 0: all cores
     timeout_s: int = 1800  # the longest wait for DDP peers (rendezvous, collectives) and for one loader batch
+    checkpoint_every_min: float = 0.0  # also write last.pt inside an epoch this often (it resumes exactly); 0: off
 
 
 @dataclass
@@ -216,7 +217,7 @@ def parse_value(text: str) -> Any:
 IDENTITY_EXCLUDED = ("hydra", "logger", "runs_root")
 DATASET_EXCLUDED = ("root", "download")
 TRAINER_EXCLUDED = ("resume", "progress", "num_workers", "pin_memory", "device", "eval_batch_size", "threads",
-                    "timeout_s")
+                    "timeout_s", "checkpoint_every_min")
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 

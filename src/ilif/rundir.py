@@ -147,9 +147,27 @@ class RunLock:
                           "wait for it to finish or stop it") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"process {os.getpid()} on {os.uname().nodename}".encode(), 0)
+        HELD_LOCKS.add(self.fd)
 
     def release(self) -> None:
+        HELD_LOCKS.discard(self.fd)
         os.close(self.fd)
+
+
+#: the descriptors of the run locks this process holds. A forked child (a DataLoader worker) shares
+#: them, and an flock lasts while any process has it open: :func:`close_inherited_locks` lets the
+#: child drop them, so a killed trainer's workers never keep its run locked.
+HELD_LOCKS: set[int] = set()
+
+
+def close_inherited_locks(*_) -> None:
+    """In a forked child: close the run locks inherited from the parent (a DataLoader ``worker_init_fn``)."""
+    for fd in list(HELD_LOCKS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    HELD_LOCKS.clear()
 
 
 class MetricsFile:

@@ -12,6 +12,8 @@ from typing import Any, Mapping, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ilif.rundir import close_inherited_locks
+
 from .common import DatasetError, DatasetInfo, data_root
 from .neuromorphic import cifar10_dvs, dvs_gesture
 from .standin import stand_in
@@ -76,7 +78,8 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=num_workers, pin_memory=pin_memory, drop_last=drop_last, generator=generator,
-                      persistent_workers=num_workers > 0, timeout=timeout_s if num_workers > 0 else 0)
+                      persistent_workers=num_workers > 0, timeout=timeout_s if num_workers > 0 else 0,
+                      worker_init_fn=close_inherited_locks if num_workers > 0 else None)
 
 
 __all__ = ["NAMES", "Cutout", "DatasetError", "DatasetInfo", "build", "data_root", "make_loader"]

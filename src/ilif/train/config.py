@@ -127,6 +127,7 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "trainer.T": positive(integer=True),
     "trainer.epochs": positive(integer=True),
     "trainer.timeout_s": positive(integer=True),
+    "trainer.checkpoint_every_min": positive(strict=False),
     "trainer.batch_size": positive(integer=True),
     "trainer.eval_batch_size": positive(integer=True),
     "trainer.num_workers": positive(strict=False, integer=True),

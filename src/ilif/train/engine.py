@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import random
+import time
 from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Optional
 
@@ -255,10 +256,11 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __init__(self, length: int, seed: int, rank: int = 0, world: int = 1):
         self.length, self.seed, self.rank, self.world = length, seed, rank, world
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Serve epoch ``epoch``'s order from its ``skip``-th index on (a run resumed inside the epoch)."""
+        self.epoch, self.skip = epoch, skip
 
     def order(self) -> list[int]:
         """This epoch's indices for this rank."""
@@ -275,34 +277,32 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         seed = epoch_seed(self.seed, self.epoch)
-        return iter([(index, seed) for index in self.order()])
+        return iter([(index, seed) for index in self.order()[self.skip:]])
 
     def __len__(self) -> int:
-        return -(-self.length // self.world) if self.world > 1 else self.length
+        return (-(-self.length // self.world) if self.world > 1 else self.length) - self.skip
 
 
 class EpochSeeded(torch.utils.data.Dataset):
-    """``dataset`` indexed by (index, epoch seed): a loader worker reseeds torch, numpy and random from
-    (epoch seed, worker id) at its first sample of each epoch, so augmentation draws per epoch do not
-    depend on how long the workers have lived (persistent workers, resume). In the main process
-    (``num_workers=0``) nothing is reseeded: the draws come from the run's own generators."""
+    """``dataset`` indexed by (index, epoch seed): in a loader worker, torch, numpy and random are
+    reseeded from (epoch seed, index) before each sample, so a sample's augmentation draws depend on
+    neither the worker that makes it nor how long the workers have lived (persistent workers, a resume
+    inside an epoch, another worker count). In the main process (``num_workers=0``) nothing is
+    reseeded: the draws come from the run's own generators, which checkpoints carry."""
 
     def __init__(self, dataset):
         self.dataset = dataset
-        self._seen: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key):
         index, seed = key
-        worker = torch.utils.data.get_worker_info()
-        if worker is not None and seed != self._seen:
-            self._seen = seed
-            worker_seed = seed * 1_009 + worker.id
-            torch.manual_seed(worker_seed)
-            np.random.seed(worker_seed % 2**32)
-            random.seed(worker_seed)
+        if torch.utils.data.get_worker_info() is not None:
+            sample_seed = (seed * 1_000_003 + index) % 2**63
+            torch.manual_seed(sample_seed)
+            np.random.seed(sample_seed % 2**32)
+            random.seed(sample_seed)
         return self.dataset[index]
 
 
@@ -369,14 +369,14 @@ def loader_factory(cfg: DictConfig, run: Run):
                            sampler=sampler, drop_last=train and (tcfg.drop_last or tcfg.compile),
                            timeout_s=tcfg.timeout_s)
 
-    def loader(dataset, train: bool, epoch: int):
+    def loader(dataset, train: bool, epoch: int, skip_batches: int = 0):
         if dataset is None:
             return None
         key = (id(dataset), train)
         if key not in built:
             built[key] = build(dataset, train)
         if train:
-            built[key].sampler.set_epoch(epoch)
+            built[key].sampler.set_epoch(epoch, skip_batches * built[key].batch_size)
         return built[key]
 
     return loader
@@ -417,26 +417,31 @@ def correct_counts(logits: torch.Tensor, target: torch.Tensor) -> tuple[int, int
     return int(hits[:, 0].sum()), int(hits.any(1).sum())
 
 
-def limited(loader, limit: int):
-    """The first ``limit`` batches of ``loader`` (all when 0)."""
-    for index, batch in enumerate(loader):
+def limited(loader, limit: int, start: int = 0):
+    """The batches of ``loader`` up to the ``limit``-th of its epoch (all when 0), the loader having
+    skipped the epoch's first ``start``."""
+    for index, batch in enumerate(loader, start):
         if limit and index >= limit:
             return
         yield batch
 
 
 def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, epoch: int, train_spikes,
-                    stop: Optional[StopFlag] = None) -> dict:
+                    stop: Optional[StopFlag] = None, start: Optional[tuple] = None, save_mid=None) -> dict:
     """One pass over ``loader`` with ``net`` (``model`` possibly wrapped by DDP or compile). Returns the
     epoch's mean train loss and accuracy summed over ranks. Raises TrainingDiverged on a non-finite loss
-    or gradient (a float16 gradient scaler's skipped steps excepted), Interrupted when ``stop`` was set."""
+    or gradient (a float16 gradient scaler's skipped steps excepted), Interrupted when ``stop`` was set.
+    ``start``: (batches done, their sums) of a run resumed inside this epoch (the loader already skips
+    them); ``save_mid(step, sums)`` is called after every ``trainer.checkpoint_every_min`` minutes."""
     tcfg = cfg.trainer
     net.train()
-    sums = [0.0, 0.0, 0.0]  # loss sum, hits, samples
+    first, sums = (start[0], list(start[1])) if start else (0, [0.0, 0.0, 0.0])  # loss sum, hits, samples
     show = tcfg.progress and run.is_main
-    batches = tqdm(limited(loader, tcfg.limit_train_batches), leave=False, disable=not show, desc=f"epoch {epoch}")
+    batches = tqdm(limited(loader, tcfg.limit_train_batches, first), leave=False, disable=not show,
+                   desc=f"epoch {epoch}")
     stream = iter(batches)
-    for step in itertools.count():
+    every_s, last_save = tcfg.checkpoint_every_min * 60, time.monotonic()
+    for step in itertools.count(first):
         with stop.waiting(f"at epoch {epoch}, step {step}") if stop is not None else nullcontext():
             batch = next(stream, None)
         if batch is None:
@@ -467,6 +472,9 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
         sums[2] += len(y)
         if stop is not None and stop.signum is not None:
             raise Interrupted(f"at epoch {epoch}, step {step}", stop.signum)
+        if save_mid is not None and every_s > 0 and time.monotonic() - last_save >= every_s:
+            save_mid(step + 1, sums)
+            last_save = time.monotonic()
         if show and step % 25 == 0:  # the postfix reads the meter's counts: a host sync
             rate = train_spikes.summary().get("firing_rate", float("nan")) if tcfg.train_meter else float("nan")
             batches.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}", rate=f"{rate:.3f}")

@@ -55,6 +55,7 @@ class Parts:
     best: Optional[dict] = None
     changed_on_resume: list = field(default_factory=list)  # settings a resume ran under that differ from the start
     epoch_seconds: list = field(default_factory=list)  # wall time of each epoch (training and evaluation)
+    resume_inside: Optional[tuple] = None  # (batches done, their sums) of an epoch resumed from a mid-epoch last.pt
     snapshot: tuple = field(default=(None, None))  # (layer table, energy report) of the last evaluation
 
 
@@ -147,12 +148,18 @@ def resume(parts: Parts, last_path: Path, run: Run, identity_hash: str) -> None:
         run.scaler.load_state_dict(state["scaler"])
         checkpoint.set_rng_state(state["rng"])
         parts.start_epoch, parts.best = int(state["epoch"]) + 1, state["best"]
+        if state.get("step"):  # written inside epoch state["epoch"]: go on from its next batch
+            parts.start_epoch -= 1
+            parts.resume_inside = (int(state["step"]), [float(v) for v in state["sums"]])
+            parts.train_spikes.counts = state["meters"]["spikes"]
+            parts.grad_meter.sums, parts.grad_meter.counts = state["meters"]["grad_sums"], state["meters"]["grad_counts"]
         parts.changed_on_resume = list(state.get("changed_on_resume", []))
         parts.epoch_seconds = list(state.get("epoch_seconds", []))
     except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
         raise RunConflict(f"{last_path} does not fit this run ({type(err).__name__}: "
                           f"{str(err).splitlines()[0][:120] if str(err) else ''}): {START_OVER}") from None
-    log.info("resumed from %s at epoch %d", last_path, parts.start_epoch)
+    log.info("resumed from %s at epoch %d%s", last_path, parts.start_epoch,
+             f", step {parts.resume_inside[0]}" if parts.resume_inside else "")
     for key, before in (state.get("runtime") or {}).items():
         now = runtime(run.device)[key]
         if before != now:
@@ -192,17 +199,22 @@ def test_record(parts: Parts, cfg: DictConfig, run: Run, test_loader) -> dict:
     return fields
 
 
-def run_epoch(parts: Parts, cfg: DictConfig, run: Run, loader, epoch: int, stop: StopFlag) -> dict:
-    """Train one epoch, step the schedule, check that the model state is finite, evaluate (validation,
-    then test): the epoch's record."""
+def run_epoch(parts: Parts, cfg: DictConfig, run: Run, loader, epoch: int, stop: StopFlag, save_mid=None) -> dict:
+    """Train one epoch (from where a mid-epoch checkpoint left it), step the schedule, check that the
+    model state is finite, evaluate (validation, then test): the epoch's record. ``save_mid(epoch,
+    step, sums)`` writes a mid-epoch checkpoint (``trainer.checkpoint_every_min``)."""
     tcfg = cfg.trainer
     train_set, val_set, test_set, _ = parts.data
-    parts.train_spikes.reset()
+    inside, parts.resume_inside = parts.resume_inside, None
+    if inside is None:
+        parts.train_spikes.reset()
+        parts.grad_meter.reset()
     parts.train_spikes.set_enabled(tcfg.train_meter)
-    parts.grad_meter.reset()
     record = {"epoch": epoch, "lr": parts.optimizer.param_groups[0]["lr"]}
-    record.update(train_one_epoch(parts.net, parts.model, loader(train_set, True, epoch), parts.optimizer, run, cfg,
-                                  epoch, parts.train_spikes, stop))
+    train_loader = loader(train_set, True, epoch, inside[0] if inside else 0)
+    record.update(train_one_epoch(parts.net, parts.model, train_loader, parts.optimizer, run, cfg, epoch,
+                                  parts.train_spikes, stop, inside,
+                                  None if save_mid is None else lambda step, sums: save_mid(epoch, step, sums)))
     parts.train_spikes.set_enabled(False)
     parts.scheduler.step()
     check_finite_state(parts.model, f"after epoch {epoch}")
@@ -234,13 +246,29 @@ def runtime(device) -> dict:
     return {"threads": torch.get_num_threads(), "torch": str(torch.__version__), "device": torch.device(device).type}
 
 
+def resume_state(parts: Parts, run: Run, epoch: int, identity_hash: str) -> dict:
+    """What ``last.pt`` holds after epoch ``epoch``: everything a resume restores."""
+    return {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+            "rng": checkpoint.rng_state(), "epoch": epoch, "best": parts.best, "config_hash": identity_hash,
+            "runtime": runtime(run.device), "changed_on_resume": parts.changed_on_resume,
+            "epoch_seconds": parts.epoch_seconds}
+
+
+def save_inside_epoch(parts: Parts, run: Run, run_dir: Path, identity_hash: str, epoch: int, step: int,
+                      sums: list) -> None:
+    """A mid-epoch ``last.pt``: the state after ``step`` batches of epoch ``epoch``, with the epoch's
+    running sums and meter counts, from which a resume trains the rest of the epoch exactly."""
+    state = resume_state(parts, run, epoch - 1, identity_hash)
+    state.update(epoch=epoch, step=step, sums=list(sums),
+                 meters={"spikes": parts.train_spikes.counts, "grad_sums": parts.grad_meter.sums,
+                         "grad_counts": parts.grad_meter.counts})
+    checkpoint.save_atomic(state, run_dir / "last.pt")
+
+
 def save_checkpoints(parts: Parts, run: Run, run_dir: Path, epoch: int, is_best: bool, identity_hash: str) -> None:
     """``last.pt`` (everything needed to resume) and, for a new best epoch, ``best.pt`` (the weights)."""
-    state = {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
-             "scheduler": parts.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
-             "rng": checkpoint.rng_state(), "epoch": epoch, "best": parts.best, "config_hash": identity_hash,
-             "runtime": runtime(run.device), "changed_on_resume": parts.changed_on_resume,
-             "epoch_seconds": parts.epoch_seconds}
+    state = resume_state(parts, run, epoch, identity_hash)
     if is_best:  # best.pt first: a kill between the two leaves last.pt at the previous epoch, which redoes this one
         checkpoint.save_atomic({"model": parts.model.state_dict(), "epoch": epoch, "config_hash": identity_hash},
                                run_dir / "best.pt")
@@ -356,10 +384,18 @@ def train_run(cfg: DictConfig, run_dir: Path, stop: StopFlag) -> dict:
     record = None
     bar = tqdm(range(parts.start_epoch, cfg.trainer.epochs), desc=run_name(cfg), dynamic_ncols=True,
                disable=not (cfg.trainer.progress and run.is_main))
+    save_mid = None
+    if cfg.trainer.checkpoint_every_min > 0 and run.is_main:
+        if run.world > 1:
+            log.warning("trainer.checkpoint_every_min: mid-epoch checkpoints are written by single-process runs only; "
+                        "this DDP run checkpoints at the end of each epoch")
+        else:
+            def save_mid(epoch, step, sums):
+                save_inside_epoch(parts, run, run_dir, identity_hash, epoch, step, sums)
     for epoch in bar:
         started = time.perf_counter()
         with deterministic_ops_only(cfg.trainer.deterministic, run.device):
-            record = run_epoch(parts, cfg, run, loader, epoch, stop)
+            record = run_epoch(parts, cfg, run, loader, epoch, stop, save_mid)
         parts.epoch_seconds.append(round(time.perf_counter() - started, 3))
         is_best = update_best(parts, record, selector)
         log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | firing rate %.4f | energy %.4f µJ",
