@@ -312,3 +312,12 @@ def test_compiled_training_makes_one_graph_after_warm_up(train_run, monkeypatch)
     assert sum(torch._dynamo.utils.counters["graph_break"].values()) == 0
     assert summary["final"]["epoch"] == 1
     torch._dynamo.reset()
+
+
+def test_the_gradient_check_takes_parameters_of_several_dtypes():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4).double())
+    model[0].weight.grad = torch.ones(4, 4)
+    model[1].weight.grad = torch.ones(4, 4, dtype=torch.float64)
+    assert first_non_finite_grad(model.named_parameters()) is None
+    model[1].weight.grad[0, 0] = float("nan")
+    assert first_non_finite_grad(model.named_parameters()) == "1.weight"

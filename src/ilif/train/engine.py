@@ -140,7 +140,12 @@ def first_non_finite_grad(named_parameters) -> Optional[str]:
     reduction (the largest |g| of every gradient, by ``torch._foreach_norm``) and one host sync for the
     whole model; the names are searched only when something is not finite."""
     named = [(name, p.grad) for name, p in named_parameters if p.grad is not None]
-    if not named or bool(torch.stack(torch._foreach_norm([g for _, g in named], float("inf"))).isfinite().all()):
+    if not named:
+        return None
+    peaks = torch._foreach_norm([g for _, g in named], float("inf"))
+    if len({p.dtype for p in peaks}) > 1:  # parameters of several dtypes: compare their peaks in float32
+        peaks = [p.float() for p in peaks]
+    if bool(torch.stack(peaks).isfinite().all()):
         return None
     return first_non_finite(named)
 
