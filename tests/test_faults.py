@@ -442,8 +442,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank0_alone(tmp_path, *overrides):
-    env = _env(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+def _wait_until_listening(port: int, limit_s: float = 120) -> None:
+    import socket
+
+    deadline = time.time() + limit_s
+    while time.time() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def _rank0_alone(tmp_path, *overrides, port=None):
+    env = _env(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(port or _free_port()))
     return subprocess.Popen([sys.executable, "-m", "ilif.train", "trainer.progress=false", *overrides], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -457,8 +470,9 @@ def test_a_rendezvous_whose_peer_never_comes_ends_at_its_bound(tmp_path):
 
 
 def test_sigterm_ends_a_rendezvous_at_once(tmp_path):
-    proc = _rank0_alone(tmp_path)  # the default bound is 30 minutes
-    time.sleep(8)  # imports, then waiting for the peer
+    port = _free_port()
+    proc = _rank0_alone(tmp_path, port=port)  # the default bound is 30 minutes
+    _wait_until_listening(port)  # rank 0 is inside the rendezvous: its store listens
     start = time.time()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -496,7 +510,10 @@ def test_a_hanging_loader_worker_ends_at_its_bound_or_at_sigterm(tmp_path, how):
     proc = subprocess.Popen([sys.executable, "-m", "ilif.train", *overrides], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if how == "sigterm":
-        time.sleep(10)
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((tmp_path / "runs").glob("*/*/config.yaml")):
+            time.sleep(0.1)  # built: the first batch is being waited for
+        time.sleep(2)
         proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     last = err.strip().splitlines()[-1]

@@ -82,11 +82,12 @@ class StopFlag:
 
 
 @contextmanager
-def exit_on_signal(what: str):
+def exit_on_signal(what: str, stop: Optional[StopFlag] = None):
     """Run a block that waits inside C++ (a DDP rendezvous), where Python's signal handlers never run:
     meanwhile a SIGTERM or SIGINT, whichever thread the kernel hands it to, reaches a helper thread
     through the interpreter's wakeup fd, and the process ends at once with one line and exit 75 or 130
-    (nothing was trained yet). Main thread only; elsewhere the block runs as it is."""
+    (nothing was trained yet); so does one that ``stop`` caught just before the block. Main thread
+    only; elsewhere the block runs as it is."""
     import signal
     import sys
     import threading
@@ -100,12 +101,18 @@ def exit_on_signal(what: str):
     handlers = {signum: signal.signal(signum, lambda *_: None) for signum in signals}  # C handlers that write the fd
     previous_fd = signal.set_wakeup_fd(write_end)
 
+    def end(signum: int):
+        print(f"error: interrupted by {signal.Signals(signum).name} while {what}; nothing was trained: run the "
+              "same command again", file=sys.stderr, flush=True)
+        os._exit(75 if signum == signal.SIGTERM else 130)
+
     def watch():
         while (got := os.read(read_end, 1)) and got[0] != 0:  # 0: the block ended
             if got[0] in signals:
-                print(f"error: interrupted by {signal.Signals(got[0]).name} while {what}; nothing was trained: run "
-                      "the same command again", file=sys.stderr, flush=True)
-                os._exit(75 if got[0] == signal.SIGTERM else 130)
+                end(got[0])
+
+    if stop is not None and stop.signum is not None:  # arrived before the block, after the flag's handlers
+        end(stop.signum)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -181,7 +188,7 @@ def deterministic_ops_only(deterministic: bool, device: torch.device):
 class Run:
     """The process of one training run: device, AMP, DDP rank and world, threads (rank 0 writes files)."""
 
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: DictConfig, stop: Optional[StopFlag] = None):
         from datetime import timedelta
 
         from .config import ConfigError
@@ -202,7 +209,7 @@ class Run:
         if self.world > 1 and not dist.is_initialized():
             timeout_s = cfg.trainer.timeout_s
             try:
-                with exit_on_signal(f"waiting for the {self.world} DDP processes"):
+                with exit_on_signal(f"waiting for the {self.world} DDP processes", stop):
                     dist.init_process_group("nccl" if want == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
             except (RuntimeError, ValueError) as err:  # torch's DistStoreError and friends
                 raise ConfigError("trainer.timeout_s", timeout_s, f"enough for all {self.world} DDP processes to "

@@ -363,7 +363,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 def train_run(cfg: DictConfig, run_dir: Path, stop: StopFlag) -> dict:
     """The body of :func:`train`: build, resume, the epochs, the summary."""
     identity_hash = config_hash(cfg)
-    run = Run(cfg)
+    run = Run(cfg, stop)
     if run.is_main:
         claim(run_dir, identity_hash)
         if not cfg.trainer.resume:
