@@ -54,8 +54,8 @@ def _sync_errors():
 
 
 def compare(T: int, N: int, device: str) -> bool:
-    print(f"| neuron | dtype | input | spikes ≠ torch loop | spikes ≠ C (CPU) | max grad err vs torch loop | "
-          f"vs C (CPU) | launch without a sync |")
+    print("| neuron | dtype | input | spikes ≠ torch loop | spikes ≠ C (CPU) | max grad err vs torch loop | "
+          "vs C (CPU) | launch without a sync |")
     print("|---|---|---|---|---|---|---|---|")
     ok = True
     for neuron, params in NEURONS.items():

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ import torch
 from data_fixtures import write_cifar
 from ilif.data import DatasetError, build
 from ilif.rundir import MetricsFile, RunBusy, RunLock, finished_summary, read_history
-from test_train import FAST, _env, run_dirs
+from test_train import FAST, _env, _env_with_tests, run_dirs
 
 
 class _Payload:
@@ -481,30 +480,50 @@ def test_sigterm_ends_a_rendezvous_at_once(tmp_path):
                                             "nothing was trained: run the same command again")
 
 
-def hanging_dataset(cfg: dict):
-    """:func:`data_fixtures.tiny_dataset` whose samples never come in a loader worker process."""
-    import torch.utils.data as tud
+class _FaultyInWorker(torch.utils.data.Dataset):
+    """``inner``, except that a loader worker process runs ``fault`` before its first sample."""
+
+    def __init__(self, inner, fault):
+        self.inner, self.fault = inner, fault
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, index):
+        if torch.utils.data.get_worker_info() is not None:
+            self.fault()
+        return self.inner[index]
+
+
+def _with_faulty_worker(cfg: dict, fault):
+    """:func:`data_fixtures.tiny_dataset` whose training set runs ``fault`` in loader workers."""
     from data_fixtures import tiny_dataset
 
-    class Hangs(tud.Dataset):
-        def __init__(self, inner):
-            self.inner = inner
-
-        def __len__(self):
-            return len(self.inner)
-
-        def __getitem__(self, index):
-            if tud.get_worker_info() is not None:
-                time.sleep(3600)
-            return self.inner[index]
-
     train, test, info = tiny_dataset(cfg)
-    return Hangs(train), test, info
+    return _FaultyInWorker(train, fault), test, info
+
+
+def _hang():
+    time.sleep(3600)
+
+
+def _crash():
+    os._exit(3)
+
+
+def hanging_dataset(cfg: dict):
+    """A ``dataset.builder`` whose samples never come in a loader worker process."""
+    return _with_faulty_worker(cfg, _hang)
+
+
+def crashing_dataset(cfg: dict):
+    """A ``dataset.builder`` whose loader worker process dies at its first sample."""
+    return _with_faulty_worker(cfg, _crash)
 
 
 @pytest.mark.parametrize("how", ["timeout", "sigterm"])
 def test_a_hanging_loader_worker_ends_at_its_bound_or_at_sigterm(tmp_path, how):
-    env = _env(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    env = _env_with_tests()
     overrides = ["trainer.progress=false", "trainer.num_workers=1", "dataset.builder=test_faults.hanging_dataset",
                  *(["trainer.timeout_s=4"] if how == "timeout" else [])]
     proc = subprocess.Popen([sys.executable, "-m", "ilif.train", *overrides], cwd=tmp_path, env=env,
@@ -676,29 +695,8 @@ def test_a_full_disk_during_a_run_is_one_line(tmp_path, cli, monkeypatch):
     assert proc.stderr.strip().splitlines()[-1] == "error: No space left on device: last.pt"
 
 
-def crashing_dataset(cfg: dict):
-    """:func:`data_fixtures.tiny_dataset` whose loader worker process dies at its first sample."""
-    import torch.utils.data as tud
-    from data_fixtures import tiny_dataset
-
-    class Crashes(tud.Dataset):
-        def __init__(self, inner):
-            self.inner = inner
-
-        def __len__(self):
-            return len(self.inner)
-
-        def __getitem__(self, index):
-            if tud.get_worker_info() is not None:
-                os._exit(3)
-            return self.inner[index]
-
-    train, test, info = tiny_dataset(cfg)
-    return Crashes(train), test, info
-
-
 def test_a_crashing_loader_worker_is_one_line_and_a_debug_switch_shows_the_traceback(tmp_path):
-    env = _env(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    env = _env_with_tests()
     overrides = ["trainer.progress=false", "trainer.num_workers=1", "dataset.builder=test_faults.crashing_dataset"]
     proc = subprocess.run([sys.executable, "-m", "ilif.train", *overrides], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120)

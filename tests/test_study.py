@@ -1,5 +1,4 @@
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -7,6 +6,7 @@ import time
 from pathlib import Path
 
 from ilif.study import main
+from test_train import _env_with_tests
 
 GRID = ["demo", "--no-progress", "--override", "seed=0", "--override", "surrogate.gamma=1",
         "--override", "trainer.epochs=1", "--override", "trainer.limit_train_batches=4"]
@@ -72,9 +72,7 @@ SIX_RUNS = ["demo", "--no-progress", "--override", "surrogate.gamma=1", "--overr
 
 
 def _env_with_fixtures(tmp_path):
-    tests = Path(__file__).resolve().parent
-    return {**os.environ, "PYTHONPATH": f"{tests}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "ILIF_TEST_KILL_FLAG": str(tmp_path / "killed")}
+    return _env_with_tests(ILIF_TEST_KILL_FLAG=str(tmp_path / "killed"))
 
 
 def test_a_killed_worker_is_a_failed_run_and_the_study_goes_on(tmp_path):

@@ -27,6 +27,12 @@ def _env(**extra):
     return env
 
 
+def _env_with_tests(**extra):
+    """:func:`_env` with the tests folder importable (a ``dataset.builder`` defined in a test module)."""
+    tests = str(Path(__file__).resolve().parent)
+    return _env(PYTHONPATH=os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]), **extra)
+
+
 def run_train(cwd: Path, *overrides, env=None, multirun=False, launcher=None, timeout=300):
     cmd = launcher or [sys.executable, "-m", "ilif.train"]
     cmd = cmd + (["-m"] if multirun else []) + list(overrides)

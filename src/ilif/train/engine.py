@@ -484,7 +484,7 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
         sums[2] += len(y)
         if stop is not None and stop.signum is not None:
             raise Interrupted(f"at epoch {epoch}, step {step}", stop.signum)
-        if save_mid is not None and every_s > 0 and time.monotonic() - last_save >= every_s:
+        if save_mid is not None and time.monotonic() - last_save >= every_s:
             save_mid(step + 1, sums)
             last_save = time.monotonic()
         if show and step % 25 == 0:  # the postfix reads the meter's counts: a host sync

@@ -5,6 +5,7 @@ directory is the truth: ``config.yaml`` (resolved), ``metrics.jsonl``, ``summary
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -86,8 +87,8 @@ def probe_model(model: torch.nn.Module, info, cfg: DictConfig, device) -> None:
         with torch.no_grad():
             model(torch.zeros(shape, device=device))
     except RuntimeError as err:
-        raise ConfigError("model", cfg.model.name, f"a backbone for the {shape[-3]}×{shape[-2]}×{shape[-1]} input of {info.name} "
-                          f"input ({str(err).splitlines()[0][:160]})") from None
+        raise ConfigError("model", cfg.model.name, f"a backbone for the {shape[-3]}×{shape[-2]}×{shape[-1]} input of "
+                          f"{info.name} ({str(err).splitlines()[0][:160]})") from None
     finally:
         sj_functional.reset_net(model)
         model.train(was_training)
@@ -214,7 +215,7 @@ def run_epoch(parts: Parts, cfg: DictConfig, run: Run, loader, epoch: int, stop:
     train_loader = loader(train_set, True, epoch, inside[0] if inside else 0)
     record.update(train_one_epoch(parts.net, parts.model, train_loader, parts.optimizer, run, cfg, epoch,
                                   parts.train_spikes, stop, inside,
-                                  None if save_mid is None else lambda step, sums: save_mid(epoch, step, sums)))
+                                  None if save_mid is None else functools.partial(save_mid, epoch)))
     parts.train_spikes.set_enabled(False)
     parts.scheduler.step()
     check_finite_state(parts.model, f"after epoch {epoch}")
@@ -390,8 +391,7 @@ def train_run(cfg: DictConfig, run_dir: Path, stop: StopFlag) -> dict:
             log.warning("trainer.checkpoint_every_min: mid-epoch checkpoints are written by single-process runs only; "
                         "this DDP run checkpoints at the end of each epoch")
         else:
-            def save_mid(epoch, step, sums):
-                save_inside_epoch(parts, run, run_dir, identity_hash, epoch, step, sums)
+            save_mid = functools.partial(save_inside_epoch, parts, run, run_dir, identity_hash)
     for epoch in bar:
         started = time.perf_counter()
         with deterministic_ops_only(cfg.trainer.deterministic, run.device):
