@@ -320,6 +320,7 @@ def test_a_failed_submitit_job_ends_its_process_with_its_code_and_the_sweep_list
     lines = proc.stderr.strip().splitlines()
     assert lines[-2] == "error: 1 job(s) of the sweep failed:"
     assert "non-finite loss" in lines[-1] and lines[-1].endswith("(exit 3)")
+    assert "Traceback" not in proc.stderr  # submitit's, through Hydra, says the same as the list
     finished = [d for d in run_dirs(tmp_path) if (d / "summary.json").exists()]
     assert len(finished) == 1 and len(run_dirs(tmp_path)) == 2
     logs = list((tmp_path / "runs" / "default" / ".submitit").glob("*/*_0_log.err"))

@@ -265,15 +265,48 @@ def _notes_root(overrides: list[str]) -> Path:
     return root
 
 
+class _HeldTraceback:
+    """sys.stderr as it is, except that a traceback is held back from its first line on, so that it can
+    be dropped when the sweep's own failure list says the same in one line per job."""
+
+    def __init__(self, stream):
+        self.stream, self.held = stream, None
+
+    def write(self, text: str) -> int:
+        if self.held is None and text.startswith("Traceback (most recent call last)"):
+            self.held = []
+        if self.held is None:
+            return self.stream.write(text)
+        self.held.append(text)
+        return len(text)
+
+    def release(self) -> None:
+        if self.held:
+            self.stream.write("".join(self.held))
+        self.held = None
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 def _sweep_once(notes: Optional[Path]) -> None:
     """One Hydra run or sweep. A launcher whose jobs ran in processes of their own reports a failed job
-    by raising, and Hydra then exits 1: when the jobs left their notes, :func:`main` lists them after it
-    (any other exit goes on as it is)."""
+    by raising, and Hydra then prints that launcher's traceback and exits 1: when the jobs left their
+    notes, :func:`main` lists them after it, and the traceback (which says the same) is dropped. Any
+    other exit, and the traceback with it, goes on as it is."""
+    if notes is None or debugging():
+        hydra_main()
+        return
+    stderr = sys.stderr = _HeldTraceback(sys.stderr)
     try:
         hydra_main()
     except SystemExit as stop:
-        if not (stop.code == 1 and notes is not None and any(notes.iterdir())):
+        if not (stop.code == 1 and any(notes.iterdir())):
             raise
+        stderr.held = None
+    finally:
+        sys.stderr = stderr.stream
+        stderr.release()
 
 
 @entry_point
