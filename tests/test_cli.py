@@ -11,7 +11,7 @@ TINY = ["trainer.progress=false", "trainer.epochs=1", "trainer.limit_train_batch
 
 def test_help_completion_and_cfg_go_to_hydra(tmp_path, cli):
     help_text = cli(main, "--help")
-    assert help_text.returncode == 0 and "neuron: ilif, ilif_current, ilif_membrane, lif, plif" in help_text.stdout
+    assert help_text.returncode == 0 and "neuron: clif, ilif, ilif_current, ilif_membrane, lif, plif" in help_text.stdout
     assert "ilif-train -m experiment=table2 scale=mini" in help_text.stdout
     completion = cli(main, "-sc", "install=bash")
     assert completion.returncode == 0 and "hydra_bash_completion" in completion.stdout

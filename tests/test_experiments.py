@@ -16,11 +16,12 @@ from ilif.report.runs import load_runs
 def test_every_table_composes_with_the_expected_grid():
     jobs = {(n, scale): table_jobs([n], scale) for n in (1, 2, 3) for scale in SCALES}
     sizes = {key: len(value) for key, value in jobs.items()}
-    assert sizes[(1, "full")] == 5 * 2 * 3 and sizes[(1, "mini")] == 2 * 3 and sizes[(1, "smoke")] == 5 * 2
-    assert sizes[(2, "full")] == sizes[(2, "mini")] == 5 * 2 * 2 * 3 and sizes[(2, "smoke")] == 20
-    assert sizes[(3, "full")] == 2 * (4 + 2) * 3 and sizes[(3, "mini")] == (4 + 2) * 3 and sizes[(3, "smoke")] == 12
+    assert sizes[(1, "full")] == 5 * 2 * 3 and sizes[(1, "mini")] == 3 * 2 * 3 and sizes[(1, "smoke")] == 5 * 2
+    assert sizes[(2, "full")] == 5 * 2 * 2 * 3 and sizes[(2, "mini")] == 2 * 5 * 2 * 2 * 3 and sizes[(2, "smoke")] == 20
+    assert sizes[(3, "full")] == 2 * (4 + 2) * 3 and sizes[(3, "mini")] == 2 * (4 + 2) * 3 and sizes[(3, "smoke")] == 12
     demo = plan(["demo"], [])
-    assert len(demo) == 30
+    assert len(demo) == 2 * 3 * 3
+    assert {(cfg.dataset.name, cfg.trainer.T, cfg.surrogate.normalize) for _, cfg, _ in demo} == {("seqdigits", 8, "peak")}
     planned = {str(run_dir) for grid in [*jobs.values(), demo] for _, _, run_dir in grid}
     golden = (Path(__file__).parent / "golden" / "run_dirs.txt").read_text().splitlines()
     assert sorted(planned) == [line for line in golden if not line.startswith("#")]  # the hashes are stable
@@ -34,7 +35,8 @@ def test_every_table_composes_with_the_expected_grid():
     assert {run_dir.parts[1] for _, _, run_dir in full} == {"table1_full"}
     mini = jobs[(1, "mini")] + jobs[(3, "mini")]
     assert {(cfg.dataset.name, cfg.model.name, cfg.trainer.T, cfg.neuron.tau) for _, cfg, _ in mini} == {
-        ("digits", "convnet_small", 6, 1.1)}
+        ("digits", "convnet_small", 6, 1.1), ("seqdigits", "convnet_small", 8, 1.1), ("ndigits", "convnet_small", 6, 1.1)}
+    assert {cfg.dataset.name for _, cfg, _ in jobs[(3, "mini")] + jobs[(2, "mini")]} == {"digits", "seqdigits"}
 
 
 def test_tables_on_the_command_line_and_their_experiments(cli):
@@ -81,17 +83,18 @@ def test_demo_report_from_run_directories(tmp_path, monkeypatch):
         gamma, neuron, seed = cfg.surrogate.gamma, cfg.neuron.name, cfg.seed
         if gamma == 4 and neuron == "ilif":
             continue  # a missing cell
-        if gamma == 2 and neuron == "ilif" and seed == 2:
+        if gamma == 1 and neuron == "ilif" and seed == 2:
             continue  # one missing seed
         lif_rate = 0.1 * gamma
         rate = lif_rate if neuron == "lif" else lif_rate / 2
         _write_summary(run_dir, acc=0.9 + 0.01 * seed, rate=rate)
     records = load_runs(plan(["demo"], []))
     table = tables.demo_table(records)
+    assert table.title == "The γ dilemma on seqdigits (make demo)"
     rows = {(row[0], row[1]): row for row in table.rows}
     assert rows[("1", "lif")][2:] == ["91.00 ± 1.00", "0.1000 ± 0.0000", "1.000"]
-    assert rows[("1", "ilif")][4] == "0.500"
-    assert rows[("2", "ilif")][2] == "90.50 ± 0.71 (2/3)"
+    assert rows[("0.25", "ilif")][4] == "0.500"
+    assert rows[("1", "ilif")][2] == "90.50 ± 0.71 (2/3)"
     assert rows[("4", "ilif")][2:] == ["missing (0/3)", "missing (0/3)", "—"]
     text = demo_summary(records)
     assert "γ = 0.25: ILIF fires at 0.50× LIF's rate (0.013 vs 0.025); accuracy LIF 91.0 %, ILIF 91.0 %" in text
@@ -104,23 +107,27 @@ def test_demo_report_from_run_directories(tmp_path, monkeypatch):
     assert "Produced by `make demo` at commit" in md and "| 0.25 | lif |" in md
 
 
-def test_table1_deltas_and_published_reference(tmp_path, monkeypatch):
+def test_table1_deltas_and_the_published_values_expected_at_full_scale(tmp_path, monkeypatch):
+    from ilif.report.expected import published_entries
+
     monkeypatch.chdir(tmp_path)
     jobs = table_jobs([1], "full", ["recipe=cifar10"])
     for _, cfg, run_dir in jobs:
         neuron = cfg.neuron.name
         _write_summary(run_dir, acc=0.94 if neuron == "lif" else 0.95, rate=0.2 if neuron == "lif" else 0.15)
-    table = tables.table1(load_runs(jobs), "full")
+    table = tables.with_expected(tables.table1(load_runs(jobs), "full"), 1, "full", {"full": {"table1": published_entries()}})
     rows = {row[1]: row for row in table.rows}
-    assert rows["lif"][-1] == "94.51" and rows["ilif"][-1] == "—"
-    assert rows["ilif"][-3:-1] == ["+1.00", "25.0 %"]
+    assert rows["lif"][-2:] == ["94.51 ± 1.00", "—"] and rows["ilif"][-2:] == ["unknown", "—"]
+    assert rows["ilif"][-4:-2] == ["+1.00", "25.0 %"]
     assert rows["lif"][4] == "94.00 ± 0.00"
+    assert any(note.startswith("expected at full scale: CLIF repository README") for note in table.notes)
 
 
 def test_fast_plan_equals_composing_each_job():
     jobs = table_jobs([2, 3], "mini")
     for name, cfg, _ in jobs[:5] + jobs[-3:]:
-        overrides = [f"experiment={name}", "scale=mini", "recipe=mini", f"neuron={cfg.neuron.name}",
+        recipe = {"digits": "mini", "seqdigits": "mini_seqdigits"}[cfg.dataset.name]
+        overrides = [f"experiment={name}", "scale=mini", f"recipe={recipe}", f"neuron={cfg.neuron.name}",
                      f"seed={cfg.seed}", f"surrogate.gamma={cfg.surrogate.gamma}",
                      f"surrogate.normalize={cfg.surrogate.normalize}"]
         if "kappa_current" in cfg.neuron:

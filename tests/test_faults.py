@@ -83,7 +83,7 @@ def test_the_report_keeps_results_built_from_more_runs(tmp_path, monkeypatch):
     assert report(["--scale", "mini", "--tables", "2"]) == 0
     assert "(60 of 60 planned runs finished)" in out.read_text()  # kept: no runs here
     assert report(["--scale", "mini", "--tables", "2", "--force"]) == 0
-    assert "(0 of 60 planned runs finished)" in out.read_text()
+    assert "(0 of 120 planned runs finished)" in out.read_text()
     assert not list(out.parent.glob(".*.tmp-*"))
 
 

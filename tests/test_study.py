@@ -130,7 +130,7 @@ def test_a_users_own_experiment_is_studied_and_reported_with_config_dir(tmp_path
 
 def test_the_estimate_is_measured_by_finished_runs_where_there_are_any(tmp_path, cli):
     before = cli(main, *GRID, "--dry-run")
-    assert "estimate: " in before.stdout and "(assumed for digits (1 s per epoch on one GPU))" in before.stdout
+    assert "estimate: " in before.stdout and "(assumed for seqdigits (1 s per epoch on one GPU))" in before.stdout
     assert cli(main, *GRID, "--jobs", "1").returncode == 0
     summary = json.loads(next((tmp_path / "runs" / "demo").glob("*/summary.json")).read_text())
     assert len(summary["provenance"]["epoch_seconds"]) == 1 and summary["provenance"]["epoch_seconds"][0] > 0

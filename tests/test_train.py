@@ -46,7 +46,7 @@ def run_dirs(cwd: Path, experiment: str = "default"):
 @pytest.mark.parametrize(
     "override, message",
     [("surrogate.gamma=-1", "surrogate.gamma=-1.0 is not allowed: a finite number > 0"),
-     ("neuron=foo", "neuron='foo' is not allowed: choose one of ['ilif', 'ilif_current', 'ilif_membrane', 'lif', 'plif']"),
+     ("neuron=foo", "neuron='foo' is not allowed: choose one of ['clif', 'ilif', 'ilif_current', 'ilif_membrane', 'lif', 'plif']"),
      ("trainer.T=0", "trainer.T=0 is not allowed: an integer > 0"),
      ("optim.name=adam", "optim.name='adam' is not allowed: choose one of ['sgd', 'adamw']"),
      ("loss.name=mse", "loss.name='mse' is not allowed: choose one of ['ce', 'tet']"),
@@ -63,7 +63,7 @@ def test_the_command_prints_only_the_error_line_and_exits_2(tmp_path):
     proc = run_train(tmp_path, "neuron=foo")  # a new process: nothing else reaches its stderr
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: neuron='foo' is not allowed: choose one of ['ilif', 'ilif_current', 'ilif_membrane', 'lif', 'plif']"]
+        "error: neuron='foo' is not allowed: choose one of ['clif', 'ilif', 'ilif_current', 'ilif_membrane', 'lif', 'plif']"]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "outputs").exists()
 
 

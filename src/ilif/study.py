@@ -40,7 +40,7 @@ log = logging.getLogger("ilif.train")
 # Rough seconds per training epoch on one current datacenter GPU: the estimate's fallback where no
 # finished run of the same dataset, model and T has measured it.
 ROUGH_GPU_SECONDS_PER_EPOCH = {"cifar10": 40, "cifar100": 40, "cifar10_dvs": 30, "dvs_gesture": 25,
-                               "imagenet": 2400, "digits": 1}
+                               "imagenet": 2400, "digits": 1, "seqdigits": 1, "ndigits": 2}
 
 
 def _setting(dataset, model, T) -> tuple:

@@ -1,4 +1,5 @@
-"""Datasets: the offline digits default, CIFAR-10/100, CIFAR10-DVS, DVS128 Gesture and ImageNet.
+"""Datasets: the offline digits default and its two temporal forms (seqdigits, ndigits), CIFAR-10/100,
+CIFAR10-DVS, DVS128 Gesture and ImageNet.
 
 ``build(cfg)`` returns (train, test, info) for ``cfg.name``; ``make_loader`` wraps a dataset in a
 DataLoader with the configured workers and pinned memory. Static samples are [C, H, W] images, event
@@ -18,8 +19,9 @@ from .common import DatasetError, DatasetInfo, data_root
 from .neuromorphic import cifar10_dvs, dvs_gesture
 from .standin import stand_in
 from .static import Cutout, cifar, digits, imagenet
+from .temporal import ndigits, seqdigits
 
-NAMES = ("digits", "cifar10", "cifar100", "cifar10_dvs", "dvs_gesture", "imagenet")
+NAMES = ("digits", "seqdigits", "ndigits", "cifar10", "cifar100", "cifar10_dvs", "dvs_gesture", "imagenet")
 
 
 def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
@@ -44,6 +46,10 @@ def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
         return stand_in(name, T=cfg.get("T", 4), size=cfg.get("stand_in_size", 16), samples=cfg.get("stand_in_samples", 16))
     if name == "digits":
         return digits(split_seed=cfg.get("split_seed", 0))
+    if name == "seqdigits":
+        return seqdigits(T=cfg.get("T", 8), split_seed=cfg.get("split_seed", 0))
+    if name == "ndigits":
+        return ndigits(root, T=cfg.get("T", 6), split_seed=cfg.get("split_seed", 0))
     if name in ("cifar10", "cifar100"):
         return cifar(name, root, download=cfg.get("download", True), augment=cfg.get("augment", True))
     if name == "cifar10_dvs":

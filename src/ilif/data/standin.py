@@ -12,7 +12,7 @@ from .common import DatasetInfo
 from .static import TensorImages
 
 KINDS = {  # name: (classes, channels, events)
-    "digits": (10, 1, False), "cifar10": (10, 3, False), "cifar100": (100, 3, False),
+    "digits": (10, 1, False), "seqdigits": (10, 1, True), "ndigits": (10, 2, True), "cifar10": (10, 3, False), "cifar100": (100, 3, False),
     "cifar10_dvs": (10, 2, True), "dvs_gesture": (11, 2, True), "imagenet": (1000, 3, False),
 }
 

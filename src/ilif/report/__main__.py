@@ -3,6 +3,8 @@
     ilif-report --scale mini --tables 2 3          # results/mini/table2.md, .csv, ...
     ilif-report --scale smoke --tables all --figures
     ilif-report --scale full --tables 1 --runs-root /scratch/me/runs   # runs trained elsewhere
+    ilif-report --scale mini --tables 1 --check     # each cell against results/expected.yaml; exit 1 if one is off
+    ilif-report --scale mini --tables 1 2 3 --write-expected   # the mini expectations, from the runs
     ilif-report --demo                              # results/demo/: table, figures, plain-language summary
     ilif-report --upload-wandb runs/demo/*          # send finished runs to a wandb dashboard
 """
@@ -21,19 +23,30 @@ from ilif.errors import entry_point
 from ilif.grid import FIGURES, SCALES, plan, table_jobs, table_numbers
 from ilif.rundir import write_json_atomic
 
-from . import plots, tables
+from . import expected, plots, tables
 from .runs import group, load_runs, mean_std, provenance_note, values
+
+EXPECTED_TABLES = (1, 2, 3)  # the tables whose cells have expected values (results/expected.yaml)
+
 
 def kept(path: Path, finished: int) -> str:
     return (f"kept {path}: it was built from {tables.finished_in(path)} finished runs, these runs give {finished} "
             "(use --force to replace it)")
 
 
-def build_tables(numbers: list[int], scale: str, out: Path, runs_root: str, force: bool = False) -> list[Path]:
+def table_from_runs(number: int, scale: str, runs_root: str):
+    """(Table ``number`` at ``scale`` built from the run directories under ``runs_root``, its records)."""
+    records = load_runs(table_jobs([number], scale, [f"runs_root={runs_root}"]))
+    return with_provenance(tables.BUILDERS[number](records, scale), records), records
+
+
+def build_tables(numbers: list[int], scale: str, out: Path, runs_root: str, force: bool = False,
+                 expected_values: Optional[dict] = None) -> list[Path]:
     written = []
     for number in numbers:
-        records = load_runs(table_jobs([number], scale, [f"runs_root={runs_root}"]))
-        table = with_provenance(tables.BUILDERS[number](records, scale), records)
+        table, records = table_from_runs(number, scale, runs_root)
+        if number in EXPECTED_TABLES:
+            table = tables.with_expected(table, number, scale, expected_values or {})
         stem = out / f"table{number}"
         sources = ", ".join(sorted({str(record.run_dir.parent) for record in records}))
         finished = sum(r.done for r in records)
@@ -43,6 +56,22 @@ def build_tables(numbers: list[int], scale: str, out: Path, runs_root: str, forc
         else:
             print(kept(stem.with_suffix(".md"), finished))
     return written
+
+
+def check_tables(numbers: list[int], scale: str, runs_root: str, expected_values: dict) -> int:
+    """Print one verdict per expected cell of ``numbers``; 1 when a cell is outside its range or missing."""
+    built = {n: table_from_runs(n, scale, runs_root)[0] for n in numbers if n in EXPECTED_TABLES}
+    verdicts = expected.check(expected_values, scale, built)
+    for verdict in verdicts:
+        print(verdict.line())
+    failed = [v for v in verdicts if v.status.startswith(expected.FAILING)]
+    checked = [v for v in verdicts if v.status != "not checked"]
+    print(f"{len(checked) - len(failed)} of {len(checked)} checked cells within their expected range"
+          + (f"; {len(failed)} not" if failed else ""))
+    if not checked:
+        print(f"error: no expected values for tables {numbers} at scale {scale}", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
 
 
 def with_provenance(table, records):
@@ -135,9 +164,9 @@ def build_demo(out: Path, runs_root: str, force: bool = False) -> str:
                               f"{runs_root}/demo", "mini",
                               finished, len(records), force):
         return kept(out / "table.md", finished)
-    plots.metric_vs_gamma(records, tables.RATE.getter, "network firing rate", "Firing rate vs γ (digits)",
+    plots.metric_vs_gamma(records, tables.RATE.getter, "network firing rate", "Firing rate vs γ",
                           out / "firing_rate_vs_gamma.png")
-    plots.metric_vs_gamma(records, tables.ACC.getter, "top-1 accuracy (%)", "Accuracy vs γ (digits)",
+    plots.metric_vs_gamma(records, tables.ACC.getter, "top-1 accuracy (%)", "Accuracy vs γ",
                           out / "accuracy_vs_gamma.png", scale=100)
     return (f"{demo_summary(records)}\nwrote {out}/table.md, table.csv, firing_rate_vs_gamma.png, "
             "accuracy_vs_gamma.png")
@@ -158,6 +187,12 @@ def main(argv=None) -> int:
     parser.add_argument("--runs-root", default="runs", help="where the run directories are (default runs/)")
     parser.add_argument("--force", action="store_true",
                         help="replace existing results even when they were built from more finished runs")
+    parser.add_argument("--check", action="store_true",
+                        help="compare each cell of --tables with its expected value; exit 1 when one is outside")
+    parser.add_argument("--write-expected", action="store_true",
+                        help="write the expected values of --tables at --scale from the runs (mini scale)")
+    parser.add_argument("--expected", type=Path, default=None,
+                        help="the expected values (default: OUT/expected.yaml, i.e. results/expected.yaml)")
     parser.add_argument("--upload-wandb", metavar="RUN_DIR", nargs="+", type=Path,
                         help="send finished run directories to wandb (online with an API key, else offline)")
     args = parser.parse_args(argv)
@@ -187,7 +222,24 @@ def main(argv=None) -> int:
     if unbuilt:
         print(f"error: table {unbuilt[0]} has no builder: add it to BUILDERS in ilif/report/tables.py", file=sys.stderr)
         return 2
-    written = build_tables(numbers, args.scale, args.out / args.scale, args.runs_root, args.force)
+    expected_path = args.expected or args.out / "expected.yaml"
+    try:
+        expected_values = expected.load(expected_path)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.write_expected:
+        if args.scale == "full":
+            print("error: --scale full is not allowed with --write-expected: full-scale expectations are the "
+                  "published values (choose mini or smoke)", file=sys.stderr)
+            return 2
+        built = {n: table_from_runs(n, args.scale, args.runs_root)[0] for n in numbers if n in EXPECTED_TABLES}
+        expected.write(expected_path, args.scale, built)
+        print(f"wrote {expected_path} ({args.scale}: tables {sorted(built)})")
+        return 0
+    if args.check:
+        return check_tables(numbers, args.scale, args.runs_root, expected_values)
+    written = build_tables(numbers, args.scale, args.out / args.scale, args.runs_root, args.force, expected_values)
     if args.figures:
         written += build_figures(args.scale, args.out / args.scale, args.runs_root, args.force)
     for path in written:

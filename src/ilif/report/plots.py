@@ -25,24 +25,27 @@ def _save(fig, path: Path) -> Path:
 
 
 def metric_vs_gamma(records, getter, ylabel: str, title: str, path: Path, scale: float = 1.0) -> Path:
-    """One line per (neuron, normalisation): mean ± std over seeds against γ (log scale)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for (neuron, normalize), runs in group(records, ["neuron.name", "surrogate.normalize"]).items():
-        points = []
-        for (gamma,), cell_runs in sorted(group(runs, ["surrogate.gamma"]).items()):
-            mean, std = mean_std(values(cell_runs, getter))
-            if mean is not None:
-                points.append((gamma, mean * scale, std * scale))
-        if points:
-            xs, ys, es = zip(*points)
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=COLORS.get(neuron), linestyle=STYLES.get(normalize, "-"),
-                        label=f"{neuron.upper()} ({normalize} norm.)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("surrogate width γ")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    """One panel per dataset, one line per (neuron, normalisation): mean ± std over seeds against γ (log scale)."""
+    datasets = group(records, ["dataset.name"]) or {("no runs",): []}
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False)
+    for ax, ((dataset,), dataset_runs) in zip(axes[0], datasets.items()):
+        for (neuron, normalize), runs in group(dataset_runs, ["neuron.name", "surrogate.normalize"]).items():
+            points = []
+            for (gamma,), cell_runs in sorted(group(runs, ["surrogate.gamma"]).items()):
+                mean, std = mean_std(values(cell_runs, getter))
+                if mean is not None:
+                    points.append((gamma, mean * scale, std * scale))
+            if points:
+                xs, ys, es = zip(*points)
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=COLORS.get(neuron),
+                            linestyle=STYLES.get(normalize, "-"), label=f"{neuron.upper()} ({normalize} norm.)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("surrogate width γ")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title} ({dataset})")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     return _save(fig, path)
 
 

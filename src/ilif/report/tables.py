@@ -16,11 +16,6 @@ from ilif.rundir import write_text_atomic
 
 from .runs import RunRecord, cell, group, mean_std, values
 
-# Published LIF baselines of the same code lineage: the CLIF paper (Huang et al.,
-# ICML 2024), ResNet-18, T = 6. Shown in their own labelled column; not ILIF numbers.
-PUBLISHED_LIF = {"cifar10": 94.51, "cifar100": 76.23}
-PUBLISHED_SOURCE = "CLIF paper (ICML 2024), ResNet-18, T=6, LIF"
-
 
 @dataclass
 class Column:
@@ -67,6 +62,7 @@ class Table:
     csv_header: list[str]
     csv_rows: list[list]
     notes: list[str]
+    keys: int = 0  # the leading csv columns that name a row (dataset, neuron, ...)
 
 
 def _metric_cells(runs, columns) -> tuple[list[str], list]:
@@ -92,15 +88,12 @@ def _delta(runs, base_runs, getter, relative: bool) -> tuple[str, Optional[float
     return (f"{value:.1f} %" if relative else f"{value:+.2f}"), value
 
 
-def comparison_table(title, records, keys, key_names, baseline_key, columns, reference: bool, notes) -> Table:
+def comparison_table(title, records, keys, key_names, baseline_key, columns, notes) -> Table:
     """Rows = groups of ``keys``; each non-baseline row also gets Δ accuracy and firing-rate reduction
     against the row that differs only in its neuron being ``baseline_key``."""
     groups = group(records, keys)
     header = key_names + [c.name for c in columns] + ["Δ top-1 vs LIF (points)", "firing-rate reduction vs LIF"]
     csv_header = key_names + _csv_metric_header(columns) + ["delta_acc_points", "rate_reduction_percent"]
-    if reference:
-        header.append(f"published LIF top-1 (%) [{PUBLISHED_SOURCE}]")
-        csv_header.append("published_lif_acc")
     rows, csv_rows = [], []
     neuron_index = keys.index("neuron.name")
     for key, runs in groups.items():
@@ -116,20 +109,16 @@ def comparison_table(title, records, keys, key_names, baseline_key, columns, ref
             d_acc, d_acc_v, d_rate, d_rate_v = "—", None, "—", None
         row = ["—" if k is None else str(k) for k in key] + shown + [d_acc, d_rate]
         csv_row = list(key) + numbers + [d_acc_v, d_rate_v]
-        if reference:
-            published = PUBLISHED_LIF.get(key[0]) if key[neuron_index] == baseline_key else None
-            row.append("—" if published is None else f"{published:.2f}")
-            csv_row.append(published)
         rows.append(row)
         csv_rows.append(csv_row)
-    return Table(title, header, rows, csv_header, csv_rows, notes)
+    return Table(title, header, rows, csv_header, csv_rows, notes, keys=len(key_names))
 
 
 def table1(records, scale) -> Table:
     return comparison_table(
         "Table 1 — ILIF vs LIF across datasets", records,
         ["dataset.name", "neuron.name", "model.name", "trainer.T"], ["dataset", "neuron", "model", "T"], "lif",
-        [ACC, ACC_BEST, RATE, ENERGY, RATIO], reference=scale == "full",
+        [ACC, ACC_BEST, RATE, ENERGY, RATIO],
         notes=["energy: synaptic energy per sample (E_MAC 4.6 pJ, E_AC 0.9 pJ); neuron-state operations are in Table 4"])
 
 
@@ -144,14 +133,14 @@ def table2(records, scale) -> Table:
     return Table("Table 2 — the γ dilemma", header, rows, ["dataset", "normalize", "gamma", "neuron"] +
                  _csv_metric_header(TABLE2_COLUMNS), csv_rows,
                  ["support occupancy: share of pre-spike potentials within γ/2 of the threshold",
-                  "temporal grad ratio: mean |∂L/∂x_1| / mean |∂L/∂x_T| over neuron layers, last epoch"])
+                  "temporal grad ratio: mean |∂L/∂x_1| / mean |∂L/∂x_T| over neuron layers, last epoch"], keys=4)
 
 
 def table3(records, scale) -> Table:
     return comparison_table(
         "Table 3 — ablation of the inhibitory units", records,
         ["dataset.name", "neuron.name", "neuron.kappa_current"], ["dataset", "neuron", "κ_I"], "lif",
-        [ACC, ACC_BEST, RATE, ENERGY, RATIO], reference=False,
+        [ACC, ACC_BEST, RATE, ENERGY, RATIO],
         notes=["ilif_current: LIF + current inhibition only; ilif_membrane: LIF + membrane inhibition only",
                "κ_I matters only for neurons with the current unit"])
 
@@ -205,8 +194,29 @@ def demo_table(records) -> Table:
             ratio = rate / lif_rate if rate is not None and lif_rate else None
             rows.append([f"{gamma:g}", name] + shown + ["—" if ratio is None else f"{ratio:.3f}"])
             csv_rows.append([gamma, name] + numbers + [ratio])
-    return Table("The γ dilemma on digits (make demo)", header, rows,
+    datasets = sorted({str(r.get("dataset.name")) for r in records}) or ["no runs"]
+    return Table(f"The γ dilemma on {', '.join(datasets)} (make demo)", header, rows,
                  ["gamma", "neuron"] + _csv_metric_header([ACC, RATE]) + ["ilif_over_lif_rate"], csv_rows, [])
+
+
+def with_expected(table: Table, number: int, scale: str, expected: dict) -> Table:
+    """``table`` with the expected top-1 accuracy and firing rate of each row beside the measured ones
+    (from results/expected.yaml; ``—`` where nothing is expected)."""
+    from .expected import CHECKED, PUBLISHED_SOURCE, expected_cell
+
+    for row, csv_row in zip(table.rows, table.csv_rows):
+        key = dict(zip(table.csv_header[:table.keys], csv_row[:table.keys]))
+        cells = [expected_cell(expected, scale, number, key, column) for column in CHECKED]
+        row += cells
+        csv_row += cells
+    table.header += [f"expected {column}" for column in CHECKED]
+    table.csv_header += [f"expected {column}" for column in CHECKED]
+    if scale == "full":
+        table.notes.append(f"expected at full scale: {PUBLISHED_SOURCE} (± 1 point); unknown: the ILIF paper's own "
+                           "numbers could not be read")
+    else:
+        table.notes.append("expected: the committed runs' mean ± max(3 · std · √(2/n), floor) (results/expected.yaml)")
+    return table
 
 
 def git_commit() -> str:

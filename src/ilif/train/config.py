@@ -155,6 +155,17 @@ def validate(cfg: DictConfig, keys: Optional[list[str]] = None) -> None:
         CHECKS[key](key, OmegaConf.select(cfg, key))
     if keys is None or any(k.startswith("neuron.") or k.startswith("surrogate.") for k in keys):
         check_neuron(cfg)
+    if keys is None or any(k in ("trainer.T", "dataset.name") for k in keys):
+        check_frames(cfg)
+
+
+def check_frames(cfg: DictConfig) -> None:
+    """A dataset whose samples have a fixed number of time steps (seqdigits: one per row) needs that T."""
+    from ilif.data.temporal import ROWS
+
+    if cfg.dataset.name == "seqdigits" and not cfg.dataset.stand_in and cfg.trainer.T != ROWS:
+        raise ConfigError("trainer.T", cfg.trainer.T, f"{ROWS} with dataset=seqdigits (one time step per row of the "
+                          f"{ROWS}×{ROWS} digits; recipe=mini_seqdigits sets it)")
 
 
 def check_neuron(cfg: DictConfig) -> None:
