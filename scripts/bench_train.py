@@ -8,10 +8,13 @@ round-robin across the configurations) with ratios measured in the same run. ``-
 under autocast (bfloat16 or float16, with a gradient scaler for float16), as the trainer runs them.
 The eager (and release) rows are timed and printed first; the compiled rows (``--compiled``, one
 compile each) follow, so a time limit that cuts the run short still leaves the eager table.
+``--remedies`` adds eager rows with the activity regulariser (``remedy=rate_reg``: forward hooks and a
+loss term each step), the only remedy with a per-step cost (the others change γ between epochs).
 
     python scripts/bench_train.py                              # preact_resnet18, T = 4, batch 32, 3×32×32
     python scripts/bench_train.py --repeats 3 --compiled       # no compiled rows
     python scripts/bench_train.py --device cuda --amp off bf16 fp16 --compiled ILIF:bf16
+    python scripts/bench_train.py --model convnet_small --size 8 --remedies --compiled --no-release
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from spikingjelly.activation_based import functional
 from ilif.models import create_model, model_names
 from ilif.neurons import ILIF, LIF
 from ilif.train.engine import compute_loss
+from ilif.train.remedies import RateRegularisation
 
 LOSS = type("Loss", (), {"name": "ce", "label_smoothing": 0.0})()
 
@@ -35,13 +39,16 @@ AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def make_step(neuron_cls, args, mode: str, amp: str = "off"):
-    """A closure running one training step; ``mode`` is eager, compiled or release; ``amp`` off, bf16 or fp16."""
+    """A closure running one training step; ``mode`` is eager, compiled, release or eager+rate_reg;
+    ``amp`` off, bf16 or fp16."""
     torch.manual_seed(0)
     T = 1 if mode == "release" else args.T
     backend = "reference" if mode == "release" else "auto"  # the release's neurons: autograd on every op
     model = create_model(args.model, functools.partial(neuron_cls, tau=1.1, backend=backend), num_classes=10,
-                         in_channels=3, T=T)
+                         in_channels=3, T=T, input_size=args.size)
     model = model.to(args.device).train()
+    spec = type("Spec", (), {"form": "l2", "target": 0.1, "weight": 1.0})()
+    remedy = RateRegularisation(spec, model, None) if mode == "eager+rate_reg" else None
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     net = torch.compile(model, dynamic=False) if mode == "compiled" else model
     x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
@@ -57,6 +64,8 @@ def make_step(neuron_cls, args, mode: str, amp: str = "off"):
             else:
                 logits = net(x)
             loss = compute_loss(logits.float(), y, LOSS)
+            if remedy is not None:
+                loss = loss + remedy.penalty()
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -87,8 +96,10 @@ def _print_rows(times: dict, all_times: dict) -> None:
     for (name, mode, amp), seconds in times.items():
         lif = all_times.get(("LIF", mode, amp))
         ours = all_times.get(("ILIF", "eager", amp))
+        same = all_times.get((name, "eager", amp))
         ratio = lambda ref: f"{seconds / ref:.2f}" if ref else "–"  # noqa: E731
-        print(f"| {name} | {mode} | {amp} | {seconds * 1e3:.0f} | {ratio(lif)} | {ratio(ours)} |", flush=True)
+        print(f"| {name} | {mode} | {amp} | {seconds * 1e3:.1f} | {ratio(lif)} | {ratio(ours)} | {ratio(same)} |",
+              flush=True)
 
 
 def _timed_group(keys, args) -> dict:
@@ -118,6 +129,7 @@ def main() -> None:
     parser.add_argument("--amp", nargs="+", default=["off"], choices=list(AMP_DTYPES),
                         help="autocast settings to time (the release-style rows run without)")
     parser.add_argument("--no-release", action="store_true", help="skip the release-style rows")
+    parser.add_argument("--remedies", action="store_true", help="add eager rows with the rate regulariser")
     args = parser.parse_args()
     compiled = [tuple(item.split(":")) for item in args.compiled]
     bad = [item for item, pair in zip(args.compiled, compiled)
@@ -129,9 +141,11 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"{args.model}, T={args.T}, batch {args.batch}, {args.size}×{args.size}, device={args.device} ({device}), "
           f"threads={torch.get_num_threads()}, repeats={args.repeats}, torch={torch.__version__}\n")
-    print("| neuron | execution | amp | step ms (median) | × LIF same execution | × eager ILIF same amp |")
-    print("|---|---|---|---|---|---|", flush=True)
+    print("| neuron | execution | amp | step ms (median) | × LIF same execution | × eager ILIF same amp | "
+          "× eager same neuron |")
+    print("|---|---|---|---|---|---|---|", flush=True)
     eager = [(name, "eager", amp) for amp in args.amp for name in ("LIF", "ILIF")]
+    eager += [(name, "eager+rate_reg", amp) for amp in args.amp for name in ("LIF", "ILIF")] if args.remedies else []
     eager += [] if args.no_release else [(name, "release", "off") for name in ("LIF", "ILIF")]
     times = _timed_group(eager, args)
     _print_rows(times, times)

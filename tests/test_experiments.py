@@ -14,11 +14,12 @@ from ilif.report.runs import load_runs
 
 
 def test_every_table_composes_with_the_expected_grid():
-    jobs = {(n, scale): table_jobs([n], scale) for n in (1, 2, 3) for scale in SCALES}
+    jobs = {(n, scale): table_jobs([n], scale) for n in (1, 2, 3, 5) for scale in SCALES}
     sizes = {key: len(value) for key, value in jobs.items()}
     assert sizes[(1, "full")] == 5 * 2 * 3 and sizes[(1, "mini")] == 3 * 2 * 3 and sizes[(1, "smoke")] == 5 * 2
     assert sizes[(2, "full")] == 5 * 2 * 2 * 3 and sizes[(2, "mini")] == 2 * 5 * 2 * 2 * 3 and sizes[(2, "smoke")] == 20
     assert sizes[(3, "full")] == 2 * (4 + 2) * 3 and sizes[(3, "mini")] == 2 * (4 + 2) * 3 and sizes[(3, "smoke")] == 12
+    assert sizes[(5, "full")] == 2 * 4 * 2 * 3 and sizes[(5, "mini")] == 2 * 2 * 4 * 2 * 3 and sizes[(5, "smoke")] == 16
     demo = plan(["demo"], [])
     assert len(demo) == 2 * 3 * 3
     assert {(cfg.dataset.name, cfg.trainer.T, cfg.surrogate.normalize) for _, cfg, _ in demo} == {("seqdigits", 8, "peak")}
@@ -43,19 +44,20 @@ def test_tables_on_the_command_line_and_their_experiments(cli):
     from ilif.report.__main__ import main as report_main
     from ilif.study import main as study_main
 
-    assert sorted(tables.BUILDERS) == sorted(TABLES) == table_numbers(["all"]) == [1, 2, 3, 4]
-    assert table_numbers(["3", "1"]) == [3, 1] and table_numbers(["2", "all"]) == [1, 2, 3, 4]
+    assert sorted(tables.BUILDERS) == sorted(TABLES) == table_numbers(["all"]) == [1, 2, 3, 4, 5]
+    assert table_numbers(["3", "1"]) == [3, 1] and table_numbers(["2", "all"]) == [1, 2, 3, 4, 5]
     for bad in (["all", "demo"], ["9"], ["²"]):
         with pytest.raises(ValueError) as err:
             table_numbers(bad)
-        assert str(err.value) == f"table={bad[-1]!r} is not allowed: choose from [1, 2, 3, 4] or all"
-    assert table_experiments(table_numbers(["all"]), figures=True) == ["table1", "table2", "table3", "table3_kappa"]
+        assert str(err.value) == f"table={bad[-1]!r} is not allowed: choose from [1, 2, 3, 4, 5] or all"
+    assert table_experiments(table_numbers(["all"]), figures=True) == ["table1", "table2", "table3", "table3_kappa",
+                                                                      "table5"]
     assert table_experiments([], figures=True) == sorted(FIGURES) == ["table1", "table2"]
     for command in (study_main, report_main):
         flag = "--table" if command is study_main else "--tables"
-        proc = cli(command, flag, "5")
+        proc = cli(command, flag, "6")
         assert proc.returncode == 2
-        assert proc.stderr.strip().splitlines() == ["error: table='5' is not allowed: choose from [1, 2, 3, 4] or all"]
+        assert proc.stderr.strip().splitlines() == ["error: table='6' is not allowed: choose from [1, 2, 3, 4, 5] or all"]
     assert not list(Path.cwd().iterdir())  # nothing written
 
 

@@ -34,10 +34,15 @@ ILIF_FULL = NeuronParams(tau=1.7, surrogate=Surrogate("sigmoid", 1.3), current_i
 # --- resume ------------------------------------------------------------------------------------------------
 
 def _parts(model):
+    from omegaconf import OmegaConf
+
+    from ilif.train.remedies import Remedy
+
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return SimpleNamespace(model=model, optimizer=optimizer,
                            scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2), start_epoch=0, best=None,
-                           changed_on_resume=[], epoch_seconds=[], resume_inside=None)
+                           changed_on_resume=[], epoch_seconds=[], resume_inside=None,
+                           remedy=Remedy(OmegaConf.create({"name": "none"}), model, None))
 
 
 @pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")

@@ -6,16 +6,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _build_wheel(tmp_path: Path, dist: Path) -> Path:
+    """The package's wheel, built from a copy of the sources (two tests building in the tree at once
+    would share its build/ and egg-info folders)."""
+    import shutil
+
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", "wheel", "--no-deps",
+                    "--no-build-isolation", "-w", str(dist), str(source)], check=True, timeout=300, capture_output=True)
+    (wheel,) = dist.glob("ilif-*.whl")
+    return wheel
 
 
 def test_wheel_installs_with_its_configs_and_trains_from_anywhere(tmp_path):
     dist, target, elsewhere = tmp_path / "dist", tmp_path / "site", tmp_path / "elsewhere"
     elsewhere.mkdir()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(ROOT)], check=True,
-                   timeout=300, capture_output=True)
-    (wheel,) = dist.glob("ilif-*.whl")
+    wheel = _build_wheel(tmp_path, dist)
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, timeout=300,
                    capture_output=True)
     assert (target / "ilif" / "configs" / "experiment" / "table1.yaml").exists()
@@ -82,12 +97,11 @@ def test_installing_into_an_environment_with_an_older_torch_keeps_it(tmp_path):
     torchvision and torchaudio pinned to it, and a user's venv that has torch 2.13 only. The package's
     real wheel is resolved there offline: the ranges never reach past the tested release, and the
     README's command keeps the user's torch."""
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later
 
     index, venv = tmp_path / "index", tmp_path / "venv"
     index.mkdir()
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", "wheel", "--no-deps",
-                    "--no-build-isolation", "-w", str(index), str(ROOT)], check=True, timeout=300, capture_output=True)
+    _build_wheel(tmp_path, index)
     for torch, vision in (("2.13.0", "0.28.0"), ("2.14.1", "0.29.1"), ("2.15.0", "0.30.0")):
         _stub_wheel(index, "torch", torch)
         _stub_wheel(index, "torchvision", vision, (f"torch=={torch}",))

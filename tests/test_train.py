@@ -329,6 +329,16 @@ def test_a_failed_submitit_job_ends_its_process_with_its_code_and_the_sweep_list
     assert not list((tmp_path / "runs").glob(".ilif-sweep-failures-*"))
 
 
+def test_a_submitit_job_killed_before_it_leaves_a_note_is_listed_too(tmp_path):
+    proc = run_train(tmp_path, "hydra/launcher=submitit_local", "dataset.builder=data_fixtures.killed_in_job_dataset",
+                     "dataset.name=tiny", "dataset.split_seed=1,0", *FAST, multirun=True, env=_env_with_tests())
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-2] == "error: 1 job(s) of the sweep failed:"
+    assert lines[-1].startswith("  the launcher: UncompletedJobError: Job ") and "Traceback" not in proc.stderr
+    assert len([d for d in run_dirs(tmp_path) if (d / "summary.json").exists()]) == 1
+
+
 def test_submitit_tasks_form_one_process_group_and_train_one_run(tmp_path):
     proc = run_train(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", *FAST,
                      multirun=True)

@@ -128,6 +128,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    remedy: Any = MISSING  # name and the remedy's own keys (configs/remedy/; ilif/train/remedies.py)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
@@ -260,6 +261,8 @@ def identity(cfg: DictConfig) -> dict:
     container = OmegaConf.to_container(cfg, resolve=False)
     for key in IDENTITY_EXCLUDED:
         container.pop(key, None)
+    if container.get("remedy", {}).get("name") == "none":  # a component's keys count only where it is used
+        container.pop("remedy")
     for section, keys in (("dataset", DATASET_EXCLUDED), ("trainer", TRAINER_EXCLUDED)):
         for key in keys:
             container.get(section, {}).pop(key, None)

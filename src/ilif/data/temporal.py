@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,10 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import DatasetInfo
+from .common import DatasetError, DatasetInfo
 from .static import TensorImages, digits
 
 ROWS = 8  # the digits are 8×8: seqdigits has one frame per row
+DIGITS = 1797  # scikit-learn's digits: the samples of ndigits
+GENERATOR_VERSION = 1  # raise it when the generator's code changes what it makes (a new events folder)
 
 
 def row_frames(images: torch.Tensor) -> torch.Tensor:
@@ -54,12 +58,13 @@ def seqdigits(T: int = ROWS, split_seed: int = 0):
 class SaccadeSpec:
     """The ndigits generator's parameters (the defaults are the dataset; a change makes another one).
 
-    The digit (8×8, intensities 0..16) is upsampled bilinearly by ``upsample`` and placed in a square
-    canvas of ``canvas`` pixels; its top-left corner moves along the triangle (0, 0) -> ``apex`` ->
-    (``apex_x`` · 2, 0) -> (0, 0) in (x, y) pixels, one saccade per side, each of ``steps`` rendering
-    steps of ``step_us`` microseconds. A pixel's log intensity is log(intensity + ``log_eps``);
-    ``threshold`` is the contrast threshold, ``refractory`` the steps a pixel stays silent after an
-    event, ``noise`` the chance per pixel and step of a background event of random polarity.
+    The digit (8×8, intensities scaled to [0, 1]) is upsampled bilinearly by ``upsample`` and placed
+    in a square canvas of ``canvas`` pixels; its top-left corner moves along the triangle (0, 0) ->
+    ``apex`` = (a_x, a_y) -> (2·a_x, 0) -> (0, 0) in (x, y) pixels, one saccade per side, each of
+    ``steps`` rendering steps of ``step_us`` microseconds. A pixel's log intensity is
+    log(intensity + ``log_eps``); ``threshold`` is the contrast threshold, ``refractory`` the steps a
+    pixel's contrast events pause after one, ``noise`` the chance per pixel and step of a background
+    event of random polarity (background events ignore the refractory period).
     """
 
     upsample: int = 2
@@ -84,7 +89,9 @@ class SaccadeSpec:
         return points
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        """Eight hex digits of the parameters and :data:`GENERATOR_VERSION`: the events' folder name."""
+        text = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def place(images: np.ndarray, x: float, y: float, canvas: int) -> np.ndarray:
@@ -112,8 +119,10 @@ def saccade_events(images: np.ndarray, spec: SaccadeSpec) -> list[dict[str, np.n
     """
     rng = np.random.default_rng(spec.seed)
     n, h, w = images.shape
-    if max(x for x, _ in spec.path()) + w > spec.canvas or max(y for _, y in spec.path()) + h > spec.canvas:
-        raise ValueError(f"ndigits: a {w}×{h} image moved by {spec.apex} does not fit a {spec.canvas}-pixel canvas")
+    ax, ay = spec.apex
+    if ax < 0 or ay < 0 or 2 * ax + w > spec.canvas or ay + h > spec.canvas:
+        raise ValueError(f"ndigits: a {w}×{h} image moved by apex={spec.apex} does not fit a {spec.canvas}-pixel "
+                         "canvas (the apex must be ≥ 0 and leave the image inside)")
     positions = spec.path()
     log = lambda frame: np.log(frame + spec.log_eps)  # noqa: E731
     reference = log(place(images, *positions[0], spec.canvas))
@@ -155,24 +164,48 @@ def upsampled_digits(upsample: int) -> tuple[np.ndarray, np.ndarray]:
 
 def events_folder(root: Path, spec: SaccadeSpec) -> Path:
     """``root/ndigits/events_np-<spec digest>``: one ``<label>/<index>.npz`` of events per digit, made on
-    first use in a temporary folder and moved into place whole."""
+    first use in a temporary folder and moved into place whole (a process that loses the race to
+    another one keeps the other's). Raises DatasetError naming the folder when it lacks files."""
     folder = root / "ndigits" / f"events_np-{spec.digest()}"
-    if folder.is_dir():
-        return folder
+    if not folder.is_dir():
+        _generate(folder, spec)
+    count = sum(1 for _ in folder.glob("*/*.npz"))
+    if count != DIGITS:
+        raise DatasetError("ndigits", folder, f"{count} of {DIGITS} event files", "one .npz per digit",
+                           "a rebuild: delete the folder and it is generated again")
+    return folder
+
+
+def _generate(folder: Path, spec: SaccadeSpec) -> None:
     images, labels = upsampled_digits(spec.upsample)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the data root may be shared
         for index, events in enumerate(saccade_events(images, spec)):
             (tmp / str(labels[index])).mkdir(exist_ok=True)
             np.savez(tmp / str(labels[index]) / f"{index}.npz", **events)
-        (tmp / "spec.json").write_text(json.dumps(asdict(spec), sort_keys=True) + "\n")
-        tmp.rename(folder)
+        (tmp / "spec.json").write_text(json.dumps({"version": GENERATOR_VERSION, **asdict(spec)}, sort_keys=True) + "\n")
     except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process put its folder there first: keep that one
         shutil.rmtree(tmp, ignore_errors=True)
         if not folder.is_dir():
             raise
-    return folder
+
+
+def _load_events(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as data:
+            return {key: data[key] for key in ("t", "x", "y", "p")}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise DatasetError("ndigits", path, f"corrupt event file ({type(err).__name__})", "an .npz of t, x, y, p",
+                           "a rebuild: delete its events_np-* folder") from None
 
 
 def integrate(events: dict[str, np.ndarray], T: int, size: int) -> torch.Tensor:
@@ -191,7 +224,7 @@ def ndigits(root: Path, T: int = 6, split_seed: int = 0, spec: SaccadeSpec = Sac
     folder = events_folder(root, spec)
     files = sorted(folder.glob("*/*.npz"), key=lambda p: int(p.stem))
     labels = np.array([int(p.parent.name) for p in files])
-    frames = torch.stack([integrate(dict(np.load(p)), T, spec.canvas) for p in files])
+    frames = torch.stack([integrate(_load_events(p), T, spec.canvas) for p in files])
     train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.25, random_state=split_seed,
                                            stratify=labels)
     train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)

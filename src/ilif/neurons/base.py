@@ -29,3 +29,7 @@ class SpikingNeuron:
     @property
     def surrogate(self) -> Surrogate:
         raise NotImplementedError
+
+    def set_surrogate(self, surrogate: Surrogate) -> None:
+        """Use ``surrogate`` from the next call on (a γ schedule or rule changes it between epochs)."""
+        self.params = self.params._replace(surrogate=surrogate)

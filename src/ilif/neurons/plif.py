@@ -50,6 +50,9 @@ class PLIF(ParametricLIFNode, SpikingNeuron):
     def surrogate(self) -> Surrogate:
         return self.surrogate_function
 
+    def set_surrogate(self, surrogate: Surrogate) -> None:
+        self.surrogate_function = surrogate
+
     def state_ops(self) -> tuple[int, int]:
         """Charge: v − v_reset, x − that, × 1/τ, + v (1 mul, 3 add); compare (1 add); reset (1 mul,
         1 add: h·(1 − s) for hard, h − s·V_th for soft)."""

@@ -60,7 +60,12 @@ def build_tables(numbers: list[int], scale: str, out: Path, runs_root: str, forc
 
 def check_tables(numbers: list[int], scale: str, runs_root: str, expected_values: dict) -> int:
     """Print one verdict per expected cell of ``numbers``; 1 when a cell is outside its range or missing."""
-    built = {n: table_from_runs(n, scale, runs_root)[0] for n in numbers if n in EXPECTED_TABLES}
+    unexpected = [n for n in numbers if not expected_values.get(scale, {}).get(f"table{n}")]
+    if unexpected:
+        print(f"error: no expected values for table {unexpected[0]} at scale {scale} (tables with them: "
+              f"{sorted(int(t[5:]) for t in expected_values.get(scale, {}))})", file=sys.stderr)
+        return 1
+    built = {n: table_from_runs(n, scale, runs_root)[0] for n in numbers}
     verdicts = expected.check(expected_values, scale, built)
     for verdict in verdicts:
         print(verdict.line())
@@ -68,10 +73,7 @@ def check_tables(numbers: list[int], scale: str, runs_root: str, expected_values
     checked = [v for v in verdicts if v.status != "not checked"]
     print(f"{len(checked) - len(failed)} of {len(checked)} checked cells within their expected range"
           + (f"; {len(failed)} not" if failed else ""))
-    if not checked:
-        print(f"error: no expected values for tables {numbers} at scale {scale}", file=sys.stderr)
-        return 1
-    return 1 if failed else 0
+    return 1 if failed or not checked else 0
 
 
 def with_provenance(table, records):
@@ -233,7 +235,15 @@ def main(argv=None) -> int:
             print("error: --scale full is not allowed with --write-expected: full-scale expectations are the "
                   "published values (choose mini or smoke)", file=sys.stderr)
             return 2
-        built = {n: table_from_runs(n, args.scale, args.runs_root)[0] for n in numbers if n in EXPECTED_TABLES}
+        built = {}
+        for number in [n for n in numbers if n in EXPECTED_TABLES]:
+            table, records = table_from_runs(number, args.scale, args.runs_root)
+            finished = sum(r.done for r in records)
+            if finished < len(records):
+                print(f"error: table {number} at scale {args.scale}: {finished} of {len(records)} planned runs "
+                      f"finished under {args.runs_root}; expected values come from a complete grid", file=sys.stderr)
+                return 1
+            built[number] = table
         expected.write(expected_path, args.scale, built)
         print(f"wrote {expected_path} ({args.scale}: tables {sorted(built)})")
         return 0

@@ -3,9 +3,10 @@
 ``results/expected.yaml`` holds, per scale, table and row, the expected value and tolerance of each
 checked column (top-1 accuracy and firing rate):
 
-- mini scale: the mean over seeds of the committed runs, tolerance ``max(3 · std · sqrt(2 / n), floor)``
-  — three standard deviations of the difference between two means of n seeds each — with a floor of
-  1 point of accuracy and 10 % of the expected firing rate, for cells whose seeds happen to agree;
+- mini scale: the mean over seeds of the committed runs, tolerance ``max(t · std · sqrt(2 / n), floor)``
+  — the 99.7 % two-sided range of the difference between two means of n seeds each, with t the
+  Student quantile for the 2(n − 1) degrees of freedom of two sample deviations (6.4 for 3 seeds) —
+  with a floor of 1 point of accuracy and 10 % of the expected firing rate;
 - full scale: published values of the same code lineage with their source, ± 1 point of accuracy (the
   source reports no spread); ``unknown`` where the paper's own numbers could not be read (not checked).
 
@@ -41,18 +42,29 @@ OPTIONAL_NEURONS = ("clif", "plif")  # rows of optional neurons are checked only
 HEADER = """\
 # Expected values of the table cells, checked by `ilif-report --scale SCALE --tables N --check`.
 # mini: written by `ilif-report --scale mini --tables 1 2 3 --write-expected` from the runs behind
-#   results/mini: the mean over seeds; tolerance max(3 * std * sqrt(2 / n), floor), floor 1 point of
+#   results/mini: the mean over seeds; tolerance max(t * std * sqrt(2 / n), floor), t the two-sided
+#   99.7 % Student quantile with 2 (n - 1) degrees of freedom (6.4 for 3 seeds), floor 1 point of
 #   top-1 accuracy or 10 % of the firing rate.
 # full: published values of the same code lineage with their source, +- 1 point; `unknown` where the
 #   ILIF paper's own numbers could not be read (not checked).
 """
 
 
+COVERAGE = 0.997  # two-sided: the share of reproductions (of the same spread) inside the range
+
+
+def t_quantile(degrees: int) -> float:
+    """The two-sided :data:`COVERAGE` quantile of Student's t with ``degrees`` degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + COVERAGE / 2, degrees))
+
+
 def tolerance(column: str, mean: float, std: Optional[float], n: int) -> float:
     """The half-width of the expected range of ``column`` from a cell of ``n`` seeds (see the module)."""
     kind, floor = CHECKED[column]
     floor = floor if kind == "absolute" else floor * abs(mean)
-    spread = 3 * (std or 0.0) * math.sqrt(2 / n) if n > 0 else 0.0
+    spread = t_quantile(2 * (n - 1)) * (std or 0.0) * math.sqrt(2 / n) if n > 1 else 0.0
     return max(spread, floor)
 
 
@@ -98,7 +110,25 @@ def load(path: Path) -> dict:
         raise ValueError(f"{path}: not readable YAML ({type(err).__name__})") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ValueError(f"{path}: expected a mapping of scale -> table -> list of entries")
+    for scale, section in data.items():
+        for table, entries in section.items():
+            for index, entry in enumerate(entries if isinstance(entries, list) else [None]):
+                if not _well_formed(entry):
+                    raise ValueError(f"{path}: {scale}.{table}[{index}] is not an entry (a 'key' mapping and "
+                                     "'cells' of column -> {expected, tolerance})")
     return data
+
+
+def _well_formed(entry) -> bool:
+    if not (isinstance(entry, dict) and isinstance(entry.get("key"), dict) and isinstance(entry.get("cells"), dict)):
+        return False
+    for want in entry["cells"].values():
+        if not isinstance(want, dict) or "expected" not in want:
+            return False
+        if want["expected"] != "unknown" and not all(
+                isinstance(want.get(k), (int, float)) and not isinstance(want.get(k), bool) for k in ("expected", "tolerance")):
+            return False
+    return True
 
 
 def write(path: Path, scale: str, tables: dict[int, object]) -> None:
@@ -133,7 +163,7 @@ class Verdict:
     value: Optional[float]
     expected: object
     tolerance: Optional[float]
-    status: str  # within | outside | missing | incomplete (fewer seeds than expected) | not checked
+    status: str  # within | outside | missing | incomplete (fewer seeds than expected) | ambiguous | not checked
 
     def line(self) -> str:
         where = ", ".join(f"{k}={v}" for k, v in self.key.items())
@@ -144,7 +174,7 @@ class Verdict:
         return f"{self.table} [{where}] {self.column}: {shown}; expected {low:.4g} … {high:.4g}: {self.status}"
 
 
-FAILING = ("outside", "missing", "incomplete")
+FAILING = ("outside", "missing", "incomplete", "ambiguous")
 
 
 def check(expected: dict, scale: str, tables: dict[int, object]) -> list[Verdict]:
@@ -161,7 +191,9 @@ def check(expected: dict, scale: str, tables: dict[int, object]) -> list[Verdict
                 if want["expected"] == "unknown":
                     verdicts.append(Verdict(name, entry["key"], column, value, "unknown", None, "not checked"))
                     continue
-                if value is None:
+                if len(rows) > 1:
+                    status = f"ambiguous ({len(rows)} rows match)"
+                elif value is None:
                     status = "missing"
                 elif seeds < want.get("seeds", 1):
                     status = f"incomplete ({seeds} of {want['seeds']} seeds)"

@@ -265,48 +265,31 @@ def _notes_root(overrides: list[str]) -> Path:
     return root
 
 
-class _HeldTraceback:
-    """sys.stderr as it is, except that a traceback is held back from its first line on, so that it can
-    be dropped when the sweep's own failure list says the same in one line per job."""
-
-    def __init__(self, stream):
-        self.stream, self.held = stream, None
-
-    def write(self, text: str) -> int:
-        if self.held is None and text.startswith("Traceback (most recent call last)"):
-            self.held = []
-        if self.held is None:
-            return self.stream.write(text)
-        self.held.append(text)
-        return len(text)
-
-    def release(self) -> None:
-        if self.held:
-            self.stream.write("".join(self.held))
-        self.held = None
-
-    def __getattr__(self, name: str):
-        return getattr(self.stream, name)
-
-
 def _sweep_once(notes: Optional[Path]) -> None:
-    """One Hydra run or sweep. A launcher whose jobs ran in processes of their own reports a failed job
-    by raising, and Hydra then prints that launcher's traceback and exits 1: when the jobs left their
-    notes, :func:`main` lists them after it, and the traceback (which says the same) is dropped. Any
-    other exit, and the traceback with it, goes on as it is."""
+    """One Hydra run or sweep. A launcher whose jobs ran in processes of their own (submitit) reports
+    the first failed job by raising; Hydra is asked to let that exception through (HYDRA_FULL_ERROR)
+    instead of printing the launcher's traceback, and the failure joins the sweep's list (printed by
+    :func:`main`): as the note the job left, or, for a job that left none (killed, out of memory) or
+    a launcher that failed itself, as the launcher's one line."""
     if notes is None or debugging():
         hydra_main()
         return
-    stderr = sys.stderr = _HeldTraceback(sys.stderr)
+    before = set(notes.iterdir())
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_main()
-    except SystemExit as stop:
-        if not (stop.code == 1 and any(notes.iterdir())):
-            raise
-        stderr.held = None
+    except (ConfigError, HydraException, OmegaConfBaseException):
+        raise
+    except Exception as err:  # noqa: BLE001 - the launcher's report of a failed job
+        new_notes = [path.read_text() for path in sorted(set(notes.iterdir()) - before)]
+        if not any(note.split(": ", 1)[-1].rsplit(" (exit", 1)[0] in str(err) for note in new_notes):
+            FAILURES.append(f"the launcher: {one_line(err)}")
     finally:
-        sys.stderr = stderr.stream
-        stderr.release()
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
 
 
 @entry_point

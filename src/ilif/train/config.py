@@ -21,6 +21,7 @@ from ilif.neurons import FAMILIES, NORMALIZATIONS
 
 from .build import OPTIMIZERS, SCHEDULES, neuron_factory
 from .engine import LOSSES
+from .remedies import FORMS, NAMES as REMEDIES, SHAPES
 
 
 class ConfigError(ValueError):
@@ -157,6 +158,34 @@ def validate(cfg: DictConfig, keys: Optional[list[str]] = None) -> None:
         check_neuron(cfg)
     if keys is None or any(k in ("trainer.T", "dataset.name") for k in keys):
         check_frames(cfg)
+    if keys is None or any(k == "remedy" or k.startswith("remedy.") for k in keys):
+        check_remedy(cfg)
+
+
+#: each remedy's own keys and their checks (the files of configs/remedy/ give their values)
+REMEDY_KEYS: dict[str, dict[str, Callable[[str, Any], None]]] = {
+    "none": {},
+    "rate_reg": {"target": within(0.0, 1.0, high_inclusive=True), "weight": positive(strict=False),
+                 "form": choice(FORMS)},
+    "anneal_gamma": {"start": positive(), "end": positive(), "shape": choice(SHAPES)},
+    "adaptive_gamma": {"target": within(0.0, 1.0), "every": positive(integer=True), "min": positive(),
+                       "max": positive()},
+}
+
+
+def check_remedy(cfg: DictConfig) -> None:
+    """The remedy's name, its keys (no other) and their values; ConfigError naming the ``remedy.*`` key."""
+    spec = OmegaConf.to_container(cfg.remedy, resolve=True)
+    name = spec.get("name")
+    _require(name in REMEDIES, "remedy.name", name, f"choose one of {list(REMEDIES)}")
+    for key in spec:
+        if key != "name" and key not in REMEDY_KEYS[name]:
+            raise ConfigError(f"remedy.{key}", spec[key], f"remedy {name} takes {sorted(REMEDY_KEYS[name])}")
+    for key, check in REMEDY_KEYS[name].items():
+        _require(key in spec, f"remedy.{key}", None, f"remedy {name} needs it")
+        check(f"remedy.{key}", spec[key])
+    if name == "adaptive_gamma":
+        _require(spec["min"] < spec["max"], "remedy.min", spec["min"], f"below remedy.max={spec['max']!r}")
 
 
 def check_frames(cfg: DictConfig) -> None:

@@ -439,12 +439,13 @@ def limited(loader, limit: int, start: int = 0):
 
 
 def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, epoch: int, train_spikes,
-                    stop: Optional[StopFlag] = None, start: Optional[tuple] = None, save_mid=None) -> dict:
+                    stop: Optional[StopFlag] = None, start: Optional[tuple] = None, save_mid=None, remedy=None) -> dict:
     """One pass over ``loader`` with ``net`` (``model`` possibly wrapped by DDP or compile). Returns the
     epoch's mean train loss and accuracy summed over ranks. Raises TrainingDiverged on a non-finite loss
     or gradient (a float16 gradient scaler's skipped steps excepted), Interrupted when ``stop`` was set.
     ``start``: (batches done, their sums) of a run resumed inside this epoch (the loader already skips
-    them); ``save_mid(step, sums)`` is called after every ``trainer.checkpoint_every_min`` minutes."""
+    them); ``save_mid(step, sums)`` is called after every ``trainer.checkpoint_every_min`` minutes;
+    ``remedy`` (:mod:`ilif.train.remedies`) may add a term to each step's loss."""
     tcfg = cfg.trainer
     net.train()
     first, sums = (start[0], list(start[1])) if start else (0, [0.0, 0.0, 0.0])  # loss sum, hits, samples
@@ -464,6 +465,9 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
         with run.autocast():
             logits = net(x)
         loss = compute_loss(logits, y, cfg.loss)
+        penalty = remedy.penalty() if remedy is not None else None
+        if penalty is not None:
+            loss = loss + penalty
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise TrainingDiverged(f"non-finite loss ({loss_value}) at epoch {epoch}, step {step}")

@@ -31,6 +31,7 @@ from ilif.wandb_mirror import WandbLogger
 from . import checkpoint
 from .config import ConfigError
 from .build import build_datasets, build_model, build_optimizer, build_scheduler, surrogate_of
+from .remedies import Remedy, build_remedy
 from .engine import (Interrupted, Run, StopFlag, TrainingDiverged, check_finite_state, deterministic_ops_only, evaluate,
                      loader_factory, per_process_batch, seed_everything, torch_threads, train_one_epoch)
 
@@ -52,6 +53,7 @@ class Parts:
     eval_ops: OpsMeter
     train_spikes: SpikeMeter
     grad_meter: TemporalGradientMeter
+    remedy: Remedy
     start_epoch: int = 0
     best: Optional[dict] = None
     changed_on_resume: list = field(default_factory=list)  # settings a resume ran under that differ from the start
@@ -107,7 +109,8 @@ def build_parts(cfg: DictConfig, run: Run) -> Parts:
                  eval_spikes=SpikeMeter(model, enabled=False),
                  eval_ops=OpsMeter(model, events_input=data[3].events, enabled=False),
                  train_spikes=SpikeMeter(model, occupancy=False, enabled=cfg.trainer.train_meter),
-                 grad_meter=TemporalGradientMeter(model, enabled=cfg.trainer.grad_diagnostics))
+                 grad_meter=TemporalGradientMeter(model, enabled=cfg.trainer.grad_diagnostics),
+                 remedy=build_remedy(cfg, model, data[0]))
 
 
 START_OVER = "run again with trainer.resume=false to start this run over (the old files are moved aside, not deleted)"
@@ -156,6 +159,7 @@ def resume(parts: Parts, last_path: Path, run: Run, identity_hash: str) -> None:
             parts.grad_meter.sums, parts.grad_meter.counts = state["meters"]["grad_sums"], state["meters"]["grad_counts"]
         parts.changed_on_resume = list(state.get("changed_on_resume", []))
         parts.epoch_seconds = list(state.get("epoch_seconds", []))
+        parts.remedy.load(state.get("remedy"))
     except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
         raise RunConflict(f"{last_path} does not fit this run ({type(err).__name__}: "
                           f"{str(err).splitlines()[0][:120] if str(err) else ''}): {START_OVER}") from None
@@ -210,12 +214,14 @@ def run_epoch(parts: Parts, cfg: DictConfig, run: Run, loader, epoch: int, stop:
     if inside is None:
         parts.train_spikes.reset()
         parts.grad_meter.reset()
+        parts.remedy.start_epoch(epoch, tcfg.epochs)
     parts.train_spikes.set_enabled(tcfg.train_meter)
     record = {"epoch": epoch, "lr": parts.optimizer.param_groups[0]["lr"]}
     train_loader = loader(train_set, True, epoch, inside[0] if inside else 0)
     record.update(train_one_epoch(parts.net, parts.model, train_loader, parts.optimizer, run, cfg, epoch,
                                   parts.train_spikes, stop, inside,
-                                  None if save_mid is None else functools.partial(save_mid, epoch)))
+                                  None if save_mid is None else functools.partial(save_mid, epoch), parts.remedy))
+    record.update(parts.remedy.record())
     parts.train_spikes.set_enabled(False)
     parts.scheduler.step()
     check_finite_state(parts.model, f"after epoch {epoch}")
@@ -253,7 +259,7 @@ def resume_state(parts: Parts, run: Run, epoch: int, identity_hash: str) -> dict
             "scheduler": parts.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
             "rng": checkpoint.rng_state(), "epoch": epoch, "best": parts.best, "config_hash": identity_hash,
             "runtime": runtime(run.device), "changed_on_resume": parts.changed_on_resume,
-            "epoch_seconds": parts.epoch_seconds}
+            "epoch_seconds": parts.epoch_seconds, "remedy": parts.remedy.state()}
 
 
 def save_inside_epoch(parts: Parts, run: Run, run_dir: Path, identity_hash: str, epoch: int, step: int,

@@ -1,0 +1,152 @@
+"""Remedies for the γ dilemma that the literature uses, as rivals of ILIF (``remedy=...``).
+
+Each composes with any neuron, surrogate family and normalisation; the trainer calls
+:meth:`Remedy.start_epoch` before an epoch trains, adds :meth:`Remedy.penalty` to each step's loss,
+and logs :meth:`Remedy.record` (the γ each neuron layer trains with) with the epoch's metrics.
+
+- ``none``: the surrogate as configured.
+- ``rate_reg``: activity regularisation (Zenke & Vogels, Neural Computation 33(4), 2021): a loss term
+  pulling each layer's firing rate towards ``target`` (``form: l2``, weight · mean over layers of
+  (rate − target)²) or an L1 penalty on spikes (``form: l1``, weight · mean over layers of the rate).
+- ``anneal_gamma``: γ moved from ``start`` (default: the configured γ) to ``end`` over the epochs
+  (``shape``: linear, cosine or geometric), every layer alike.
+- ``adaptive_gamma``: γ fitted to the membrane-potential distribution (after MPD-AGL, Jiang et al.,
+  IJCAI 2025): the first epoch trains with the configured γ; then every ``every`` epochs, before
+  the epoch trains, each layer's γ is set so that a share
+  ``target`` of its pre-spike potentials lies inside the support (|h − V_th| ≤ γ/2, the meters'
+  support occupancy), measured on a fixed batch of training samples in evaluation mode, within
+  [``min``, ``max``]. The forward pass does not depend on γ, so one pass fits every layer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from omegaconf import DictConfig
+from spikingjelly.activation_based import functional as sj_functional
+
+from ilif.metrics.base import neuron_layers
+from ilif.neurons import Surrogate
+
+NAMES = ("none", "rate_reg", "anneal_gamma", "adaptive_gamma")
+SHAPES = ("linear", "cosine", "geometric")
+FORMS = ("l2", "l1")
+PROBE_SAMPLES = 256  # the fixed batch the adaptive rule measures on: the first samples of the training set
+
+
+def annealed_gamma(start: float, end: float, shape: str, epoch: int, epochs: int) -> float:
+    """γ at ``epoch`` (0-based) of ``epochs``: ``start`` at the first epoch, ``end`` at the last."""
+    progress = epoch / (epochs - 1) if epochs > 1 else 0.0
+    if shape == "linear":
+        return start + (end - start) * progress
+    if shape == "cosine":
+        return end + (start - end) * (1 + math.cos(math.pi * progress)) / 2
+    return start * (end / start) ** progress
+
+
+def fitted_gamma(h: torch.Tensor, v_threshold: float, target: float, low: float, high: float) -> float:
+    """The γ for which a share ``target`` of the potentials ``h`` (any shape) lies within γ/2 of the
+    threshold: twice that quantile of |h − V_th|, kept within [low, high]."""
+    distance = (h.detach().double() - v_threshold).abs().flatten()
+    return min(max(2.0 * torch.quantile(distance, target).item(), low), high)
+
+
+def rate_penalty(rates: list[torch.Tensor], form: str, target: float, weight: float) -> torch.Tensor:
+    """weight · mean over layers of (rate − target)² (``l2``) or of the rate (``l1``); rates: scalars."""
+    stacked = torch.stack(rates)
+    return weight * ((stacked - target) ** 2 if form == "l2" else stacked).mean()
+
+
+class Remedy:
+    """``remedy=none``: every layer keeps the configured surrogate."""
+
+    def __init__(self, spec: DictConfig, model: torch.nn.Module, train_set):
+        self.spec, self.layers = spec, neuron_layers(model)
+        self.model, self.train_set = model, train_set
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Called before epoch ``epoch`` (0-based) of ``epochs`` trains (not when resumed inside it)."""
+
+    def penalty(self) -> Optional[torch.Tensor]:
+        """The term added to the loss of the step whose forward just ran (None: nothing)."""
+        return None
+
+    def record(self) -> dict:
+        """The γ of every neuron layer (and their mean, min and max): part of the epoch's metrics."""
+        gammas = {name: module.surrogate.gamma for name, module in self.layers.items()}
+        values = list(gammas.values()) or [float("nan")]
+        return {"remedy/gamma": gammas, "remedy/gamma_mean": sum(values) / len(values),
+                "remedy/gamma_min": min(values), "remedy/gamma_max": max(values)}
+
+    def state(self) -> dict:
+        """What a resume needs besides the model: each layer's γ."""
+        return {name: module.surrogate.gamma for name, module in self.layers.items()}
+
+    def load(self, state: dict) -> None:
+        for name, gamma in (state or {}).items():
+            self.set_gamma(name, gamma)
+
+    def set_gamma(self, name: str, gamma: float) -> None:
+        module = self.layers[name]
+        sg = module.surrogate
+        module.set_surrogate(Surrogate(sg.family, gamma=gamma, normalize=sg.normalize))
+
+
+class RateRegularisation(Remedy):
+    """``remedy=rate_reg``: the firing rate of every layer in the step's forward, with its gradient."""
+
+    def __init__(self, spec, model, train_set):
+        super().__init__(spec, model, train_set)
+        self.rates: list[torch.Tensor] = []
+        self.handles = [module.register_forward_hook(self._keep) for module in self.layers.values()]
+
+    def _keep(self, module, inputs, spikes) -> None:
+        if module.training:
+            self.rates.append(spikes.float().mean())
+
+    def penalty(self) -> Optional[torch.Tensor]:
+        rates, self.rates = self.rates, []
+        return rate_penalty(rates, self.spec.form, self.spec.target, self.spec.weight) if rates else None
+
+
+class AnnealedGamma(Remedy):
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        gamma = annealed_gamma(self.spec.start, self.spec.end, self.spec.shape, epoch, epochs)
+        for name in self.layers:
+            self.set_gamma(name, gamma)
+
+
+class AdaptiveGamma(Remedy):
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        if epoch == 0 or epoch % self.spec.every:
+            return
+        probe = torch.stack([self.train_set[i][0] for i in range(min(PROBE_SAMPLES, len(self.train_set)))])
+        device = next(self.model.parameters()).device
+        training = self.model.training
+        stored = {name: module.store_membrane for name, module in self.layers.items()}
+        self.model.eval()
+        try:
+            for module in self.layers.values():
+                module.store_membrane = True
+            with torch.no_grad():
+                self.model(probe.to(device))
+            for name, module in self.layers.items():
+                self.set_gamma(name, fitted_gamma(module.h_seq, module.v_threshold, self.spec.target,
+                                                  self.spec.min, self.spec.max))
+        finally:
+            for name, module in self.layers.items():
+                module.store_membrane = stored[name]
+                module.h_seq = None
+            sj_functional.reset_net(self.model)
+            self.model.train(training)
+
+
+REMEDIES = {"none": Remedy, "rate_reg": RateRegularisation, "anneal_gamma": AnnealedGamma,
+            "adaptive_gamma": AdaptiveGamma}
+
+
+def build_remedy(cfg: DictConfig, model: torch.nn.Module, train_set) -> Remedy:
+    """The remedy ``cfg.remedy`` names, attached to ``model``'s neuron layers."""
+    return REMEDIES[cfg.remedy.name](cfg.remedy, model, train_set)

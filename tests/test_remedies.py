@@ -1,0 +1,191 @@
+"""The γ-dilemma remedies: the regulariser's gradient by hand, the schedule's γ at each epoch, the
+adaptive rule reaching its target occupancy, their config checks, and a run that logs its γ."""
+
+import json
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from ilif.conf import compose_config, config_hash
+from ilif.metrics import SpikeMeter
+from ilif.neurons import LIF, Surrogate
+from ilif.train.config import ConfigError, validate
+from ilif.train.remedies import AdaptiveGamma, AnnealedGamma, RateRegularisation, annealed_gamma, fitted_gamma
+
+
+def _spec(**keys):
+    return OmegaConf.create(keys)
+
+
+@pytest.mark.parametrize("form", ["l2", "l1"])
+def test_the_rate_regulariser_gradient_by_hand(form):
+    surrogate = Surrogate("rectangle", gamma=1.0, normalize="area")
+    model = nn.Sequential(LIF(surrogate=surrogate, step_mode="m"))
+    remedy = RateRegularisation(_spec(name="rate_reg", target=0.2, weight=3.0, form=form), model, None)
+    x = torch.tensor([[0.2, 0.7, 1.1, 1.4, 0.95, 2.0]], dtype=torch.float64, requires_grad=True)  # T = 1, B = 1
+    model.train()
+    spikes = model(x)
+    penalty = remedy.penalty()
+    rate = spikes.mean().item()
+    assert rate == 3 / 6
+    assert penalty.item() == pytest.approx(3.0 * (rate - 0.2) ** 2 if form == "l2" else 3.0 * rate)
+    penalty.backward()
+    g = ((x.detach() - 1.0).abs() <= 0.5).double()  # the rectangle's derivative, height 1/γ = 1
+    factor = 2 * 3.0 * (rate - 0.2) if form == "l2" else 3.0
+    assert torch.allclose(x.grad, factor * g / 6, atol=1e-15)
+    assert remedy.penalty() is None  # each step's rates are used once
+    model.eval()
+    model(x)
+    assert remedy.penalty() is None  # evaluation adds nothing
+
+
+def test_the_annealed_gamma_at_each_epoch():
+    assert [annealed_gamma(4.0, 1.0, "linear", e, 3) for e in range(3)] == [4.0, 2.5, 1.0]
+    assert [annealed_gamma(4.0, 0.25, "geometric", e, 3) for e in range(3)] == pytest.approx([4.0, 1.0, 0.25])
+    cosine = [annealed_gamma(4.0, 0.25, "cosine", e, 5) for e in range(5)]
+    assert cosine == pytest.approx([4.0, 0.25 + 3.75 * (1 + math.cos(math.pi / 4)) / 2, 2.125,
+                                    0.25 + 3.75 * (1 + math.cos(3 * math.pi / 4)) / 2, 0.25])
+    assert annealed_gamma(4.0, 0.25, "linear", 0, 1) == 4.0  # one epoch: the start
+    model = nn.Sequential(LIF(step_mode="m"), nn.Identity(), LIF(surrogate=Surrogate("sigmoid", normalize="peak"),
+                                                                 step_mode="m"))
+    remedy = AnnealedGamma(_spec(name="anneal_gamma", start=4.0, end=1.0, shape="linear"), model, None)
+    remedy.start_epoch(1, 3)
+    record = remedy.record()
+    assert record["remedy/gamma"] == {"0": 2.5, "2": 2.5} and record["remedy/gamma_mean"] == 2.5
+    assert (model[2].surrogate.family, model[2].surrogate.normalize) == ("sigmoid", "peak")  # only γ changes
+
+
+def test_the_adaptive_rule_reaches_its_target_occupancy_on_a_fixed_input():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(2), nn.Linear(16, 32), LIF(step_mode="m"), nn.Linear(32, 8), LIF(step_mode="m"))
+
+    class Frames(torch.utils.data.Dataset):  # 300 samples of [T = 4, 16] inputs
+        data = torch.randn(300, 4, 4, 4)
+
+        def __len__(self):
+            return 300
+
+        def __getitem__(self, i):
+            return self.data[i], 0
+
+    class TimeFirst(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):  # [B, T, ...] -> [T, B, ...]
+            return self.net(x.transpose(0, 1))
+
+    net = TimeFirst(model)
+    remedy = AdaptiveGamma(_spec(name="adaptive_gamma", target=0.3, every=2, min=0.05, max=16.0), net, Frames())
+    remedy.start_epoch(0, 4)
+    assert remedy.record()["remedy/gamma"] == {"net.2": 1.0, "net.4": 1.0}  # the first epoch: the configured γ
+    remedy.start_epoch(2, 4)
+    gammas = remedy.record()["remedy/gamma"]
+    assert gammas["net.2"] != 1.0 and gammas["net.4"] != 1.0
+    meter = SpikeMeter(net)
+    net.eval()
+    with torch.no_grad():
+        net(torch.stack([Frames()[i][0] for i in range(256)]))  # the rule's fixed batch: the first 256 samples
+    for layer in meter.counts.values():
+        occupancy = (layer["in_support"] / layer["potentials"]).item()
+        assert abs(occupancy - 0.3) <= 1 / layer["potentials"].item() + 1e-12  # the quantile, to one potential
+    before = dict(gammas)
+    remedy.start_epoch(3, 4)
+    assert remedy.record()["remedy/gamma"] == before  # every 2 epochs
+    assert fitted_gamma(torch.full((10,), 1.0), 1.0, 0.3, 0.05, 16.0) == 0.05  # all on the threshold: the floor
+    assert fitted_gamma(torch.tensor([100.0, -100.0]), 1.0, 0.5, 0.05, 16.0) == 16.0  # the ceiling
+
+
+@pytest.mark.parametrize("override,message", [
+    ("remedy=rate_reg remedy.form=l3", "remedy.form='l3' is not allowed: choose one of ['l2', 'l1']"),
+    ("remedy=rate_reg remedy.target=1.5", "remedy.target=1.5 is not allowed: a number in [0, 1]"),
+    ("remedy=rate_reg +remedy.start=1.0", "remedy.start=1.0 is not allowed: remedy rate_reg takes ['form', 'target', 'weight']"),
+    ("remedy=anneal_gamma remedy.end=0", "remedy.end=0 is not allowed: a finite number > 0"),
+    ("remedy=anneal_gamma remedy.shape=step", "remedy.shape='step' is not allowed: choose one of ['linear', 'cosine', 'geometric']"),
+    ("remedy=adaptive_gamma remedy.every=0", "remedy.every=0 is not allowed: an integer > 0"),
+    ("remedy=adaptive_gamma remedy.min=20.0", "remedy.min=20.0 is not allowed: below remedy.max=16.0"),
+])
+def test_bad_remedy_values_are_refused_in_one_line(override, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config(override.split()))
+    assert str(err.value) == message
+
+
+def test_no_remedy_is_not_part_of_the_run_hash_and_every_remedy_is():
+    plain = compose_config([])
+    assert "remedy" not in json.dumps(__import__("ilif.conf", fromlist=["identity"]).identity(plain))
+    hashes = {config_hash(compose_config([f"remedy={name}"])) for name in ("none", "rate_reg", "anneal_gamma",
+                                                                          "adaptive_gamma")}
+    assert len(hashes) == 4 and config_hash(compose_config(["remedy=none"])) == config_hash(plain)
+
+
+@pytest.mark.parametrize("remedy,expected", [
+    ("anneal_gamma", [[4.0, 4.0], [1.0, 1.0]]),  # from the configured γ = 4 to 1
+    ("adaptive_gamma", None),
+    ("rate_reg", [[1.0, 1.0], [1.0, 1.0]]),
+])
+def test_a_run_logs_the_gamma_of_each_layer_every_epoch(train_run, remedy, expected):
+    extra = ["remedy.shape=linear", "surrogate.gamma=4"] if remedy == "anneal_gamma" else []
+    run_dir, summary = train_run(f"remedy={remedy}", *extra, "trainer.epochs=2", "trainer.limit_train_batches=3",
+                                 "trainer.limit_eval_batches=1")
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    gammas = [list(h["remedy/gamma"].values()) for h in history]
+    if expected is not None:
+        assert gammas == expected
+    else:
+        assert gammas[0] == [1.0, 1.0] and all(g != 1.0 for g in gammas[1])  # refitted after the first epoch
+    assert summary["final"]["remedy/gamma_mean"] == pytest.approx(sum(gammas[-1]) / 2)
+    assert summary["config"]["remedy"]["name"] == remedy
+
+
+def test_table5_compares_each_row_with_ilif_without_a_remedy(tmp_path):
+    from ilif.grid import table_jobs
+    from ilif.report import tables
+    from ilif.report.runs import load_runs
+    from test_experiments import _write_summary
+
+    jobs = table_jobs([5], "mini", [f"runs_root={tmp_path / 'runs'}"])
+    assert len(jobs) == 2 * 2 * 4 * 2 * 3  # datasets × neurons × remedies × γ × seeds
+    acc = {("ilif", "none"): 0.95, ("lif", "none"): 0.93, ("lif", "rate_reg"): 0.94}
+    for _, cfg, run_dir in jobs:
+        remedy = cfg.get("remedy", {}).get("name", "none")
+        _write_summary(run_dir, acc=acc.get((cfg.neuron.name, remedy), 0.9) + 0.01 * cfg.seed,
+                       rate=0.1 if cfg.neuron.name == "ilif" else 0.2)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        summary["final"].update({"remedy/gamma_mean": 2.0, "remedy/gamma_min": 1.0, "remedy/gamma_max": 3.0})
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+    table = tables.table5(load_runs(jobs), "mini")
+    rows = {tuple(row[:4]): row for row in table.rows}
+    assert list(rows)[:4] == [("digits", "0.25", "lif", name) for name in ("none", "rate_reg", "anneal_gamma",
+                                                                          "adaptive_gamma")]
+    lif_reg = rows[("seqdigits", "4", "lif", "rate_reg")]
+    assert lif_reg[-2:] == [f"+1.00 ± {100 * math.sqrt(2 * 0.01 ** 2 / 3):.2f}", "-0.1000 ± 0.0000"]
+    assert rows[("digits", "4", "ilif", "none")][-2:] == ["—", "—"]
+    assert lif_reg[4 + 6:4 + 9] == ["2.000 ± 0.000", "1.000 ± 0.000", "3.000 ± 0.000"]
+
+
+def test_a_resume_restores_the_gamma_each_layer_trained_with(tmp_path):
+    from types import SimpleNamespace
+
+    from ilif.train import loop
+
+    def parts():
+        model = nn.Sequential(LIF(step_mode="m"), LIF(step_mode="m"))
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+        remedy = AdaptiveGamma(_spec(name="adaptive_gamma", target=0.3, every=1, min=0.05, max=16.0), model, None)
+        return SimpleNamespace(model=model, optimizer=optimizer, scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2),
+                               start_epoch=0, best=None, changed_on_resume=[], epoch_seconds=[], resume_inside=None,
+                               remedy=remedy)
+
+    before = parts()
+    before.remedy.set_gamma("0", 0.37)
+    before.remedy.set_gamma("1", 2.5)
+    run = SimpleNamespace(scaler=torch.amp.GradScaler("cpu", enabled=False), device=torch.device("cpu"))
+    loop.save_checkpoints(before, run, tmp_path, 3, False, "h")
+    after = parts()
+    loop.resume(after, tmp_path / "last.pt", run, "h")
+    assert after.remedy.record()["remedy/gamma"] == {"0": 0.37, "1": 2.5} and after.start_epoch == 4
