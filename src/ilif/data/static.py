@@ -72,6 +72,16 @@ class TensorImages(Dataset):
         return self.images[index], int(self.labels[index])
 
 
+def stratified_split(labels: np.ndarray, split_seed: int, test_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray, str]:
+    """The digits' split of samples with ``labels`` [N]: (sorted train indices, sorted test indices, its name),
+    class-stratified and seeded by ``split_seed``."""
+    from sklearn.model_selection import train_test_split
+
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_fraction, random_state=split_seed,
+                                           stratify=labels)
+    return np.sort(train_idx), np.sort(test_idx), f"stratified-{test_fraction}-seed{split_seed}"
+
+
 def digits(split_seed: int = 0, test_fraction: float = 0.25):
     """scikit-learn's handwritten digits (1797 images, 8×8, 10 classes; shipped with the package).
 
@@ -79,18 +89,15 @@ def digits(split_seed: int = 0, test_fraction: float = 0.25):
     with the training set's mean and std. Returns (train, test, info); samples are [1, 8, 8] float32.
     """
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     labels = torch.tensor(bunch.target, dtype=torch.int64)
-    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_fraction,
-                                           random_state=split_seed, stratify=bunch.target)
-    train_idx, test_idx = torch.tensor(np.sort(train_idx)), torch.tensor(np.sort(test_idx))
+    train_idx, test_idx, split = stratified_split(bunch.target, split_seed, test_fraction)
+    train_idx, test_idx = torch.tensor(train_idx), torch.tensor(test_idx)
     mean, std = images[train_idx].mean(), images[train_idx].std()
     images = (images - mean) / std
-    info = DatasetInfo("digits", 10, 1, 8, False, f"stratified-{test_fraction}-seed{split_seed}",
-                       len(train_idx), len(test_idx))
+    info = DatasetInfo("digits", 10, 1, 8, False, split, len(train_idx), len(test_idx))
     return TensorImages(images[train_idx], labels[train_idx]), TensorImages(images[test_idx], labels[test_idx]), info
 
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import DatasetError, DatasetInfo
-from .static import TensorImages, digits
+from .static import TensorImages, digits, stratified_split
 
 ROWS = 8  # the digits are 8×8: seqdigits has one frame per row
 DIGITS = 1797  # scikit-learn's digits: the samples of ndigits
@@ -219,17 +219,13 @@ def integrate(events: dict[str, np.ndarray], T: int, size: int) -> torch.Tensor:
 def ndigits(root: Path, T: int = 6, split_seed: int = 0, spec: SaccadeSpec = SaccadeSpec()):
     """The saccade-event digits as [T, 2, canvas, canvas] frames, with the split of
     :func:`ilif.data.static.digits`. Returns (train, test, info)."""
-    from sklearn.model_selection import train_test_split
-
     folder = events_folder(root, spec)
     files = sorted(folder.glob("*/*.npz"), key=lambda p: int(p.stem))
     labels = np.array([int(p.parent.name) for p in files])
     frames = torch.stack([integrate(_load_events(p), T, spec.canvas) for p in files])
-    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.25, random_state=split_seed,
-                                           stratify=labels)
-    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    train_idx, test_idx, split = stratified_split(labels, split_seed)
     targets = torch.tensor(labels, dtype=torch.int64)
-    info = DatasetInfo("ndigits", 10, 2, spec.canvas, True, f"stratified-0.25-seed{split_seed}", len(train_idx),
-                       len(test_idx), {"T": T, "generator": asdict(spec)})
+    info = DatasetInfo("ndigits", 10, 2, spec.canvas, True, split, len(train_idx), len(test_idx),
+                       {"T": T, "generator": asdict(spec)})
     return (TensorImages(frames[train_idx], targets[train_idx]), TensorImages(frames[test_idx], targets[test_idx]),
             info)

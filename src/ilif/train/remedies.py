@@ -119,10 +119,14 @@ class AnnealedGamma(Remedy):
 
 
 class AdaptiveGamma(Remedy):
+    probe: Optional[torch.Tensor] = None  # the fixed batch, gathered at the first refit
+
     def start_epoch(self, epoch: int, epochs: int) -> None:
         if epoch == 0 or epoch % self.spec.every:
             return
-        probe = torch.stack([self.train_set[i][0] for i in range(min(PROBE_SAMPLES, len(self.train_set)))])
+        if self.probe is None:
+            self.probe = torch.stack([self.train_set[i][0] for i in range(min(PROBE_SAMPLES, len(self.train_set)))])
+        probe = self.probe
         device = next(self.model.parameters()).device
         training = self.model.training
         stored = {name: module.store_membrane for name, module in self.layers.items()}
