@@ -8,8 +8,10 @@ round-robin across the configurations) with ratios measured in the same run. ``-
 under autocast (bfloat16 or float16, with a gradient scaler for float16), as the trainer runs them.
 The eager (and release) rows are timed and printed first; the compiled rows (``--compiled``, one
 compile each) follow, so a time limit that cuts the run short still leaves the eager table.
-``--remedies`` adds eager rows with the activity regulariser (``remedy=rate_reg``: forward hooks and a
-loss term each step), the only remedy with a per-step cost (the others change γ between epochs).
+``--remedies`` adds eager rows with the two remedies that cost something at every step: the activity
+regulariser (``remedy=rate_reg``: forward hooks and a loss term) and the learnable width
+(``remedy=learnable_gamma``: each layer's dL/dγ and an Adam step on it); the others change γ between
+epochs.
 
     python scripts/bench_train.py                              # preact_resnet18, T = 4, batch 32, 3×32×32
     python scripts/bench_train.py --repeats 3 --compiled       # no compiled rows
@@ -25,30 +27,34 @@ import statistics
 import time
 
 import torch
+from omegaconf import OmegaConf
 from spikingjelly.activation_based import functional
 
 from ilif.models import create_model, model_names
 from ilif.neurons import ILIF, LIF
 from ilif.train.engine import compute_loss
-from ilif.train.remedies import RateRegularisation
+from ilif.train.remedies import REMEDIES
 
 LOSS = type("Loss", (), {"name": "ce", "label_smoothing": 0.0})()
 
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: the remedies with a per-step cost, at their configs' defaults (configs/remedy/)
+REMEDY_SPECS = {"rate_reg": {"target": 0.1, "weight": 1.0, "form": "l2"},
+                "learnable_gamma": {"init": 1.0, "lr": 0.01, "min": 0.05, "max": 16.0}}
 
 
 def make_step(neuron_cls, args, mode: str, amp: str = "off"):
-    """A closure running one training step; ``mode`` is eager, compiled, release or eager+rate_reg;
-    ``amp`` off, bf16 or fp16."""
+    """A closure running one training step; ``mode`` is eager, compiled, release or eager+REMEDY (a key
+    of :data:`REMEDY_SPECS`); ``amp`` off, bf16 or fp16."""
     torch.manual_seed(0)
     T = 1 if mode == "release" else args.T
     backend = "reference" if mode == "release" else "auto"  # the release's neurons: autograd on every op
     model = create_model(args.model, functools.partial(neuron_cls, tau=1.1, backend=backend), num_classes=10,
                          in_channels=3, T=T, input_size=args.size)
     model = model.to(args.device).train()
-    spec = type("Spec", (), {"form": "l2", "target": 0.1, "weight": 1.0})()
-    remedy = RateRegularisation(spec, model, None) if mode == "eager+rate_reg" else None
+    name = mode.partition("+")[2]
+    remedy = REMEDIES[name](OmegaConf.create({"name": name, **REMEDY_SPECS[name]}), model, None) if name else None
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     net = torch.compile(model, dynamic=False) if mode == "compiled" else model
     x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
@@ -64,10 +70,13 @@ def make_step(neuron_cls, args, mode: str, amp: str = "off"):
             else:
                 logits = net(x)
             loss = compute_loss(logits.float(), y, LOSS)
-            if remedy is not None:
-                loss = loss + remedy.penalty()
+            penalty = remedy.penalty() if remedy is not None else None
+            if penalty is not None:
+                loss = loss + penalty
         scaler.scale(loss).backward()
         scaler.step(optimizer)
+        if remedy is not None:
+            remedy.after_step(scaler)
         scaler.update()
         functional.reset_net(model)
 
@@ -129,7 +138,7 @@ def main() -> None:
     parser.add_argument("--amp", nargs="+", default=["off"], choices=list(AMP_DTYPES),
                         help="autocast settings to time (the release-style rows run without)")
     parser.add_argument("--no-release", action="store_true", help="skip the release-style rows")
-    parser.add_argument("--remedies", action="store_true", help="add eager rows with the rate regulariser")
+    parser.add_argument("--remedies", action="store_true", help="add eager rows with the per-step remedies")
     args = parser.parse_args()
     compiled = [tuple(item.split(":")) for item in args.compiled]
     bad = [item for item, pair in zip(args.compiled, compiled)
@@ -145,7 +154,8 @@ def main() -> None:
           "× eager same neuron |")
     print("|---|---|---|---|---|---|---|", flush=True)
     eager = [(name, "eager", amp) for amp in args.amp for name in ("LIF", "ILIF")]
-    eager += [(name, "eager+rate_reg", amp) for amp in args.amp for name in ("LIF", "ILIF")] if args.remedies else []
+    eager += [(name, f"eager+{remedy}", amp) for remedy in REMEDY_SPECS for amp in args.amp
+              for name in ("LIF", "ILIF")] if args.remedies else []
     eager += [] if args.no_release else [(name, "release", "off") for name in ("LIF", "ILIF")]
     times = _timed_group(eager, args)
     _print_rows(times, times)

@@ -19,7 +19,7 @@ def test_every_table_composes_with_the_expected_grid():
     assert sizes[(1, "full")] == 5 * 2 * 3 and sizes[(1, "mini")] == 3 * 2 * 3 and sizes[(1, "smoke")] == 5 * 2
     assert sizes[(2, "full")] == 5 * 2 * 2 * 3 and sizes[(2, "mini")] == 2 * 5 * 2 * 2 * 3 and sizes[(2, "smoke")] == 20
     assert sizes[(3, "full")] == 2 * (4 + 2) * 3 and sizes[(3, "mini")] == 2 * (4 + 2) * 3 and sizes[(3, "smoke")] == 12
-    assert sizes[(5, "full")] == 2 * 4 * 2 * 3 and sizes[(5, "mini")] == 2 * 2 * 4 * 2 * 3 and sizes[(5, "smoke")] == 16
+    assert sizes[(5, "full")] == 2 * 5 * 2 * 3 and sizes[(5, "mini")] == 2 * 2 * 5 * 2 * 3 and sizes[(5, "smoke")] == 20
     demo = plan(["demo"], [])
     assert len(demo) == 2 * 3 * 3
     assert {(cfg.dataset.name, cfg.trainer.T, cfg.surrogate.normalize) for _, cfg, _ in demo} == {("seqdigits", 8, "peak")}

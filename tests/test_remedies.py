@@ -1,5 +1,6 @@
-"""The γ-dilemma remedies: the regulariser's gradient by hand, the schedule's γ at each epoch, the
-adaptive rule reaching its target occupancy, their config checks, and a run that logs its γ."""
+"""The γ-dilemma remedies: the regulariser's gradient by hand, a learnable γ's gradient against finite
+differences and in every fused backend, the schedule's γ at each epoch, the adaptive rule reaching its
+target occupancy, their config checks, and a run that logs its γ."""
 
 import json
 import math
@@ -7,13 +8,18 @@ import math
 import pytest
 import torch
 from omegaconf import OmegaConf
+from spikingjelly.activation_based import functional
 from torch import nn
 
+from devices import FUSED
 from ilif.conf import compose_config, config_hash
 from ilif.metrics import SpikeMeter
-from ilif.neurons import LIF, Surrogate
+from ilif.neurons import CLIF, FAMILIES, ILIF, LIF, NORMALIZATIONS, PLIF, NeuronParams, Surrogate, multistep
 from ilif.train.config import ConfigError, validate
-from ilif.train.remedies import AdaptiveGamma, AnnealedGamma, RateRegularisation, annealed_gamma, fitted_gamma
+from ilif.train.remedies import (NAMES, AdaptiveGamma, AnnealedGamma, LearnableGamma, RateRegularisation,
+                                 annealed_gamma, fitted_gamma)
+
+NO_SCALER = torch.amp.GradScaler("cpu", enabled=False)
 
 
 def _spec(**keys):
@@ -40,6 +46,110 @@ def test_the_rate_regulariser_gradient_by_hand(form):
     model.eval()
     model(x)
     assert remedy.penalty() is None  # evaluation adds nothing
+
+
+def _unit_jump_step(family: str, z: torch.Tensor, gamma: float) -> torch.Tensor:
+    """F₁(z; γ): the smooth step from 0 to 1 whose derivative is the unit-area bump of width γ, written
+    from each family's definition (not from the package)."""
+    u = z / gamma
+    if family == "rectangle":
+        return (u + 0.5).clamp(0.0, 1.0)
+    if family == "triangle":
+        rising, falling = 2 * (u + 0.5) ** 2, 1 - 2 * (0.5 - u) ** 2
+        return torch.where(u < -0.5, 0.0, torch.where(u <= 0, rising, torch.where(u <= 0.5, falling, 1.0)))
+    if family == "sigmoid":
+        return torch.sigmoid(2 * math.log(3 + 2 * math.sqrt(2)) * u)
+    return 0.5 + torch.atan(2 * u) / math.pi  # (π/2)·α·z with α = 4/(πγ)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("normalize", NORMALIZATIONS)
+def test_a_learnable_gamma_gets_the_finite_difference_gradient(family, normalize):
+    """One step (T = 1) of LIF from rest through the fused op: dL/dγ of L = Σ w·S equals the central
+    difference of Σ w·c·F₁(x − V_th; γ), c the bump's area (1 at unit area), in float64."""
+    torch.manual_seed(3)
+    gamma0 = 1.3
+    x = torch.rand(1, 400, dtype=torch.float64) * 3.0 - 0.5
+    z = x[0] - 1.0
+    x = x[:, (z.abs() - gamma0 / 2).abs() > 1e-3]  # no potential on the rectangle's or triangle's edges
+    w = torch.randn(x.shape[1], dtype=torch.float64)
+    gamma = torch.tensor(gamma0, dtype=torch.float64, requires_grad=True)
+    sg = Surrogate(family, gamma0, normalize, parameter=gamma)
+    spikes, _, _ = multistep(x, None, NeuronParams(surrogate=sg))
+    (spikes[0] * w).sum().backward()
+    area = 1.0 / Surrogate(family, gamma0, "area").height if normalize == "peak" else 1.0
+    eps = 1e-6
+    smooth = [(w * _unit_jump_step(family, x[0] - 1.0, gamma0 + d)).sum().item() for d in (eps, -eps)]
+    assert gamma.grad.item() == pytest.approx(area * (smooth[0] - smooth[1]) / (2 * eps), rel=1e-7, abs=1e-9)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("normalize", NORMALIZATIONS)
+def test_every_fused_backend_gives_a_learnable_gamma_the_oracle_gradient(backend, family, normalize):
+    """ILIF with both units, T = 6, through reset and inhibition: the kernels' dL/dγ (from Σ g_z·z)
+    equals autograd through the op-by-op step, in float64."""
+    torch.manual_seed(1)
+    x0 = torch.randn(6, 3, 40, dtype=torch.float64) * 1.2 + 0.6
+    grads = []
+    for which in (backend, "reference"):
+        gamma = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+        params = NeuronParams(tau=1.7, surrogate=Surrogate(family, 1.3, normalize, parameter=gamma),
+                              current_inhibition=True, membrane_inhibition=True, kappa_current=0.3,
+                              kappa_membrane=0.8).validated()
+        x = x0.clone().requires_grad_()
+        spikes, final, _ = multistep(x, None, params, backend=which)
+        weights = torch.linspace(-1, 1, spikes.numel(), dtype=torch.float64).view(spikes.shape)
+        objective = (spikes * weights).sum() + final.v.sum() + 0.5 * final.i.sum()
+        grads.append(torch.autograd.grad(objective, (gamma, x)))
+    (g_gamma, g_x), (ref_gamma, ref_x) = grads
+    assert g_gamma.item() != 0.0
+    assert g_gamma.item() == pytest.approx(ref_gamma.item(), rel=1e-10, abs=1e-12)
+    torch.testing.assert_close(g_x, ref_x, rtol=1e-10, atol=1e-10)
+
+
+def _learnable(model, init=1.0, lr=0.01, low=0.05, high=16.0):
+    return LearnableGamma(_spec(name="learnable_gamma", init=init, lr=lr, min=low, max=high), model, None)
+
+
+@pytest.mark.parametrize("neuron", [LIF, ILIF, CLIF, PLIF])
+def test_each_neuron_layer_trains_its_own_gamma_within_bounds(neuron):
+    """Adam's first step moves each γ by lr·g/(|g| + 1e-8) against its gradient g; a γ at a bound stays."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), neuron(surrogate=Surrogate("sigmoid"), step_mode="m"), nn.Linear(16, 4),
+                          neuron(surrogate=Surrogate("sigmoid"), step_mode="m"))
+    remedy = _learnable(model, init=1.0, lr=0.01)
+    (model(torch.randn(4, 5, 8) * 2 + 0.5) * torch.randn(4, 5, 4)).sum().backward()
+    grads = dict(zip(remedy.layers, remedy.gammas.grad.tolist()))
+    assert all(g != 0.0 for g in grads.values())
+    remedy.after_step(NO_SCALER)
+    for name, value in remedy.record()["remedy/gamma"].items():
+        g = grads[name]
+        assert value == pytest.approx(1.0 - 0.01 * g / (abs(g) + 1e-8), rel=1e-14)
+        assert model.get_submodule(name).surrogate.parameter._base is remedy.gammas
+    assert remedy.gammas.grad is None
+    for init, push in ((0.05, 1e3), (16.0, -1e3)):  # a gradient pushing γ past its bound leaves it there
+        edge = _learnable(model, init=init, lr=1.0)
+        edge.gammas.grad = torch.full_like(edge.gammas, push)
+        edge.after_step(NO_SCALER)
+        assert set(edge.record()["remedy/gamma"].values()) == {init}
+
+
+def test_a_learnable_gamma_is_unscaled_and_skips_an_overflowing_step():
+    class Scaler:  # a float16 gradient scaler at scale 2^16
+        def is_enabled(self):
+            return True
+
+        def get_scale(self):
+            return 2.0 ** 16
+
+    remedy = _learnable(nn.Sequential(LIF(step_mode="m")), lr=0.1)
+    remedy.gammas.grad = torch.tensor([float("inf")], dtype=torch.float64)
+    remedy.after_step(Scaler())
+    assert remedy.record()["remedy/gamma"] == {"0": 1.0}
+    remedy.gammas.grad = torch.tensor([2.0 ** 16 * 1e-3], dtype=torch.float64)  # unscaled: 1e-3
+    remedy.after_step(Scaler())
+    assert remedy.optimizer.state[remedy.gammas]["exp_avg"].item() == pytest.approx(0.1 * 1e-3, rel=1e-12)
 
 
 def test_the_annealed_gamma_at_each_epoch():
@@ -108,6 +218,11 @@ def test_the_adaptive_rule_reaches_its_target_occupancy_on_a_fixed_input():
     ("remedy=anneal_gamma remedy.shape=step", "remedy.shape='step' is not allowed: choose one of ['linear', 'cosine', 'geometric']"),
     ("remedy=adaptive_gamma remedy.every=0", "remedy.every=0 is not allowed: an integer > 0"),
     ("remedy=adaptive_gamma remedy.min=20.0", "remedy.min=20.0 is not allowed: below remedy.max=16.0"),
+    ("remedy=learnable_gamma remedy.lr=-1", "remedy.lr=-1 is not allowed: a finite number > 0"),
+    ("remedy=learnable_gamma surrogate.gamma=32",
+     "remedy.init=32.0 is not allowed: within [remedy.min, remedy.max] = [0.05, 16.0]"),
+    ("remedy=learnable_gamma trainer.compile=true", "trainer.compile=True is not allowed: false with "
+     "remedy=learnable_gamma (γ changes at every step, and torch.compile would recompile the network at each)"),
 ])
 def test_bad_remedy_values_are_refused_in_one_line(override, message):
     with pytest.raises(ConfigError) as err:
@@ -118,14 +233,14 @@ def test_bad_remedy_values_are_refused_in_one_line(override, message):
 def test_no_remedy_is_not_part_of_the_run_hash_and_every_remedy_is():
     plain = compose_config([])
     assert "remedy" not in json.dumps(__import__("ilif.conf", fromlist=["identity"]).identity(plain))
-    hashes = {config_hash(compose_config([f"remedy={name}"])) for name in ("none", "rate_reg", "anneal_gamma",
-                                                                          "adaptive_gamma")}
-    assert len(hashes) == 4 and config_hash(compose_config(["remedy=none"])) == config_hash(plain)
+    hashes = {config_hash(compose_config([f"remedy={name}"])) for name in NAMES}
+    assert len(hashes) == len(NAMES) and config_hash(compose_config(["remedy=none"])) == config_hash(plain)
 
 
 @pytest.mark.parametrize("remedy,expected", [
     ("anneal_gamma", [[4.0, 4.0], [1.0, 1.0]]),  # from the configured γ = 4 to 1
     ("adaptive_gamma", None),
+    ("learnable_gamma", None),
     ("rate_reg", [[1.0, 1.0], [1.0, 1.0]]),
 ])
 def test_a_run_logs_the_gamma_of_each_layer_every_epoch(train_run, remedy, expected):
@@ -136,8 +251,10 @@ def test_a_run_logs_the_gamma_of_each_layer_every_epoch(train_run, remedy, expec
     gammas = [list(h["remedy/gamma"].values()) for h in history]
     if expected is not None:
         assert gammas == expected
-    else:
+    elif remedy == "adaptive_gamma":
         assert gammas[0] == [1.0, 1.0] and all(g != 1.0 for g in gammas[1])  # refitted after the first epoch
+    else:  # trained: after 3 steps of lr 0.01 each γ is within 0.03 of where it started, and has moved
+        assert all(0 < abs(g - 1.0) <= 0.03 + 1e-9 for g in gammas[0]) and gammas[1] != gammas[0]
     assert summary["final"]["remedy/gamma_mean"] == pytest.approx(sum(gammas[-1]) / 2)
     assert summary["config"]["remedy"]["name"] == remedy
 
@@ -149,7 +266,7 @@ def test_table5_compares_each_row_with_ilif_without_a_remedy(tmp_path):
     from test_experiments import _write_summary
 
     jobs = table_jobs([5], "mini", [f"runs_root={tmp_path / 'runs'}"])
-    assert len(jobs) == 2 * 2 * 4 * 2 * 3  # datasets × neurons × remedies × γ × seeds
+    assert len(jobs) == 2 * 2 * len(NAMES) * 2 * 3  # datasets × neurons × remedies × γ × seeds
     acc = {("ilif", "none"): 0.95, ("lif", "none"): 0.93, ("lif", "rate_reg"): 0.94}
     for _, cfg, run_dir in jobs:
         remedy = cfg.get("remedy", {}).get("name", "none")
@@ -160,8 +277,7 @@ def test_table5_compares_each_row_with_ilif_without_a_remedy(tmp_path):
         (run_dir / "summary.json").write_text(json.dumps(summary))
     table = tables.table5(load_runs(jobs), "mini")
     rows = {tuple(row[:4]): row for row in table.rows}
-    assert list(rows)[:4] == [("digits", "0.25", "lif", name) for name in ("none", "rate_reg", "anneal_gamma",
-                                                                          "adaptive_gamma")]
+    assert list(rows)[:len(NAMES)] == [("digits", "0.25", "lif", name) for name in NAMES]
     lif_reg = rows[("seqdigits", "4", "lif", "rate_reg")]
     assert lif_reg[-2:] == [f"+1.00 ± {100 * math.sqrt(2 * 0.01 ** 2 / 3):.2f}", "-0.1000 ± 0.0000"]
     assert rows[("digits", "4", "ilif", "none")][-2:] == ["—", "—"]
@@ -189,3 +305,57 @@ def test_a_resume_restores_the_gamma_each_layer_trained_with(tmp_path):
     after = parts()
     loop.resume(after, tmp_path / "last.pt", run, "h")
     assert after.remedy.record()["remedy/gamma"] == {"0": 0.37, "1": 2.5} and after.start_epoch == 4
+
+
+def test_a_resume_restores_each_learnable_gamma_and_its_optimiser(tmp_path):
+    from types import SimpleNamespace
+
+    from ilif.train import loop
+
+    def parts():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), LIF(surrogate=Surrogate("sigmoid"), step_mode="m"))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        return SimpleNamespace(model=model, optimizer=optimizer, scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2),
+                               start_epoch=0, best=None, changed_on_resume=[], epoch_seconds=[], resume_inside=None,
+                               remedy=_learnable(model, lr=0.05))
+
+    def train_step(p):
+        p.model(torch.linspace(-1, 3, 4 * 3 * 8).view(4, 3, 8)).sum().backward()
+        p.remedy.after_step(NO_SCALER)
+
+    run = SimpleNamespace(scaler=NO_SCALER, device=torch.device("cpu"))
+    before, after = parts(), parts()
+    train_step(before)
+    loop.save_checkpoints(before, run, tmp_path, 0, False, "h")
+    loop.resume(after, tmp_path / "last.pt", run, "h")
+    assert after.remedy.record() == before.remedy.record()
+    assert after.model[1].surrogate.parameter._base is after.remedy.gammas
+    for p in (before, after):
+        functional.reset_net(p.model)
+        train_step(p)  # the second Adam step needs the first's moments
+    assert after.remedy.record() == before.remedy.record() != parts().remedy.record()
+
+
+def _ddp_rank(rank: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), LIF(surrogate=Surrogate("sigmoid"), step_mode="m"))
+    remedy = _learnable(model, lr=0.05)
+    model(torch.linspace(-1, 3, 96, dtype=torch.float32).view(4, 3, 8) * (1 + rank)).mean().backward()
+    torch.save({"grad": remedy.gammas.grad.item()}, f"{out}.grad{rank}")
+    remedy.after_step(NO_SCALER)
+    torch.save(remedy.record()["remedy/gamma"], f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_processes_of_one_ddp_run_train_one_gamma_from_their_mean_gradient(tmp_path):
+    """gloo, 2 processes with different batches: both end at the γ one Adam step on the mean gradient gives."""
+    torch.multiprocessing.spawn(_ddp_rank, args=(str(tmp_path / "init"), str(tmp_path / "gamma")), nprocs=2)
+    ends = [torch.load(tmp_path / f"gamma.{r}") for r in (0, 1)]
+    grads = [torch.load(tmp_path / f"gamma.grad{r}")["grad"] for r in (0, 1)]
+    assert grads[0] != grads[1] and ends[0] == ends[1]
+    mean = (grads[0] + grads[1]) / 2
+    assert ends[0]["1"] == pytest.approx(1.0 - 0.05 * mean / (abs(mean) + 1e-8), rel=1e-14)

@@ -4,7 +4,10 @@
         -> spikes [T, N] (x's dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or [0]
     backward(grad_s [T, N], x [T, N] or [0], h, m_seq, i_grad,
              gv, gi, gm, gxs [N] (grads of the final state, replaced in place by the grads of the
-             initial state), kp) -> grad_x [T, N] (grad_s's dtype)
+             initial state), kp) -> grad_x [T, N] (grad_s's dtype), gz_z [N]
+
+gz_z is Σ_t g_z·z per neuron (compute dtype), with z = h − V_th and g_z the gradient reaching z through
+the surrogate: what a learnable surrogate width needs (dL/dγ = −Σ gz_z / γ; ``surrogate.py``).
 
 Saved for the backward: h (always), m_seq (membrane unit on), the mask i_grad = d max(i, 0)/di as uint8
 (current unit on) and the input x itself (current unit on). Spikes and u are recomputed from h. An

@@ -83,15 +83,16 @@ static inline __attribute__((always_inline)) void SFX(forward_block)(
 
 static inline __attribute__((always_inline)) void SFX(backward_block)(
         const REAL* grad_s, const REAL* x, const REAL* h_seq, const REAL* m_seq, const uint8_t* i_grad,
-        REAL* grad_x, REAL* gv_io, REAL* gi_io, REAL* gm_io, REAL* gxs_io, int64_t T, int64_t N, int64_t b,
-        REAL lam, REAL vth, REAL kc, REAL km, const int current, const int membrane, const int hard,
+        REAL* grad_x, REAL* gv_io, REAL* gi_io, REAL* gm_io, REAL* gxs_io, REAL* gz_z, int64_t T, int64_t N,
+        int64_t b, REAL lam, REAL vth, REAL kc, REAL km, const int current, const int membrane, const int hard,
         const int detach, const int family, REAL half_width, REAL height, REAL alpha) {
     {
         const int64_t n0 = b * BLOCK;
         const int64_t len = (N - n0) < BLOCK ? (N - n0) : BLOCK;
-        REAL gv[BLOCK], gi[BLOCK], gm[BLOCK], gxs[BLOCK];
+        REAL gv[BLOCK], gi[BLOCK], gm[BLOCK], gxs[BLOCK], gzz[BLOCK];
         for (int64_t k = 0; k < len; ++k) {
             gv[k] = gv_io[n0 + k]; gi[k] = gi_io[n0 + k]; gm[k] = gm_io[n0 + k]; gxs[k] = gxs_io[n0 + k];
+            gzz[k] = 0;
         }
         for (int64_t t = T - 1; t >= 0; --t) {
             const int64_t off = t * N + n0;
@@ -117,7 +118,10 @@ static inline __attribute__((always_inline)) void SFX(backward_block)(
                 REAL gh;
                 if (hard) { gh = gu * ((REAL)1 - s); if (!detach) gs = gs - gu * h; }
                 else { gh = gu; if (!detach) gs = gs - gu * vth; }
-                gh = gh + gs * SFX(surrogate_grad)(h - vth, family, half_width, height, alpha);
+                const REAL z = h - vth;
+                const REAL gz = gs * SFX(surrogate_grad)(z, family, half_width, height, alpha);
+                gzz[k] = gzz[k] + gz * z;
+                gh = gh + gz;
                 grad_x[off + k] = gh + gx_extra;
                 gv[k] = gh * lam;
                 if (current) {
@@ -129,6 +133,7 @@ static inline __attribute__((always_inline)) void SFX(backward_block)(
         }
         for (int64_t k = 0; k < len; ++k) {
             gv_io[n0 + k] = gv[k]; gi_io[n0 + k] = gi[k]; gm_io[n0 + k] = gm[k]; gxs_io[n0 + k] = gxs[k];
+            gz_z[n0 + k] = gzz[k];
         }
     }
 }
@@ -149,7 +154,7 @@ FORWARD_CASES
 
 void SFX(neuron_backward)(const REAL* grad_s, const REAL* x, const REAL* h_seq, const REAL* m_seq,
                           const uint8_t* i_grad, REAL* grad_x,
-                          REAL* gv_io, REAL* gi_io, REAL* gm_io, REAL* gxs_io,
+                          REAL* gv_io, REAL* gi_io, REAL* gm_io, REAL* gxs_io, REAL* gz_z,
                           int64_t T, int64_t N, double lam, double vth, double kc, double km,
                           int current, int membrane, int hard, int detach,
                           int family, double half_width, double height, double alpha, int nthreads) {
@@ -179,7 +184,7 @@ def _cases() -> tuple[str, str]:
         fam, c, m, hd, det = key >> 4, key >> 3 & 1, key >> 2 & 1, key >> 1 & 1, key & 1
         bwd.append(
             f"        case {key}: SFX(backward_block)(grad_s, x, h_seq, m_seq, i_grad, grad_x, gv_io, gi_io, gm_io, "
-            f"gxs_io, T, N, b, (REAL)lam, (REAL)vth, (REAL)kc, (REAL)km, {c}, {m}, {hd}, {det}, {fam}, "
+            f"gxs_io, gz_z, T, N, b, (REAL)lam, (REAL)vth, (REAL)kc, (REAL)km, {c}, {m}, {hd}, {det}, {fam}, "
             f"(REAL)half_width, (REAL)height, (REAL)alpha); break;"
         )
     return "\n".join(fwd), "\n".join(bwd)
@@ -247,7 +252,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         fwd.argtypes = [p] * 9 + [i64, i64, d, d, d, d, c_int, c_int, c_int, c_int, c_int]
         fwd.restype = None
         bwd = getattr(lib, f"neuron_backward_{suffix}")
-        bwd.argtypes = [p] * 10 + [i64, i64, d, d, d, d, c_int, c_int, c_int, c_int, c_int, d, d, d, c_int]
+        bwd.argtypes = [p] * 11 + [i64, i64, d, d, d, d, c_int, c_int, c_int, c_int, c_int, d, d, d, c_int]
         bwd.restype = None
 
 
@@ -304,18 +309,20 @@ def forward(x, v, i, m, xs, kp: KernelParams):
 
 
 def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp: KernelParams):
-    """Kernel backward; see ``_contract``. Returns grad_x [T, N]; gv, gi, gm, gxs [N] become initial-state grads."""
+    """Kernel backward; see ``_contract``. Returns grad_x [T, N] and gz_z [N]; gv, gi, gm, gxs [N] become
+    initial-state grads."""
     lib = load(strict=True)
     out_dtype = grad_s.dtype
     grad_s = grad_s.to(h_seq.dtype).contiguous()
     x = x.to(h_seq.dtype).contiguous()
     T, N = h_seq.shape
     grad_x = torch.empty_like(h_seq)
+    gz_z = torch.empty_like(gv)
     getattr(lib, f"neuron_backward_{_suffix(h_seq)}")(
         _ptr(grad_s), _ptr(x), _ptr(h_seq), _ptr(m_seq), _ptr(i_grad), _ptr(grad_x),
-        _ptr(gv), _ptr(gi), _ptr(gm), _ptr(gxs),
+        _ptr(gv), _ptr(gi), _ptr(gm), _ptr(gxs), _ptr(gz_z),
         T, N, kp.lam, kp.vth, kp.kc, kp.km,
         int(kp.current), int(kp.membrane), int(kp.hard), int(kp.detach),
         kp.family, kp.half_width, kp.height, kp.alpha, torch.get_num_threads(),
     )
-    return grad_x.to(out_dtype)
+    return grad_x.to(out_dtype), gz_z

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from . import _cpu_kernel, _torch_loop
 from ._contract import KernelParams, compute_dtype
+from .surrogate import width_grad
 
 FUSED_BACKENDS = ("auto", "c", "torch", "triton")
 
@@ -62,13 +63,15 @@ _OUTPUTS = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 @torch.library.custom_op("ilif::neuron_forward", mutates_args=())
 def neuron_forward(
-    x: Tensor, v: Tensor, i: Tensor, m: Tensor, xs: Tensor,
+    x: Tensor, v: Tensor, i: Tensor, m: Tensor, xs: Tensor, gamma: Tensor,
     lam: float, vth: float, kc: float, km: float,
     current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool,
     family: int, half_width: float, height: float, alpha: float, backend: str,
 ) -> _OUTPUTS:
-    """All T steps. ``x`` [T, N]; v, i, m, xs [N] in the compute dtype. Returns spikes [T, N] (x's dtype),
-    h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or [0], and the final v, i, m, xs [N]."""
+    """All T steps. ``x`` [T, N]; v, i, m, xs [N] in the compute dtype; ``gamma``: the learnable surrogate
+    width (0-dim, its value 2·``half_width``; only its gradient is computed here) or [0] where γ is a
+    constant. Returns spikes [T, N] (x's dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or
+    [0], and the final v, i, m, xs [N]."""
     kp = KernelParams(lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height, alpha)
     v, i, m, xs = (t.clone() for t in (v, i, m, xs))
     spikes, h_seq, m_seq, i_grad = backend_module(backend, x).forward(x, v, i, m, xs, kp)
@@ -76,7 +79,7 @@ def neuron_forward(
 
 
 @neuron_forward.register_fake
-def _(x, v, i, m, xs, lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height,
+def _(x, v, i, m, xs, gamma, lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height,
       alpha, backend):
     cdt = compute_dtype(x.dtype)
     full = x.new_empty(x.shape, dtype=cdt)  # new_empty: row-major, as every backend returns, whatever x's strides
@@ -94,26 +97,28 @@ def neuron_backward(
     lam: float, vth: float, kc: float, km: float,
     current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool,
     family: int, half_width: float, height: float, alpha: float, backend: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """BPTT through all T steps. Returns grad_x [T, N] (grad_s's dtype) and the grads of the initial
-    v, i, m, xs [N]."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """BPTT through all T steps. Returns grad_x [T, N] (grad_s's dtype), the grads of the initial
+    v, i, m, xs [N], and gz_z [N] (``_contract``)."""
     kp = KernelParams(lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height, alpha)
     gv, gi, gm, gxs = (g.contiguous().clone() for g in (gv, gi, gm, gxs))
-    grad_x = backend_module(backend, h_seq).backward(grad_s.contiguous(), x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp)
-    return grad_x, gv, gi, gm, gxs
+    grad_x, gz_z = backend_module(backend, h_seq).backward(grad_s.contiguous(), x, h_seq, m_seq, i_grad, gv, gi, gm,
+                                                           gxs, kp)
+    return grad_x, gv, gi, gm, gxs, gz_z
 
 
 @neuron_backward.register_fake
 def _(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, *scalars):
-    return tuple(g.new_empty(g.shape) for g in (grad_s, gv, gi, gm, gxs))
+    return tuple(g.new_empty(g.shape) for g in (grad_s, gv, gi, gm, gxs, gv))
 
 
 def _setup_context(ctx, inputs, output):
-    x, _v, _i, _m, _xs, *scalars = inputs
+    x, _v, _i, _m, _xs, gamma, *scalars = inputs
     _spikes, h_seq, m_seq, i_grad, *_state = output
     current = scalars[4]
     ctx.save_for_backward(x if current else x.new_empty((0,)), h_seq, m_seq, i_grad)
     ctx.scalars = scalars
+    ctx.gamma_dtype = gamma.dtype
     ctx.mark_non_differentiable(h_seq, m_seq, i_grad)
     ctx.set_materialize_grads(False)  # no [T, N] zeros for outputs the loss does not use
 
@@ -123,8 +128,10 @@ def _backward(ctx, grad_s, _grad_h, _grad_m_seq, _grad_i_grad, gv, gi, gm, gxs):
     state_like = h_seq[0]
     grad_s = torch.zeros(h_seq.shape, dtype=x.dtype, device=h_seq.device) if grad_s is None else grad_s
     gv, gi, gm, gxs = (torch.zeros_like(state_like) if g is None else g for g in (gv, gi, gm, gxs))
-    grads = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, *ctx.scalars)
-    return (*grads, *([None] * len(ctx.scalars)))
+    *grads, gz_z = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, *ctx.scalars)
+    gamma = 2.0 * KernelParams(*ctx.scalars[:-1]).half_width
+    grad_gamma = width_grad(gz_z, gamma).to(ctx.gamma_dtype) if ctx.needs_input_grad[5] else None
+    return (*grads, grad_gamma, *([None] * len(ctx.scalars)))
 
 
 neuron_forward.register_autograd(_backward, setup_context=_setup_context)

@@ -42,12 +42,14 @@ def forward(x: torch.Tensor, v, i, m, xs, kp: KernelParams):
 
 
 def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp: KernelParams):
-    """See ``_contract``. Returns grad_x [T, N]; gv, gi, gm, gxs [N] become the initial-state grads."""
+    """See ``_contract``. Returns grad_x [T, N] and gz_z [N]; gv, gi, gm, gxs [N] become the initial-state
+    grads."""
     out_dtype = grad_s.dtype
     grad_s = grad_s.to(h_seq.dtype)
     x = x.to(h_seq.dtype)
     T = h_seq.shape[0]
     grad_x = torch.empty_like(h_seq)
+    gz_z = torch.zeros_like(gv)
     vth, detach = kp.vth, kp.detach
     for t in range(T - 1, -1, -1):
         h = h_seq[t]
@@ -74,10 +76,13 @@ def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp: KernelParams)
             gh = gu
             if not detach:
                 gs.sub_(gu, alpha=vth)
-        gh = gh + gs * surrogate_grad(h - vth, kp.family, kp.half_width, kp.height, kp.alpha)
+        z = h - vth
+        gz = gs * surrogate_grad(z, kp.family, kp.half_width, kp.height, kp.alpha)
+        gz_z.addcmul_(gz, z)
+        gh = gh + gz
         grad_x[t] = gh + grad_x_extra if kp.current else gh
         gv.copy_(gh * kp.lam)
         if kp.current:
             gi.sub_(gh * i_grad[t].to(gh.dtype)).mul_(kp.kc)
             gxs.copy_(gi)
-    return grad_x.to(out_dtype)
+    return grad_x.to(out_dtype), gz_z

@@ -143,13 +143,15 @@ def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr,
 
 
 @triton.jit
-def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, gi_ptr, gm_ptr, gxs_ptr, c_ptr, T, N,
+def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, gi_ptr, gm_ptr, gxs_ptr, gzz_ptr, c_ptr,
+                     T, N,
                      CURRENT: tl.constexpr, MEMBRANE: tl.constexpr, HARD: tl.constexpr, DETACH: tl.constexpr,
                      FAMILY: tl.constexpr, PRECISE: tl.constexpr, BLOCK: tl.constexpr):
     offs, mask = _block(N, BLOCK)
     lam, vth, kc, km = _constants4(c_ptr, 0)
     half_width, height, alpha, atan_scale = _constants4(c_ptr, 4)
     gv, gi, gm, gxs = _load4(gv_ptr, gi_ptr, gm_ptr, gxs_ptr, offs, mask)
+    gzz = tl.zeros([BLOCK], dtype=gv.dtype)
     for j in range(T):
         off = tl.cast(T - 1 - j, tl.int64) * N + offs
         h = tl.load(h_ptr + off, mask=mask, other=0.0)
@@ -178,7 +180,10 @@ def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, 
             gh = gu
             if not DETACH:
                 gs = gs - gu * vth
-        gh = gh + gs * _surrogate_grad(h - vth, half_width, height, alpha, atan_scale, FAMILY, PRECISE)
+        z = h - vth
+        gz = gs * _surrogate_grad(z, half_width, height, alpha, atan_scale, FAMILY, PRECISE)
+        gzz = gzz + gz * z
+        gh = gh + gz
         if CURRENT:
             tl.store(gx_ptr + off, (gh + gxs * s).to(gx_ptr.dtype.element_ty), mask=mask)
         else:
@@ -189,6 +194,7 @@ def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, 
             gi = tl.where(passes, gi - gh, gi) * kc
             gxs = gi
     _store4(gv_ptr, gi_ptr, gm_ptr, gxs_ptr, gv, gi, gm, gxs, offs, mask)
+    tl.store(gzz_ptr + offs, gzz, mask=mask)
 
 
 def constant_values(kp: KernelParams) -> tuple[float, ...]:
@@ -246,7 +252,7 @@ def forward(x: torch.Tensor, v, i, m, xs, kp: KernelParams):
 
 def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp: KernelParams):
     """Kernel backward; see ``_contract``. ``grad_s`` and ``x`` [T, N] (any strides; ``x`` as the forward
-    was given it). Returns grad_x [T, N]; gv, gi, gm, gxs [N] become initial-state grads."""
+    was given it). Returns grad_x [T, N] and gz_z [N]; gv, gi, gm, gxs [N] become initial-state grads."""
     grad_s = grad_s.contiguous()
     x = x.contiguous() if kp.current else h_seq
     T, N = h_seq.shape
@@ -254,11 +260,13 @@ def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp: KernelParams)
     # written in the compute dtype and rounded by torch, as on a GPU.
     out_dtype = h_seq.dtype if INTERPRET else grad_s.dtype
     grad_x = torch.empty(h_seq.shape, dtype=out_dtype, device=h_seq.device)
+    gz_z = torch.empty_like(gv)
     with device_guard(h_seq.device):
         _backward_kernel[_grid(N)](
             grad_s, x, h_seq, m_seq if kp.membrane else h_seq,
-            i_grad if kp.current else h_seq, grad_x, gv, gi, gm, gxs, constants(kp, h_seq.dtype, h_seq.device), T, N,
+            i_grad if kp.current else h_seq, grad_x, gv, gi, gm, gxs, gz_z, constants(kp, h_seq.dtype, h_seq.device),
+            T, N,
             CURRENT=kp.current, MEMBRANE=kp.membrane, HARD=kp.hard, DETACH=kp.detach, FAMILY=kp.family,
             PRECISE=PRECISE_EXP, BLOCK=BLOCK, enable_fp_fusion=False,
         )
-    return grad_x.to(grad_s.dtype)
+    return grad_x.to(grad_s.dtype), gz_z

@@ -192,7 +192,9 @@ def multistep(
                 "reset the network (spikingjelly functional.reset_net) before a new batch"
             )
         state_flat = tuple(t.reshape(-1).to(compute_dtype(x.dtype)) for t in state)
-    spikes, h_seq, _m_seq, _i_grad, *final = neuron_forward(x, *state_flat, *params.kernel_params(), backend)
+    gamma = params.surrogate.parameter
+    gamma = x.new_empty((0,), dtype=compute_dtype(x.dtype)) if gamma is None else gamma
+    spikes, h_seq, _m_seq, _i_grad, *final = neuron_forward(x, *state_flat, gamma, *params.kernel_params(), backend)
     new_state = NeuronState(*(t.view(shape[1:]) for t in final))
     return spikes.view(shape), new_state, h_seq.view(shape)
 

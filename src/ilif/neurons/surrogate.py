@@ -14,12 +14,19 @@ z = h − V_th. Backward replaces dΘ/dz by a bump g(z) whose width is γ:
 ``normalize="peak"`` makes max g = 1. ``alpha`` is the spikingjelly 2.0.0 parameter that gives the
 same area-normalised bump: ``Rect(alpha=1/γ)``, ``PiecewiseQuadratic(alpha=2/γ)``,
 ``Sigmoid(alpha=3.5255/γ)``, ``ATan(alpha=4/(πγ))``.
+
+A learnable width (``parameter``: a 0-dim tensor holding γ; ``remedy=learnable_gamma``) gets the
+gradient dS/dγ = −(z/γ)·g(z). Every family is a scale family, g(z) = c·φ(z/γ)/γ, so g is c times the
+derivative of the unit-jump smooth step F₁(z) = Φ(z/γ), and −(z/γ)·g is c times ∂F₁/∂γ: both
+derivatives of S are those of c·F₁ with c held fixed (c = 1 at unit area; at unit peak c is the
+bump's area, which grows with γ, and is held fixed as the bump's height is).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 
@@ -45,11 +52,14 @@ class Surrogate:
         family: one of ``rectangle``, ``triangle``, ``sigmoid``, ``atan``.
         gamma: support width (rectangle, triangle) or full width at half maximum (sigmoid, atan), > 0.
         normalize: ``area`` (∫g = 1) or ``peak`` (max g = 1).
+        parameter: a 0-dim floating tensor whose value is ``gamma`` and that receives dL/dγ (a learnable
+            width); None: γ is a constant.
     """
 
     family: str = "rectangle"
     gamma: float = 1.0
     normalize: str = "area"
+    parameter: Optional[torch.Tensor] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -59,6 +69,9 @@ class Surrogate:
                 f"surrogate normalize={self.normalize!r} is not allowed: choose one of {NORMALIZATIONS}"
             )
         object.__setattr__(self, "gamma", _check_positive_finite("surrogate gamma", self.gamma))
+        if self.parameter is not None and not (torch.is_tensor(self.parameter) and self.parameter.dim() == 0
+                                               and self.parameter.is_floating_point()):
+            raise ValueError(f"surrogate parameter={self.parameter!r} is not allowed: it must be a 0-dim floating tensor")
 
     @property
     def alpha(self) -> float:
@@ -106,8 +119,9 @@ class Surrogate:
         return surrogate_grad(z, self.family_id, self.half_width, self.height, self.alpha)
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        """Θ(z) forward, g(z) backward. ``z``: any shape; returns spikes of the same shape/dtype."""
-        return _SpikeFunction.apply(z, self)
+        """Θ(z) forward, g(z) backward (and dS/dγ to ``parameter``). ``z``: any shape; returns spikes of
+        the same shape/dtype."""
+        return _SpikeFunction.apply(z, self.parameter, self)
 
 
 def surrogate_grad(z: torch.Tensor, family_id: int, half_width: float, height: float, alpha: float) -> torch.Tensor:
@@ -124,6 +138,12 @@ def surrogate_grad(z: torch.Tensor, family_id: int, half_width: float, height: f
     return height / (1.0 + scaled * scaled)
 
 
+def width_grad(gz_z: torch.Tensor, gamma: float) -> torch.Tensor:
+    """dL/dγ = Σ dL/dS · dS/dγ = −Σ g_z·z / γ from ``gz_z`` (any shape), the products g_z·z (or their
+    sums) of the gradient reaching z through the surrogate and z itself; a 0-dim tensor."""
+    return gz_z.sum() * (-1.0 / gamma)
+
+
 def heaviside(z: torch.Tensor) -> torch.Tensor:
     """Θ(z): 1.0 where z ≥ 0, else 0.0, in the dtype of ``z``."""
     return (z >= 0).to(z.dtype)
@@ -131,7 +151,7 @@ def heaviside(z: torch.Tensor) -> torch.Tensor:
 
 class _SpikeFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
+    def forward(ctx, z: torch.Tensor, parameter: Optional[torch.Tensor], surrogate: Surrogate) -> torch.Tensor:
         ctx.save_for_backward(z)
         ctx.surrogate = surrogate
         return heaviside(z)
@@ -139,4 +159,9 @@ class _SpikeFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spike: torch.Tensor):
         (z,) = ctx.saved_tensors
-        return grad_spike * ctx.surrogate.grad(z), None
+        sg = ctx.surrogate
+        grad_z = grad_spike * sg.grad(z)
+        grad_gamma = None
+        if ctx.needs_input_grad[1]:
+            grad_gamma = width_grad(grad_z * z, sg.gamma).to(sg.parameter.dtype)
+        return grad_z, grad_gamma, None

@@ -158,7 +158,7 @@ def validate(cfg: DictConfig, keys: Optional[list[str]] = None) -> None:
         check_neuron(cfg)
     if keys is None or any(k in ("trainer.T", "dataset.name") for k in keys):
         check_frames(cfg)
-    if keys is None or any(k == "remedy" or k.startswith("remedy.") for k in keys):
+    if keys is None or any(k in ("remedy", "trainer.compile") or k.startswith("remedy.") for k in keys):
         check_remedy(cfg)
 
 
@@ -167,6 +167,7 @@ REMEDY_KEYS: dict[str, dict[str, Callable[[str, Any], None]]] = {
     "none": {},
     "rate_reg": {"target": within(0.0, 1.0, high_inclusive=True), "weight": positive(strict=False),
                  "form": choice(FORMS)},
+    "learnable_gamma": {"init": positive(), "lr": positive(), "min": positive(), "max": positive()},
     "anneal_gamma": {"start": positive(), "end": positive(), "shape": choice(SHAPES)},
     "adaptive_gamma": {"target": within(0.0, 1.0), "every": positive(integer=True), "min": positive(),
                        "max": positive()},
@@ -184,8 +185,14 @@ def check_remedy(cfg: DictConfig) -> None:
     for key, check in REMEDY_KEYS[name].items():
         _require(key in spec, f"remedy.{key}", None, f"remedy {name} needs it")
         check(f"remedy.{key}", spec[key])
-    if name == "adaptive_gamma":
+    if name in ("adaptive_gamma", "learnable_gamma"):
         _require(spec["min"] < spec["max"], "remedy.min", spec["min"], f"below remedy.max={spec['max']!r}")
+    if name == "learnable_gamma":
+        _require(spec["min"] <= spec["init"] <= spec["max"], "remedy.init", spec["init"],
+                 f"within [remedy.min, remedy.max] = [{spec['min']!r}, {spec['max']!r}]")
+        _require(not cfg.trainer.compile, "trainer.compile", cfg.trainer.compile,
+                 "false with remedy=learnable_gamma (γ changes at every step, and torch.compile would recompile "
+                 "the network at each)")
 
 
 def check_frames(cfg: DictConfig) -> None:

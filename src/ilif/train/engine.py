@@ -445,7 +445,7 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
     or gradient (a float16 gradient scaler's skipped steps excepted), Interrupted when ``stop`` was set.
     ``start``: (batches done, their sums) of a run resumed inside this epoch (the loader already skips
     them); ``save_mid(step, sums)`` is called after every ``trainer.checkpoint_every_min`` minutes;
-    ``remedy`` (:mod:`ilif.train.remedies`) may add a term to each step's loss."""
+    ``remedy`` (:mod:`ilif.train.remedies`) may add a term to each step's loss and act after each step."""
     tcfg = cfg.trainer
     net.train()
     first, sums = (start[0], list(start[1])) if start else (0, [0.0, 0.0, 0.0])  # loss sum, hits, samples
@@ -480,6 +480,8 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
             run.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         run.scaler.step(optimizer)
+        if remedy is not None:
+            remedy.after_step(run.scaler)
         run.scaler.update()
         sj_functional.reset_net(model)
         hits, _ = correct_counts(logits.detach(), y)

@@ -8,6 +8,11 @@ and logs :meth:`Remedy.record` (the γ each neuron layer trains with) with the e
 - ``rate_reg``: activity regularisation (Zenke & Vogels, Neural Computation 33(4), 2021): a loss term
   pulling each layer's firing rate towards ``target`` (``form: l2``, weight · mean over layers of
   (rate − target)²) or an L1 penalty on spikes (``form: l1``, weight · mean over layers of the rate).
+- ``learnable_gamma``: each layer's γ a trained scalar (after Dspike, Li et al., NeurIPS 2021, and LSG,
+  Lian et al., IJCAI 2023), starting at ``init`` (default: the configured γ), trained by its own Adam
+  with learning rate ``lr`` on dL/dγ (``ilif.neurons.surrogate``: dS/dγ = −(z/γ)·g(z)) after each step
+  of the model's optimiser, averaged over processes like the weights' gradients, and kept within
+  [``min``, ``max``] (so positive).
 - ``anneal_gamma``: γ moved from ``start`` (default: the configured γ) to ``end`` over the epochs
   (``shape``: linear, cosine or geometric), every layer alike.
 - ``adaptive_gamma``: γ fitted to the membrane-potential distribution (after MPD-AGL, Jiang et al.,
@@ -24,13 +29,14 @@ import math
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 from omegaconf import DictConfig
 from spikingjelly.activation_based import functional as sj_functional
 
 from ilif.metrics.base import neuron_layers
 from ilif.neurons import Surrogate
 
-NAMES = ("none", "rate_reg", "anneal_gamma", "adaptive_gamma")
+NAMES = ("none", "rate_reg", "learnable_gamma", "anneal_gamma", "adaptive_gamma")
 SHAPES = ("linear", "cosine", "geometric")
 FORMS = ("l2", "l1")
 PROBE_SAMPLES = 256  # the fixed batch the adaptive rule measures on: the first samples of the training set
@@ -73,6 +79,10 @@ class Remedy:
         """The term added to the loss of the step whose forward just ran (None: nothing)."""
         return None
 
+    def after_step(self, scaler: torch.amp.GradScaler) -> None:
+        """Called after each step of the model's optimiser, before ``scaler`` (the run's gradient
+        scaler, which multiplied the loss before its backward when enabled) updates its scale."""
+
     def record(self) -> dict:
         """The γ of every neuron layer (and their mean, min and max): part of the epoch's metrics."""
         gammas = {name: module.surrogate.gamma for name, module in self.layers.items()}
@@ -111,6 +121,56 @@ class RateRegularisation(Remedy):
         return rate_penalty(rates, self.spec.form, self.spec.target, self.spec.weight) if rates else None
 
 
+class LearnableGamma(Remedy):
+    """``remedy=learnable_gamma``: one trained γ per neuron layer, the entries of one float64 vector
+    outside the model's parameters (so the model's optimiser, weight decay and gradient clipping never
+    see them); each layer's surrogate holds its entry as its ``parameter``."""
+
+    def __init__(self, spec, model, train_set):
+        super().__init__(spec, model, train_set)
+        device = next(model.parameters(), torch.empty(0)).device
+        self.gammas = torch.full((len(self.layers),), float(spec.init), dtype=torch.float64, device=device,
+                                 requires_grad=True)
+        self.optimizer = torch.optim.Adam([self.gammas], lr=spec.lr)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Every layer's surrogate takes its entry's value (one read from the device for all layers) and
+        the entry itself, a view through which dL/dγ reaches the vector."""
+        with torch.enable_grad():
+            for k, (module, value) in enumerate(zip(self.layers.values(), self.gammas.tolist())):
+                sg = module.surrogate
+                module.set_surrogate(Surrogate(sg.family, gamma=value, normalize=sg.normalize,
+                                               parameter=self.gammas[k]))
+
+    def after_step(self, scaler: torch.amp.GradScaler) -> None:
+        if self.gammas.grad is None:
+            return
+        grads = self.gammas.grad
+        if scaler.is_enabled():
+            grads /= scaler.get_scale()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(grads)
+            grads /= dist.get_world_size()
+        if bool(torch.isfinite(grads).all()):  # a float16 scaler's overflowing step moves no γ either
+            self.optimizer.step()
+            with torch.no_grad():
+                self.gammas.clamp_(self.spec.min, self.spec.max)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._publish()
+
+    def state(self) -> dict:
+        return {"gamma": super().state(), "optimizer": self.optimizer.state_dict()}
+
+    def load(self, state: dict) -> None:
+        if not state:
+            return
+        with torch.no_grad():
+            self.gammas.copy_(torch.tensor([state["gamma"][name] for name in self.layers], dtype=torch.float64))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._publish()
+
+
 class AnnealedGamma(Remedy):
     def start_epoch(self, epoch: int, epochs: int) -> None:
         gamma = annealed_gamma(self.spec.start, self.spec.end, self.spec.shape, epoch, epochs)
@@ -147,8 +207,8 @@ class AdaptiveGamma(Remedy):
             self.model.train(training)
 
 
-REMEDIES = {"none": Remedy, "rate_reg": RateRegularisation, "anneal_gamma": AnnealedGamma,
-            "adaptive_gamma": AdaptiveGamma}
+REMEDIES = {"none": Remedy, "rate_reg": RateRegularisation, "learnable_gamma": LearnableGamma,
+            "anneal_gamma": AnnealedGamma, "adaptive_gamma": AdaptiveGamma}
 
 
 def build_remedy(cfg: DictConfig, model: torch.nn.Module, train_set) -> Remedy:
