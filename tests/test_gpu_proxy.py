@@ -101,26 +101,28 @@ def test_fused_backends_on_strided_inputs_equal_the_oracle(backend, layout, fami
 
 # --- opcheck -------------------------------------------------------------------------------------------------
 
-def _op_args(backend: str, transposed: bool, learnable: bool, kp=ILIF_FULL.kernel_params()):
+def _op_args(backend: str, transposed: bool, extras: bool, kp=ILIF_FULL.kernel_params()):
+    """The forward op's arguments; ``extras``: a learnable γ and the spike count."""
     T, N = 4, 37
     x = torch.randn(N, T, dtype=torch.float32).t() if transposed else torch.randn(T, N)
     state = [torch.randn(N) * 0.3 for _ in range(4)]
-    gamma = torch.tensor(2.0 * kp.half_width, requires_grad=True) if learnable else torch.empty(0)
-    return (x.requires_grad_(), *[s.requires_grad_() for s in state], gamma, *kp, backend)
+    gamma = torch.tensor(2.0 * kp.half_width, requires_grad=True) if extras else torch.empty(0)
+    return (x.requires_grad_(), *[s.requires_grad_() for s in state], gamma, *kp, extras, backend)
 
 
 @pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("transposed", [False, True])
-@pytest.mark.parametrize("learnable", [False, True], ids=["constant_gamma", "learnable_gamma"])
-def test_opcheck_forward_and_backward_ops(backend, transposed, learnable):
-    args = _op_args(backend, transposed, learnable)
+@pytest.mark.parametrize("extras", [False, True], ids=["plain", "learnable_gamma_and_count"])
+def test_opcheck_forward_and_backward_ops(backend, transposed, extras):
+    args = _op_args(backend, transposed, extras)
     torch.library.opcheck(torch.ops.ilif.neuron_forward.default, args)
     spikes, h_seq, m_seq, i_grad, *_ = torch.ops.ilif.neuron_forward(*(a.detach() if torch.is_tensor(a) else a
                                                                         for a in args))
     grad_s = torch.randn(spikes.shape[1], spikes.shape[0]).t() if transposed else torch.randn_like(spikes)
     x, states, scalars = args[0].detach(), [a.detach() for a in args[1:5]], args[6:]
+    g_sum = torch.tensor(0.3, dtype=torch.float64) if extras else torch.empty(0)
     torch.library.opcheck(torch.ops.ilif.neuron_backward.default,
-                          (grad_s, x, h_seq, m_seq, i_grad, *[torch.randn_like(s) for s in states], *scalars))
+                          (grad_s, x, h_seq, m_seq, i_grad, *[torch.randn_like(s) for s in states], g_sum, *scalars))
 
 
 # --- the kernels compiled for real GPUs ----------------------------------------------------------------------

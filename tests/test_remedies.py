@@ -15,6 +15,7 @@ from devices import FUSED
 from ilif.conf import compose_config, config_hash
 from ilif.metrics import SpikeMeter
 from ilif.neurons import CLIF, FAMILIES, ILIF, LIF, NORMALIZATIONS, PLIF, NeuronParams, Surrogate, multistep
+from ilif.neurons.functional import multistep_with_count
 from ilif.train.config import ConfigError, validate
 from ilif.train.remedies import (NAMES, AdaptiveGamma, AnnealedGamma, LearnableGamma, RateRegularisation,
                                  annealed_gamma, fitted_gamma)
@@ -46,6 +47,26 @@ def test_the_rate_regulariser_gradient_by_hand(form):
     model.eval()
     model(x)
     assert remedy.penalty() is None  # evaluation adds nothing
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_every_fused_backend_counts_spikes_and_passes_the_count_its_gradient(backend):
+    """The op's spike count equals the spikes' sum, and its gradient (added to every spike's inside the
+    backward pass) gives the gradient autograd gives through the sum, in float64."""
+    torch.manual_seed(2)
+    x0 = torch.randn(5, 2, 30, dtype=torch.float64) * 1.2 + 0.6
+    params = NeuronParams(tau=1.7, surrogate=Surrogate("sigmoid", 1.3), current_inhibition=True,
+                          membrane_inhibition=True, kappa_current=0.3, kappa_membrane=0.8).validated()
+    results = []
+    for which in (backend, "reference"):
+        x = x0.clone().requires_grad_()
+        spikes, final, _, count = multistep_with_count(x, None, params, backend=which)
+        weights = torch.linspace(-1, 1, spikes.numel(), dtype=torch.float64).view(spikes.shape)
+        objective = (spikes * weights).sum() + 0.7 * count + final.v.sum()
+        results.append((count.item(), spikes.sum().item(), torch.autograd.grad(objective, x)[0]))
+    (count, total, grad), (ref_count, _, ref_grad) = results
+    assert count == total == ref_count > 0
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-10)
 
 
 def _unit_jump_step(family: str, z: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -150,6 +171,25 @@ def test_a_learnable_gamma_is_unscaled_and_skips_an_overflowing_step():
     remedy.gammas.grad = torch.tensor([2.0 ** 16 * 1e-3], dtype=torch.float64)  # unscaled: 1e-3
     remedy.after_step(Scaler())
     assert remedy.optimizer.state[remedy.gammas]["exp_avg"].item() == pytest.approx(0.1 * 1e-3, rel=1e-12)
+
+
+def test_the_rate_regulariser_acts_the_same_under_torch_compile():
+    """The hooks and the op's spike count traced by torch.compile: the same penalty and the same gradient."""
+    torch.manual_seed(0)
+    sigmoid = Surrogate("sigmoid")
+    model = nn.Sequential(nn.Linear(8, 16), ILIF(surrogate=sigmoid, step_mode="m"), nn.Linear(16, 4),
+                          ILIF(surrogate=sigmoid, step_mode="m"))
+    remedy = RateRegularisation(_spec(name="rate_reg", target=0.1, weight=3.0, form="l2"), model, None)
+    x = torch.randn(4, 5, 8) * 2 + 0.5
+    results = []
+    for net in (model, torch.compile(model, dynamic=False)):
+        net(x)
+        penalty = remedy.penalty()
+        results.append((penalty.item(), torch.autograd.grad(penalty, model[0].weight)[0]))
+        functional.reset_net(model)
+    (eager, eager_grad), (compiled, compiled_grad) = results
+    assert compiled == eager > 0
+    torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-6, atol=1e-9)
 
 
 def test_the_annealed_gamma_at_each_epoch():

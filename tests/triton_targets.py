@@ -49,7 +49,7 @@ def _signature(kind: str, flags: dict, dtype: str, cdt: str) -> dict:
     else:
         names = [("gs_ptr", "in"), ("x_ptr", "in" if flags["CURRENT"] else "c"), ("h_ptr", "c"), ("mseq_ptr", "c"),
                  ("igrad_ptr", "u8" if flags["CURRENT"] else "c"), ("gx_ptr", "in")]
-        names += [(n, "c") for n in ("gv_ptr", "gi_ptr", "gm_ptr", "gxs_ptr", "gzz_ptr")]
+        names += [(n, "c") for n in ("gv_ptr", "gi_ptr", "gm_ptr", "gxs_ptr", "gzz_ptr", "gsum_ptr")]
     if kind == "forward":
         names += [(n, "c") for n in ("v_ptr", "i_ptr", "m_ptr", "xs_ptr")]
     sig = {name: ptr[p] for name, p in names}

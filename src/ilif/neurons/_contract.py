@@ -4,7 +4,11 @@
         -> spikes [T, N] (x's dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or [0]
     backward(grad_s [T, N], x [T, N] or [0], h, m_seq, i_grad,
              gv, gi, gm, gxs [N] (grads of the final state, replaced in place by the grads of the
-             initial state), kp) -> grad_x [T, N] (grad_s's dtype), gz_z [N]
+             initial state), g_sum [] or [0], kp) -> grad_x [T, N] (grad_s's dtype), gz_z [N]
+
+g_sum is the gradient of the layer's spike count (the op's ``spike_sum`` output, which an activity
+regulariser reads), added to grad_s at every step and neuron inside the pass; [0] where nothing uses
+the count.
 
 gz_z is Σ_t g_z·z per neuron (compute dtype), with z = h − V_th and g_z the gradient reaching z through
 the surrogate: what a learnable surrogate width needs (dL/dγ = −Σ gz_z / γ; ``surrogate.py``).

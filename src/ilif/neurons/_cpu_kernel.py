@@ -85,7 +85,7 @@ static inline __attribute__((always_inline)) void SFX(backward_block)(
         const REAL* grad_s, const REAL* x, const REAL* h_seq, const REAL* m_seq, const uint8_t* i_grad,
         REAL* grad_x, REAL* gv_io, REAL* gi_io, REAL* gm_io, REAL* gxs_io, REAL* gz_z, int64_t T, int64_t N,
         int64_t b, REAL lam, REAL vth, REAL kc, REAL km, const int current, const int membrane, const int hard,
-        const int detach, const int family, REAL half_width, REAL height, REAL alpha) {
+        const int detach, const int family, REAL half_width, REAL height, REAL alpha, const int add_sum, REAL g_sum) {
     {
         const int64_t n0 = b * BLOCK;
         const int64_t len = (N - n0) < BLOCK ? (N - n0) : BLOCK;
@@ -101,6 +101,7 @@ static inline __attribute__((always_inline)) void SFX(backward_block)(
                 const REAL h = h_seq[off + k];
                 const REAL s = h >= vth ? (REAL)1 : (REAL)0;
                 REAL gs = grad_s[off + k];
+                if (add_sum) gs = gs + g_sum;
                 REAL gx_extra = 0;
                 if (current) {
                     gx_extra = gxs[k] * s;
@@ -154,11 +155,13 @@ FORWARD_CASES
 
 void SFX(neuron_backward)(const REAL* grad_s, const REAL* x, const REAL* h_seq, const REAL* m_seq,
                           const uint8_t* i_grad, REAL* grad_x,
-                          REAL* gv_io, REAL* gi_io, REAL* gm_io, REAL* gxs_io, REAL* gz_z,
+                          REAL* gv_io, REAL* gi_io, REAL* gm_io, REAL* gxs_io, REAL* gz_z, const REAL* g_sum_io,
                           int64_t T, int64_t N, double lam, double vth, double kc, double km,
                           int current, int membrane, int hard, int detach,
                           int family, double half_width, double height, double alpha, int nthreads) {
     const int64_t nblocks = (N + BLOCK - 1) / BLOCK;
+    const int add_sum = g_sum_io != 0;
+    const REAL g_sum = add_sum ? g_sum_io[0] : (REAL)0;
     const int key = (family << 4) | (current << 3) | (membrane << 2) | (hard << 1) | detach;
     #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int64_t b = 0; b < nblocks; ++b) {
@@ -185,7 +188,7 @@ def _cases() -> tuple[str, str]:
         bwd.append(
             f"        case {key}: SFX(backward_block)(grad_s, x, h_seq, m_seq, i_grad, grad_x, gv_io, gi_io, gm_io, "
             f"gxs_io, gz_z, T, N, b, (REAL)lam, (REAL)vth, (REAL)kc, (REAL)km, {c}, {m}, {hd}, {det}, {fam}, "
-            f"(REAL)half_width, (REAL)height, (REAL)alpha); break;"
+            f"(REAL)half_width, (REAL)height, (REAL)alpha, add_sum, g_sum); break;"
         )
     return "\n".join(fwd), "\n".join(bwd)
 
@@ -252,7 +255,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         fwd.argtypes = [p] * 9 + [i64, i64, d, d, d, d, c_int, c_int, c_int, c_int, c_int]
         fwd.restype = None
         bwd = getattr(lib, f"neuron_backward_{suffix}")
-        bwd.argtypes = [p] * 11 + [i64, i64, d, d, d, d, c_int, c_int, c_int, c_int, c_int, d, d, d, c_int]
+        bwd.argtypes = [p] * 12 + [i64, i64, d, d, d, d, c_int, c_int, c_int, c_int, c_int, d, d, d, c_int]
         bwd.restype = None
 
 
@@ -308,7 +311,7 @@ def forward(x, v, i, m, xs, kp: KernelParams):
     return spikes.to(out_dtype), h_seq, m_seq, i_grad
 
 
-def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp: KernelParams):
+def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, kp: KernelParams):
     """Kernel backward; see ``_contract``. Returns grad_x [T, N] and gz_z [N]; gv, gi, gm, gxs [N] become
     initial-state grads."""
     lib = load(strict=True)
@@ -318,9 +321,10 @@ def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp: KernelParams)
     T, N = h_seq.shape
     grad_x = torch.empty_like(h_seq)
     gz_z = torch.empty_like(gv)
+    g_sum = g_sum.to(h_seq.dtype)  # held here: the kernel reads its memory
     getattr(lib, f"neuron_backward_{_suffix(h_seq)}")(
         _ptr(grad_s), _ptr(x), _ptr(h_seq), _ptr(m_seq), _ptr(i_grad), _ptr(grad_x),
-        _ptr(gv), _ptr(gi), _ptr(gm), _ptr(gxs), _ptr(gz_z),
+        _ptr(gv), _ptr(gi), _ptr(gm), _ptr(gxs), _ptr(gz_z), _ptr(g_sum),
         T, N, kp.lam, kp.vth, kp.kc, kp.km,
         int(kp.current), int(kp.membrane), int(kp.hard), int(kp.detach),
         kp.family, kp.half_width, kp.height, kp.alpha, torch.get_num_threads(),

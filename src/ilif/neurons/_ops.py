@@ -58,7 +58,7 @@ def backend_module(backend: str, x: Tensor) -> ModuleType:
     return triton_kernel if x.device.type == "cuda" or backend == "triton" else _torch_loop
 
 
-_OUTPUTS = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+_OUTPUTS = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 @torch.library.custom_op("ilif::neuron_forward", mutates_args=())
@@ -66,55 +66,58 @@ def neuron_forward(
     x: Tensor, v: Tensor, i: Tensor, m: Tensor, xs: Tensor, gamma: Tensor,
     lam: float, vth: float, kc: float, km: float,
     current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool,
-    family: int, half_width: float, height: float, alpha: float, backend: str,
+    family: int, half_width: float, height: float, alpha: float, count: bool, backend: str,
 ) -> _OUTPUTS:
     """All T steps. ``x`` [T, N]; v, i, m, xs [N] in the compute dtype; ``gamma``: the learnable surrogate
     width (0-dim, its value 2·``half_width``; only its gradient is computed here) or [0] where γ is a
     constant. Returns spikes [T, N] (x's dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or
-    [0], and the final v, i, m, xs [N]."""
+    [0], the final v, i, m, xs [N], and with ``count`` the number of spikes (0-dim float64, exact; its
+    gradient reaches every spike inside the backward pass), else [0]."""
     kp = KernelParams(lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height, alpha)
     v, i, m, xs = (t.clone() for t in (v, i, m, xs))
     spikes, h_seq, m_seq, i_grad = backend_module(backend, x).forward(x, v, i, m, xs, kp)
-    return spikes, h_seq, m_seq, i_grad, v, i, m, xs
+    spike_sum = spikes.sum(dtype=torch.float64) if count else x.new_empty((0,), dtype=torch.float64)
+    return spikes, h_seq, m_seq, i_grad, v, i, m, xs, spike_sum
 
 
 @neuron_forward.register_fake
 def _(x, v, i, m, xs, gamma, lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height,
-      alpha, backend):
+      alpha, count, backend):
     cdt = compute_dtype(x.dtype)
     full = x.new_empty(x.shape, dtype=cdt)  # new_empty: row-major, as every backend returns, whatever x's strides
     return (
         x.new_empty(x.shape), full, x.new_empty(x.shape if membrane else (0,), dtype=cdt),
         x.new_empty(x.shape if current else (0,), dtype=torch.uint8),
         *(s.new_empty(s.shape) for s in (v, i, m, xs)),
+        x.new_empty(() if count else (0,), dtype=torch.float64),
     )
 
 
 @torch.library.custom_op("ilif::neuron_backward", mutates_args=())
 def neuron_backward(
     grad_s: Tensor, x: Tensor, h_seq: Tensor, m_seq: Tensor, i_grad: Tensor,
-    gv: Tensor, gi: Tensor, gm: Tensor, gxs: Tensor,
+    gv: Tensor, gi: Tensor, gm: Tensor, gxs: Tensor, g_sum: Tensor,
     lam: float, vth: float, kc: float, km: float,
     current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool,
-    family: int, half_width: float, height: float, alpha: float, backend: str,
+    family: int, half_width: float, height: float, alpha: float, count: bool, backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """BPTT through all T steps. Returns grad_x [T, N] (grad_s's dtype), the grads of the initial
-    v, i, m, xs [N], and gz_z [N] (``_contract``)."""
+    v, i, m, xs [N], and gz_z [N] (``_contract``); ``g_sum``: the gradient of the spike count, or [0]."""
     kp = KernelParams(lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height, alpha)
     gv, gi, gm, gxs = (g.contiguous().clone() for g in (gv, gi, gm, gxs))
     grad_x, gz_z = backend_module(backend, h_seq).backward(grad_s.contiguous(), x, h_seq, m_seq, i_grad, gv, gi, gm,
-                                                           gxs, kp)
+                                                           gxs, g_sum, kp)
     return grad_x, gv, gi, gm, gxs, gz_z
 
 
 @neuron_backward.register_fake
-def _(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, *scalars):
+def _(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, *scalars):
     return tuple(g.new_empty(g.shape) for g in (grad_s, gv, gi, gm, gxs, gv))
 
 
 def _setup_context(ctx, inputs, output):
     x, _v, _i, _m, _xs, gamma, *scalars = inputs
-    _spikes, h_seq, m_seq, i_grad, *_state = output
+    _spikes, h_seq, m_seq, i_grad, *_state, _spike_sum = output
     current = scalars[4]
     ctx.save_for_backward(x if current else x.new_empty((0,)), h_seq, m_seq, i_grad)
     ctx.scalars = scalars
@@ -123,13 +126,14 @@ def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)  # no [T, N] zeros for outputs the loss does not use
 
 
-def _backward(ctx, grad_s, _grad_h, _grad_m_seq, _grad_i_grad, gv, gi, gm, gxs):
+def _backward(ctx, grad_s, _grad_h, _grad_m_seq, _grad_i_grad, gv, gi, gm, gxs, g_sum):
     x, h_seq, m_seq, i_grad = ctx.saved_tensors
     state_like = h_seq[0]
     grad_s = torch.zeros(h_seq.shape, dtype=x.dtype, device=h_seq.device) if grad_s is None else grad_s
     gv, gi, gm, gxs = (torch.zeros_like(state_like) if g is None else g for g in (gv, gi, gm, gxs))
-    *grads, gz_z = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, *ctx.scalars)
-    gamma = 2.0 * KernelParams(*ctx.scalars[:-1]).half_width
+    g_sum = h_seq.new_empty((0,)) if g_sum is None else g_sum
+    *grads, gz_z = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, *ctx.scalars)
+    gamma = 2.0 * KernelParams(*ctx.scalars[:-2]).half_width
     grad_gamma = width_grad(gz_z, gamma).to(ctx.gamma_dtype) if ctx.needs_input_grad[5] else None
     return (*grads, grad_gamma, *([None] * len(ctx.scalars)))
 

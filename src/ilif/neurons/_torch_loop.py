@@ -41,7 +41,7 @@ def forward(x: torch.Tensor, v, i, m, xs, kp: KernelParams):
     return spikes.to(out_dtype), h_seq, m_seq, i_grad
 
 
-def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp: KernelParams):
+def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, kp: KernelParams):
     """See ``_contract``. Returns grad_x [T, N] and gz_z [N]; gv, gi, gm, gxs [N] become the initial-state
     grads."""
     out_dtype = grad_s.dtype
@@ -55,6 +55,8 @@ def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp: KernelParams)
         h = h_seq[t]
         s = (h >= vth).to(h.dtype)
         gs = grad_s[t].clone()
+        if g_sum.numel():
+            gs.add_(g_sum.to(gs.dtype))
         if kp.current:
             grad_x_extra = gxs * s
             if not detach:

@@ -143,8 +143,8 @@ def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr,
 
 
 @triton.jit
-def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, gi_ptr, gm_ptr, gxs_ptr, gzz_ptr, c_ptr,
-                     T, N,
+def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, gi_ptr, gm_ptr, gxs_ptr, gzz_ptr,
+                     gsum_ptr, c_ptr, T, N,
                      CURRENT: tl.constexpr, MEMBRANE: tl.constexpr, HARD: tl.constexpr, DETACH: tl.constexpr,
                      FAMILY: tl.constexpr, PRECISE: tl.constexpr, BLOCK: tl.constexpr):
     offs, mask = _block(N, BLOCK)
@@ -152,11 +152,12 @@ def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, 
     half_width, height, alpha, atan_scale = _constants4(c_ptr, 4)
     gv, gi, gm, gxs = _load4(gv_ptr, gi_ptr, gm_ptr, gxs_ptr, offs, mask)
     gzz = tl.zeros([BLOCK], dtype=gv.dtype)
+    g_sum = tl.load(gsum_ptr)  # the gradient of the spike count (0 where nothing uses it)
     for j in range(T):
         off = tl.cast(T - 1 - j, tl.int64) * N + offs
         h = tl.load(h_ptr + off, mask=mask, other=0.0)
         s = tl.where(h >= vth, 1.0, 0.0).to(h.dtype)
-        gs = tl.load(gs_ptr + off, mask=mask, other=0.0).to(h.dtype)
+        gs = tl.load(gs_ptr + off, mask=mask, other=0.0).to(h.dtype) + g_sum
         if CURRENT:
             if not DETACH:
                 gs = gs + gxs * tl.load(x_ptr + off, mask=mask, other=0.0).to(h.dtype)
@@ -250,7 +251,7 @@ def forward(x: torch.Tensor, v, i, m, xs, kp: KernelParams):
     return spikes, h_seq, m_seq, i_grad
 
 
-def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp: KernelParams):
+def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, kp: KernelParams):
     """Kernel backward; see ``_contract``. ``grad_s`` and ``x`` [T, N] (any strides; ``x`` as the forward
     was given it). Returns grad_x [T, N] and gz_z [N]; gv, gi, gm, gxs [N] become initial-state grads."""
     grad_s = grad_s.contiguous()
@@ -261,10 +262,11 @@ def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, kp: KernelParams)
     out_dtype = h_seq.dtype if INTERPRET else grad_s.dtype
     grad_x = torch.empty(h_seq.shape, dtype=out_dtype, device=h_seq.device)
     gz_z = torch.empty_like(gv)
+    g_sum = g_sum.to(h_seq.dtype).reshape(1) if g_sum.numel() else _constants_tensor((0.0,), h_seq.dtype, h_seq.device)
     with device_guard(h_seq.device):
         _backward_kernel[_grid(N)](
             grad_s, x, h_seq, m_seq if kp.membrane else h_seq,
-            i_grad if kp.current else h_seq, grad_x, gv, gi, gm, gxs, gz_z, constants(kp, h_seq.dtype, h_seq.device),
+            i_grad if kp.current else h_seq, grad_x, gv, gi, gm, gxs, gz_z, g_sum, constants(kp, h_seq.dtype, h_seq.device),
             T, N,
             CURRENT=kp.current, MEMBRANE=kp.membrane, HARD=kp.hard, DETACH=kp.detach, FAMILY=kp.family,
             PRECISE=PRECISE_EXP, BLOCK=BLOCK, enable_fp_fusion=False,

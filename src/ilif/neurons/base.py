@@ -16,11 +16,16 @@ from .surrogate import Surrogate
 
 
 class SpikingNeuron:
-    """Mixin for neuron layers: :meth:`state_ops`, ``v_threshold``, ``surrogate`` and ``h_seq``."""
+    """Mixin for neuron layers: :meth:`state_ops`, ``v_threshold``, ``surrogate``, ``h_seq`` and
+    ``spike_count``."""
 
     #: pre-spike membrane potential of the last call [T, B, ...] when ``store_membrane`` is on, else None
     h_seq: Optional[torch.Tensor] = None
     store_membrane: bool = False
+    #: the number of spikes of the last call (0-dim, with its gradient) when ``count_spikes`` is on and
+    #: the layer counts them itself (the fused LIF and ILIF), else None
+    spike_count: Optional[torch.Tensor] = None
+    count_spikes: bool = False
 
     def state_ops(self) -> tuple[int, int]:
         """(multiply-class, add-class) operations of one neuron-step of this layer."""

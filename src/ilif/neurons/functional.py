@@ -158,7 +158,19 @@ def multistep(
     params: NeuronParams,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, NeuronState, Optional[torch.Tensor]]:
-    """All T steps of equations (1)–(6) in one fused custom op.
+    """All T steps of equations (1)–(6) in one fused custom op: :func:`multistep_with_count` without
+    the count. Returns spikes [T, B, ...], the final state and h [T, B, ...] (see there)."""
+    return multistep_with_count(x_seq, state, params, backend, count=False)[:3]
+
+
+def multistep_with_count(
+    x_seq: torch.Tensor,
+    state: Optional[NeuronState],
+    params: NeuronParams,
+    backend: str = "auto",
+    count: bool = True,
+) -> tuple[torch.Tensor, NeuronState, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """All T steps of equations (1)–(6) in one fused custom op, and the number of spikes.
 
     Args:
         x_seq: input currents [T, B, ...] (at least 2 dims), float16, bfloat16, float32 or float64.
@@ -169,8 +181,10 @@ def multistep(
             with autograd on every op, the way the authors' release runs (slow; for checks and benchmarks).
     Returns:
         spikes [T, B, ...] in x's dtype, the state after the last step (compute dtype: float64 for
-        float64 input, else float32), and the pre-spike membrane potential h [T, B, ...] (no
-        gradient; kept by the backward anyway; None for ``reference``).
+        float64 input, else float32), the pre-spike membrane potential h [T, B, ...] (no
+        gradient; kept by the backward anyway; None for ``reference``), and with ``count`` the number
+        of spikes (0-dim float64, with a gradient: the fused backward adds it to every spike's at no
+        extra pass, which is what makes an activity regulariser cheap), else None.
     """
     if x_seq.dim() < 2:
         raise ValueError(
@@ -180,7 +194,8 @@ def multistep(
         raise ValueError(f"backend={backend!r} is not allowed: choose one of {BACKENDS}")
     check_dtype(x_seq)
     if backend == "reference":
-        return _reference(x_seq, state, params)
+        spikes, state, h_seq = _reference(x_seq, state, params)
+        return spikes, state, h_seq, spikes.sum(dtype=torch.float64) if count else None
     shape = x_seq.shape
     x = x_seq.reshape(shape[0], -1)
     if state is None:
@@ -194,9 +209,10 @@ def multistep(
         state_flat = tuple(t.reshape(-1).to(compute_dtype(x.dtype)) for t in state)
     gamma = params.surrogate.parameter
     gamma = x.new_empty((0,), dtype=compute_dtype(x.dtype)) if gamma is None else gamma
-    spikes, h_seq, _m_seq, _i_grad, *final = neuron_forward(x, *state_flat, gamma, *params.kernel_params(), backend)
+    spikes, h_seq, _m_seq, _i_grad, *final, spike_sum = neuron_forward(x, *state_flat, gamma, *params.kernel_params(),
+                                                                        count, backend)
     new_state = NeuronState(*(t.view(shape[1:]) for t in final))
-    return spikes.view(shape), new_state, h_seq.view(shape)
+    return spikes.view(shape), new_state, h_seq.view(shape), spike_sum if count else None
 
 
 def _reference(x_seq: torch.Tensor, state: Optional[NeuronState], params: NeuronParams):

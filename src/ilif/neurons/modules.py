@@ -16,7 +16,7 @@ from spikingjelly.activation_based import base
 
 from ._contract import compute_dtype
 from .base import SpikingNeuron
-from .functional import NeuronParams, NeuronState, multistep
+from .functional import NeuronParams, NeuronState, multistep_with_count
 from .surrogate import Surrogate
 
 # (multiply-class, add-class) operations per neuron-step: LIF charge (λ·v, +x), compare, soft reset;
@@ -113,7 +113,8 @@ class LIF(base.MemoryModule, SpikingNeuron):
         return NeuronState(*(named.get(k, v.new_zeros(())).expand_as(v) for k in NeuronState._fields))
 
     def _run(self, x_seq: torch.Tensor, states):
-        spikes, new_state, h_seq = multistep(x_seq, self._full_state(states), self.params, self.backend)
+        spikes, new_state, h_seq, self.spike_count = multistep_with_count(
+            x_seq, self._full_state(states), self.params, self.backend, count=self.count_spikes)
         self.h_seq = h_seq.detach() if self.store_membrane and h_seq is not None else None
         return spikes, tuple(getattr(new_state, k) for k in self.memory_names)
 

@@ -105,16 +105,21 @@ class Remedy:
 
 
 class RateRegularisation(Remedy):
-    """``remedy=rate_reg``: the firing rate of every layer in the step's forward, with its gradient."""
+    """``remedy=rate_reg``: the firing rate of every layer in the step's forward, with its gradient.
+    The fused LIF and ILIF count their spikes in the op, whose backward adds the count's gradient to
+    every spike's inside its own pass; other neurons' rates are means of their spikes."""
 
     def __init__(self, spec, model, train_set):
         super().__init__(spec, model, train_set)
         self.rates: list[torch.Tensor] = []
+        for module in self.layers.values():
+            module.count_spikes = True
         self.handles = [module.register_forward_hook(self._keep) for module in self.layers.values()]
 
     def _keep(self, module, inputs, spikes) -> None:
         if module.training:
-            self.rates.append(spikes.float().mean())
+            count = module.spike_count
+            self.rates.append(spikes.float().mean() if count is None else (count / spikes.numel()).float())
 
     def penalty(self) -> Optional[torch.Tensor]:
         rates, self.rates = self.rates, []
