@@ -16,7 +16,7 @@ from ilif.report.runs import load_runs
 def test_every_table_composes_with_the_expected_grid():
     jobs = {(n, scale): table_jobs([n], scale) for n in (1, 2, 3, 5) for scale in SCALES}
     sizes = {key: len(value) for key, value in jobs.items()}
-    assert sizes[(1, "full")] == 5 * 2 * 3 and sizes[(1, "mini")] == 3 * 2 * 3 and sizes[(1, "smoke")] == 5 * 2
+    assert sizes[(1, "full")] == 5 * 2 * 3 and sizes[(1, "mini")] == 3 * 4 * 3 and sizes[(1, "smoke")] == 5 * 2
     assert sizes[(2, "full")] == 5 * 2 * 2 * 3 and sizes[(2, "mini")] == 2 * 5 * 2 * 2 * 3 and sizes[(2, "smoke")] == 20
     assert sizes[(3, "full")] == 2 * (4 + 2) * 3 and sizes[(3, "mini")] == 2 * (4 + 2) * 3 and sizes[(3, "smoke")] == 12
     assert sizes[(5, "full")] == 2 * 5 * 2 * 3 and sizes[(5, "mini")] == 2 * 2 * 5 * 2 * 3 and sizes[(5, "smoke")] == 20
