@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from data_fixtures import write_cifar
+from ilif.conf import group_options
 from ilif.data import DatasetError, build
 from ilif.rundir import MetricsFile, RunBusy, RunLock, finished_summary, read_history
 from test_train import FAST, _env, _env_with_tests, run_dirs
@@ -636,10 +637,11 @@ def test_a_resume_under_other_threads_is_recorded_and_warned(train_run, monkeypa
 
 
 @pytest.mark.parametrize("override, message", [
-    ("foo=1", "error: Could not override 'foo'.: Key 'foo' not in 'TrainConfig'"),
+    ("foo=1", "error: Could not override 'foo'. To append to your config use +foo=1: Key 'foo' not in 'TrainConfig'"),
     ("trainer.epochs=abc", "error: Error merging override trainer.epochs=abc: Value 'abc' of type 'str' could not be "
                            "converted to Integer"),
-    ("neuron=nope", "error: In 'train': Could not find 'neuron/nope'"),
+    ("neuron=nope", "error: In 'train': Could not find 'neuron/nope'; Available options in 'neuron': "
+                    + ", ".join(group_options("neuron"))),
     ("trainer.epochs=0", "error: trainer.epochs=0 is not allowed: an integer > 0"),
 ])
 def test_a_bad_study_override_is_one_line(cli, override, message):
@@ -648,6 +650,18 @@ def test_a_bad_study_override_is_one_line(cli, override, message):
     proc = cli(study_main, "demo", "--dry-run", "--override", override)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [message]
+
+
+def test_a_config_file_with_an_unknown_key_is_one_line_naming_the_key(tmp_path, cli):
+    from ilif.train.app import main as train_main
+
+    (tmp_path / "mine" / "model").mkdir(parents=True)
+    (tmp_path / "mine" / "model" / "mlp3.yaml").write_text("name: convnet_small\nhidden: 64\n")
+    proc = cli(train_main, "--config-dir", str(tmp_path / "mine"), "model=mlp3")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: In 'model/mlp3': ConfigKeyError raised while composing config: "
+                                                "Key 'hidden' not in 'ModelConfig' (key model.hidden)"]
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_run_directory_that_is_a_file_is_one_line(tmp_path, cli):

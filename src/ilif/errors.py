@@ -26,10 +26,35 @@ def one_line(err: BaseException) -> str:
 
 def composition_error(err: BaseException) -> str:
     """One line for Hydra's or OmegaConf's error while composing a config, with its cause (where the key
-    and the reason are)."""
+    and the reason are), the key OmegaConf names, and the options Hydra lists."""
+    parts = [_one_line(err)]
     cause = err.__cause__
-    detail = f": {str(cause).splitlines()[0]}" if cause is not None and str(cause) else ""
-    return " ".join(str(err).splitlines()[0].split()) + detail
+    if cause is not None and str(cause) and _one_line(cause) not in parts[0]:
+        parts.append(_one_line(cause))
+    text = ": ".join(part.rstrip(":") for part in parts)
+    keys = [line.split(":", 1)[1].strip() for e in (err, cause) if e is not None for line in str(e).splitlines()
+            if line.strip().startswith("full_key:")]
+    return f"{text} (key {keys[0]})" if keys and keys[0] and keys[0] not in text else text
+
+
+def _one_line(err: BaseException) -> str:
+    """An OmegaConf or Hydra message in one line: sentences joined, a list after a line ending in ':'
+    joined by commas; OmegaConf's key and type lines and Hydra's search path left out."""
+    lines = [" ".join(line.split()) for line in str(err).splitlines() if line.strip()]
+    if "Config search path:" in lines:
+        lines = lines[:lines.index("Config search path:")]
+    out, listing = "", False
+    for line in lines:
+        if line.startswith(("full_key:", "reference_type=", "object_type=")):
+            continue
+        if not out:
+            out = line
+        elif listing:
+            out += (" " if out.endswith(":") else ", ") + line
+        else:
+            out += (" " if out.endswith((".", ":")) else "; ") + line
+        listing = listing or line.endswith(":")
+    return out
 
 
 def entry_point(main: Callable[[], int | None]) -> Callable[[], int | None]:
