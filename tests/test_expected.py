@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _mini_table1_runs(tmp_path: Path) -> list:
     jobs = table_jobs([1], "mini", [f"runs_root={tmp_path / 'runs'}"])
     for _, cfg, run_dir in jobs:
-        bump = {"lif": 0.0, "ilif": 0.01}[cfg.neuron.name] + {"digits": 0.0, "seqdigits": -0.05, "ndigits": -0.02}[
+        bump = {"lif": 0.0, "ilif": 0.01, "plif": 0.02, "clif": 0.005}[cfg.neuron.name] + {"digits": 0.0, "seqdigits": -0.05, "ndigits": -0.02}[
             cfg.dataset.name]
         _write_summary(run_dir, acc=0.9 + bump + 0.001 * cfg.seed, rate=0.2 - bump + 0.001 * cfg.seed)
     return jobs
@@ -41,7 +41,7 @@ def test_write_then_check_passes_and_a_perturbed_summary_fails(tmp_path, cli):
                "--runs-root", runs).returncode == 0
     data = yaml.safe_load(path.read_text())
     rows = {(e["key"]["dataset"], e["key"]["neuron"]): e["cells"] for e in data["mini"]["table1"]}
-    assert sorted(rows) == sorted((d, n) for d in ("digits", "seqdigits", "ndigits") for n in ("lif", "ilif"))
+    assert sorted(rows) == sorted((d, n) for d in ("digits", "seqdigits", "ndigits") for n in ("lif", "ilif", "plif", "clif"))
     assert rows[("seqdigits", "ilif")]["top-1 final (%)"] == {"expected": 86.1, "tolerance": 1.0, "seeds": 3}
     assert rows[("digits", "lif")]["firing rate"]["expected"] == 0.201
     assert data["full"]["table1"][0]["cells"]["top-1 final (%)"]["expected"] == 94.51
@@ -49,7 +49,7 @@ def test_write_then_check_passes_and_a_perturbed_summary_fails(tmp_path, cli):
     proc = cli(report_main, "--scale", "mini", "--tables", "1", "--check", "--expected", str(path), "--runs-root", runs)
     assert proc.returncode == 0, proc.stdout
     lines = proc.stdout.strip().splitlines()
-    assert lines[-1] == "12 of 12 checked cells within their expected range"
+    assert lines[-1] == "24 of 24 checked cells within their expected range"
     assert "table1 [dataset=digits, neuron=lif, model=convnet_small, T=6] top-1 final (%): 90.1; expected 89.1 … 91.1: " \
         "within" in lines
     _, cfg, run_dir = next(j for j in jobs if j[1].dataset.name == "ndigits" and j[1].neuron.name == "lif")
@@ -61,7 +61,7 @@ def test_write_then_check_passes_and_a_perturbed_summary_fails(tmp_path, cli):
     outside = [line for line in proc.stdout.splitlines() if line.endswith(": outside")]
     assert outside == ["table1 [dataset=ndigits, neuron=lif, model=convnet_small, T=6] top-1 final (%): 81.43; "
                        "expected 87.1 … 89.1: outside"]
-    assert proc.stdout.strip().splitlines()[-1] == "11 of 12 checked cells within their expected range; 1 not"
+    assert proc.stdout.strip().splitlines()[-1] == "23 of 24 checked cells within their expected range; 1 not"
     (run_dir / "summary.json").unlink()
     proc = cli(report_main, "--scale", "mini", "--tables", "1", "--check", "--expected", str(path), "--runs-root", runs)
     assert proc.returncode == 1  # a run of the cell is missing: the cell is not reproduced, whatever its mean
@@ -102,7 +102,7 @@ def test_expected_values_are_written_from_complete_grids_only(tmp_path, cli):
     proc = cli(report_main, "--scale", "mini", "--tables", "1", "--write-expected", "--expected",
                str(tmp_path / "e.yaml"), "--runs-root", str(tmp_path / "runs"))
     assert proc.returncode == 1 and not (tmp_path / "e.yaml").exists()
-    assert proc.stderr.strip() == (f"error: table 1 at scale mini: 17 of 18 planned runs finished under "
+    assert proc.stderr.strip() == (f"error: table 1 at scale mini: 35 of 36 planned runs finished under "
                                    f"{tmp_path / 'runs'}; expected values come from a complete grid")
 
 
