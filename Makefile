@@ -18,14 +18,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The suite runs on every core (pytest-xdist); each test is independent of the others.
+# The linter first (ruff, configured in pyproject.toml), then the suite on every core (pytest-xdist);
+# each test is independent of the others.
 test: $(STAMP)
+	$(PY) -m ruff check src tests scripts
 	WANDB_MODE=disabled $(PY) -m pytest -q -n auto
 
 test-all: $(STAMP)
 	WANDB_MODE=disabled $(PY) -m pytest -q -n auto -m ''
 
-# The main job: the γ dilemma on the offline digits data, LIF and ILIF × 5 γ × 3 seeds, on a CPU.
+# The main job: the γ dilemma on seqdigits (offline), LIF and ILIF × 3 γ × 3 seeds, on a CPU.
 # wandb is off while it trains (a wandb run costs seconds each); the runs can be sent afterwards.
 demo: $(STAMP)
 	WANDB_MODE=disabled $(PY) -m ilif.study demo

@@ -28,7 +28,8 @@ import time
 
 import torch
 
-IMPLS = ("copy floor", "spikingjelly LIF", "ilif LIF", "ilif ILIF (fused)", "ILIF torch loop", "ILIF release-style loop")
+IMPLS = ("copy floor", "spikingjelly LIF", "ilif LIF", "ilif ILIF (fused)", "ILIF torch loop",
+         "ILIF release-style loop")
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -134,7 +135,8 @@ def main() -> None:
     if args.device == "cpu":
         _cpu_kernel.load(strict=False)  # build before timing
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    print(f"device={args.device} ({name}) threads={torch.get_num_threads()} shape=[T, {', '.join(map(str, args.shape))}] "
+    print(f"device={args.device} ({name}) threads={torch.get_num_threads()} "
+          f"shape=[T, {', '.join(map(str, args.shape))}] "
           f"surrogate={args.surrogate} γ={args.gamma} repeats={args.repeats} torch={torch.__version__}\n")
     print("| T | dtype | implementation | fwd+bwd ms (median) | × spikingjelly LIF | × copy floor | peak MiB | "
           "× ilif LIF mem |")

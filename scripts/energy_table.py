@@ -64,7 +64,8 @@ def main() -> None:
     print(f"| network firing rate | {results['LIF'][1]['firing_rate']:.4f} | {results['ILIF'][1]['firing_rate']:.4f} |")
     for key, label in (("snn_energy_pj", "synaptic energy (µJ)"), ("ann_energy_pj", "ANN energy (µJ)"),
                        ("state_energy_pj", "neuron-state energy, apart (µJ)")):
-        print(f"| {label} | {results['LIF'][2]['totals'][key] / 1e6:.3f} | {results['ILIF'][2]['totals'][key] / 1e6:.3f} |")
+        print(f"| {label} | {results['LIF'][2]['totals'][key] / 1e6:.3f} | "
+              f"{results['ILIF'][2]['totals'][key] / 1e6:.3f} |")
     print(f"| SNN / ANN | {results['LIF'][2]['totals']['snn_ann_ratio']:.4f} | "
           f"{results['ILIF'][2]['totals']['snn_ann_ratio']:.4f} |")
     print(f"| neuron-state ops | {results['LIF'][2]['totals']['state_ops']:,.0f} | "

@@ -2,7 +2,8 @@
 itself SIGTERM as soon as the first epoch's checkpoint is written, so the run stops with exit code 75
 and a ``last.pt`` that the same command, run again without this wrapper, resumes.
 
-    python scripts/preempt_after_epoch.py trainer.epochs=2 ...   # exit 75; then: python -m ilif.train trainer.epochs=2 ...
+    python scripts/preempt_after_epoch.py trainer.epochs=2 ...   # exit 75; \
+then: python -m ilif.train trainer.epochs=2 ...
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ def cli(tmp_path, monkeypatch, capsys):
     def run(main, *argv, cwd=None):
         monkeypatch.chdir(cwd or tmp_path)
         monkeypatch.setattr(sys, "argv", [main.__module__, *argv])
-        handlers, levels = root.handlers[:], {name: logging.getLogger(name).level for name in ("", "ilif", "ilif.train")}
+        handlers, levels = root.handlers[:], {name: logging.getLogger(name).level
+                                              for name in ("", "ilif", "ilif.train")}
         capsys.readouterr()
         try:
             code = main()

@@ -3,6 +3,7 @@ launcher presets, and the pre-check of every job of a sweep."""
 
 import pytest
 
+from ilif.conf import group_options
 from ilif.train.app import main, precheck
 from test_train import run_dirs
 
@@ -11,7 +12,7 @@ TINY = ["trainer.progress=false", "trainer.epochs=1", "trainer.limit_train_batch
 
 def test_help_completion_and_cfg_go_to_hydra(tmp_path, cli):
     help_text = cli(main, "--help")
-    assert help_text.returncode == 0 and "neuron: clif, ilif, ilif_current, ilif_membrane, lif, plif" in help_text.stdout
+    assert help_text.returncode == 0 and f"neuron: {', '.join(group_options('neuron'))}" in help_text.stdout
     assert "ilif-train -m experiment=table2 scale=mini" in help_text.stdout
     completion = cli(main, "-sc", "install=bash")
     assert completion.returncode == 0 and "hydra_bash_completion" in completion.stdout
@@ -31,8 +32,10 @@ def test_own_experiments_through_the_search_path_each_expand_their_grid(tmp_path
             f"      surrogate.gamma: {gammas}\n")
     proc = cli(main, "-m", "--config-dir", str(tmp_path / "my_configs"), "experiment=mine_a,mine_b", *TINY)
     assert proc.returncode == 0, proc.stderr
-    assert [d.name.rsplit("-", 1)[0] for d in run_dirs(tmp_path, "mine_a")] == ["digits-ilif-g0.5-s0", "digits-ilif-g1-s0"]
-    assert [d.name.rsplit("-", 1)[0] for d in run_dirs(tmp_path, "mine_b")] == ["digits-ilif-g2-s0", "digits-ilif-g4-s0"]
+    assert [d.name.rsplit("-", 1)[0] for d in run_dirs(tmp_path, "mine_a")] == [
+        "digits-ilif-g0.5-s0", "digits-ilif-g1-s0"]
+    assert [d.name.rsplit("-", 1)[0] for d in run_dirs(tmp_path, "mine_b")] == [
+        "digits-ilif-g2-s0", "digits-ilif-g4-s0"]
     searchpath = cli(main, f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]", "experiment=mine_b", "--cfg", "job")
     assert searchpath.returncode == 0 and "experiment_name: mine_b" in searchpath.stdout
 

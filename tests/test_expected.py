@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _mini_table1_runs(tmp_path: Path) -> list:
     jobs = table_jobs([1], "mini", [f"runs_root={tmp_path / 'runs'}"])
     for _, cfg, run_dir in jobs:
-        bump = {"lif": 0.0, "ilif": 0.01, "plif": 0.02, "clif": 0.005}[cfg.neuron.name] + {"digits": 0.0, "seqdigits": -0.05, "ndigits": -0.02}[
-            cfg.dataset.name]
+        bump = {"lif": 0.0, "ilif": 0.01, "plif": 0.02, "clif": 0.005}[cfg.neuron.name] + {
+            "digits": 0.0, "seqdigits": -0.05, "ndigits": -0.02}[cfg.dataset.name]
         _write_summary(run_dir, acc=0.9 + bump + 0.001 * cfg.seed, rate=0.2 - bump + 0.001 * cfg.seed)
     return jobs
 
@@ -41,7 +41,8 @@ def test_write_then_check_passes_and_a_perturbed_summary_fails(tmp_path, cli):
                "--runs-root", runs).returncode == 0
     data = yaml.safe_load(path.read_text())
     rows = {(e["key"]["dataset"], e["key"]["neuron"]): e["cells"] for e in data["mini"]["table1"]}
-    assert sorted(rows) == sorted((d, n) for d in ("digits", "seqdigits", "ndigits") for n in ("lif", "ilif", "plif", "clif"))
+    assert sorted(rows) == sorted((d, n) for d in ("digits", "seqdigits", "ndigits")
+                                  for n in ("lif", "ilif", "plif", "clif"))
     assert rows[("seqdigits", "ilif")]["top-1 final (%)"] == {"expected": 86.1, "tolerance": 1.0, "seeds": 3}
     assert rows[("digits", "lif")]["firing rate"]["expected"] == 0.201
     assert data["full"]["table1"][0]["cells"]["top-1 final (%)"]["expected"] == 94.51
@@ -50,8 +51,8 @@ def test_write_then_check_passes_and_a_perturbed_summary_fails(tmp_path, cli):
     assert proc.returncode == 0, proc.stdout
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "24 of 24 checked cells within their expected range"
-    assert "table1 [dataset=digits, neuron=lif, model=convnet_small, T=6] top-1 final (%): 90.1; expected 89.1 … 91.1: " \
-        "within" in lines
+    assert "table1 [dataset=digits, neuron=lif, model=convnet_small, T=6] top-1 final (%): 90.1; " \
+        "expected 89.1 … 91.1: within" in lines
     _, cfg, run_dir = next(j for j in jobs if j[1].dataset.name == "ndigits" and j[1].neuron.name == "lif")
     summary = json.loads((run_dir / "summary.json").read_text())
     summary["final"]["test/acc1"] -= 0.2  # one seed 20 points off: the cell's mean moves 6.7 points
@@ -93,7 +94,8 @@ def test_missing_cells_and_unknown_published_values(tmp_path, cli):
     (tmp_path / "bad.yaml").write_text("[1, 2]\n")
     proc = cli(report_main, "--scale", "mini", "--tables", "1", "--check", "--expected", str(tmp_path / "bad.yaml"))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"error: {tmp_path / 'bad.yaml'}: expected a mapping of scale -> table -> list of entries"
+    assert proc.stderr.strip() == (f"error: {tmp_path / 'bad.yaml'}: "
+                                   "expected a mapping of scale -> table -> list of entries")
 
 
 def test_expected_values_are_written_from_complete_grids_only(tmp_path, cli):

@@ -5,7 +5,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from ilif.conf import compose_config
+from ilif.conf import compose_config, group_options
 from ilif.grid import FIGURES, SCALES, TABLES, plan, table_experiments, table_jobs, table_numbers
 from ilif.neurons import Surrogate
 from ilif.report import tables
@@ -22,7 +22,8 @@ def test_every_table_composes_with_the_expected_grid():
     assert sizes[(5, "full")] == 2 * 5 * 2 * 3 and sizes[(5, "mini")] == 2 * 2 * 5 * 2 * 3 and sizes[(5, "smoke")] == 20
     demo = plan(["demo"], [])
     assert len(demo) == 2 * 3 * 3
-    assert {(cfg.dataset.name, cfg.trainer.T, cfg.surrogate.normalize) for _, cfg, _ in demo} == {("seqdigits", 8, "peak")}
+    assert {(cfg.dataset.name, cfg.trainer.T, cfg.surrogate.normalize) for _, cfg, _ in demo} == {
+        ("seqdigits", 8, "peak")}
     planned = {str(run_dir) for grid in [*jobs.values(), demo] for _, _, run_dir in grid}
     golden = (Path(__file__).parent / "golden" / "run_dirs.txt").read_text().splitlines()
     assert sorted(planned) == [line for line in golden if not line.startswith("#")]  # the hashes are stable
@@ -36,7 +37,8 @@ def test_every_table_composes_with_the_expected_grid():
     assert {run_dir.parts[1] for _, _, run_dir in full} == {"table1_full"}
     mini = jobs[(1, "mini")] + jobs[(3, "mini")]
     assert {(cfg.dataset.name, cfg.model.name, cfg.trainer.T, cfg.neuron.tau) for _, cfg, _ in mini} == {
-        ("digits", "convnet_small", 6, 1.1), ("seqdigits", "convnet_small", 8, 1.1), ("ndigits", "convnet_small", 6, 1.1)}
+        ("digits", "convnet_small", 6, 1.1), ("seqdigits", "convnet_small", 8, 1.1),
+        ("ndigits", "convnet_small", 6, 1.1)}
     assert {cfg.dataset.name for _, cfg, _ in jobs[(3, "mini")] + jobs[(2, "mini")]} == {"digits", "seqdigits"}
 
 
@@ -50,14 +52,16 @@ def test_tables_on_the_command_line_and_their_experiments(cli):
         with pytest.raises(ValueError) as err:
             table_numbers(bad)
         assert str(err.value) == f"table={bad[-1]!r} is not allowed: choose from [1, 2, 3, 4, 5] or all"
-    assert table_experiments(table_numbers(["all"]), figures=True) == ["table1", "table2", "table3", "table3_kappa",
-                                                                      "table5"]
+    assert table_experiments(table_numbers(["all"]), figures=True) == sorted(
+        {name for names in TABLES.values() for name in names} | set(FIGURES))
+    assert set(table_experiments(table_numbers(["all"]))) == set(group_options("experiment")) - {"demo"}
     assert table_experiments([], figures=True) == sorted(FIGURES) == ["table1", "table2"]
     for command in (study_main, report_main):
         flag = "--table" if command is study_main else "--tables"
         proc = cli(command, flag, "6")
         assert proc.returncode == 2
-        assert proc.stderr.strip().splitlines() == ["error: table='6' is not allowed: choose from [1, 2, 3, 4, 5] or all"]
+        assert proc.stderr.strip().splitlines() == [
+            "error: table='6' is not allowed: choose from [1, 2, 3, 4, 5] or all"]
     assert not list(Path.cwd().iterdir())  # nothing written
 
 
@@ -117,7 +121,8 @@ def test_table1_deltas_and_the_published_values_expected_at_full_scale(tmp_path,
     for _, cfg, run_dir in jobs:
         neuron = cfg.neuron.name
         _write_summary(run_dir, acc=0.94 if neuron == "lif" else 0.95, rate=0.2 if neuron == "lif" else 0.15)
-    table = tables.with_expected(tables.table1(load_runs(jobs), "full"), 1, "full", {"full": {"table1": published_entries()}})
+    table = tables.with_expected(tables.table1(load_runs(jobs), "full"), 1, "full",
+                                 {"full": {"table1": published_entries()}})
     rows = {row[1]: row for row in table.rows}
     assert rows["lif"][-2:] == ["94.51 ± 1.00", "—"] and rows["ilif"][-2:] == ["unknown", "—"]
     assert rows["ilif"][-4:-2] == ["+1.00", "25.0 %"]
@@ -179,6 +184,8 @@ def test_run_identity_is_the_science_not_the_machine():
     same = ["dataset.root=/elsewhere", "dataset.download=false", "trainer.device=cpu", "trainer.eval_batch_size=7",
             "trainer.num_workers=0", "trainer.threads=3", "runs_root=/scratch", "logger.wandb.mode=offline"]
     for override in same:
-        assert config_hash(compose_config(["experiment=table1", "recipe=cifar10", override])) == config_hash(base), override
+        assert (config_hash(compose_config(["experiment=table1", "recipe=cifar10", override]))
+                == config_hash(base)), override
     for override in ["seed=1", "trainer.T=4", "neuron.clamp_grad_at_zero=0.0", "model.bn_per_step=false"]:
-        assert config_hash(compose_config(["experiment=table1", "recipe=cifar10", override])) != config_hash(base), override
+        assert (config_hash(compose_config(["experiment=table1", "recipe=cifar10", override]))
+                != config_hash(base)), override

@@ -301,7 +301,8 @@ def test_a_failed_job_of_a_sweep_keeps_its_neighbours(tmp_path, cli):
     proc = _failing_run(cli)
     assert proc.returncode == 2
     assert (sibling / "summary.json").exists()
-    assert sorted(p.name for p in (tmp_path / "runs" / "default").iterdir()) == ["digits-finished"]  # the failed one went
+    assert sorted(p.name for p in (tmp_path / "runs" / "default").iterdir()) == [
+        "digits-finished"]  # the failed one went
 
 
 def test_a_failed_run_leaves_no_directory_of_its_own(tmp_path, cli):
@@ -325,11 +326,14 @@ def test_a_lock_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("trainer.epochs=0", "trainer.epochs=0 is not allowed: an integer > 0"),
-    ("experiment_name=../elsewhere", "experiment_name='../elsewhere' is not allowed: one folder name (no '/', not '.' or '..')"),
-    ("experiment_name=/tmp/abs", "experiment_name='/tmp/abs' is not allowed: one folder name (no '/', not '.' or '..')"),
+    ("experiment_name=../elsewhere",
+     "experiment_name='../elsewhere' is not allowed: one folder name (no '/', not '.' or '..')"),
+    ("experiment_name=/tmp/abs",
+     "experiment_name='/tmp/abs' is not allowed: one folder name (no '/', not '.' or '..')"),
     ("neuron=plif neuron.decay_input=yes", "neuron.decay_input='yes' is not allowed: it must be true or false"),
     ("dataset.builder=no_such_module.build", "dataset.builder='no_such_module.build' is not allowed: it must name an "
-                                             "importable function (ModuleNotFoundError: No module named 'no_such_module')"),
+                                             "importable function (ModuleNotFoundError: No module named "
+                                             "'no_such_module')"),
     ("--experimental-rerun config.pickle", "--experimental-rerun is not allowed: it unpickles the file it is given"),
 ])
 def test_values_that_mean_nothing_are_refused_before_anything_runs(tmp_path, cli, override, message):

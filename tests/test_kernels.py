@@ -162,7 +162,8 @@ def test_triton_backend_on_a_cpu_tensor_needs_the_interpreter(monkeypatch):
     from ilif.neurons import _triton_kernel
 
     monkeypatch.setattr(_triton_kernel, "INTERPRET", False)  # as imported without TRITON_INTERPRET=1
-    with pytest.raises(ValueError, match=r"^backend='triton' needs a CUDA tensor; got one on cpu \(set TRITON_INTERPRET"):
+    with pytest.raises(ValueError,
+                       match=r"^backend='triton' needs a CUDA tensor; got one on cpu \(set TRITON_INTERPRET"):
         LIF(step_mode="m", backend="triton")(torch.ones(2, 3))
 
 

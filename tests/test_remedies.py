@@ -253,9 +253,11 @@ def test_the_adaptive_rule_reaches_its_target_occupancy_on_a_fixed_input():
 @pytest.mark.parametrize("override,message", [
     ("remedy=rate_reg remedy.form=l3", "remedy.form='l3' is not allowed: choose one of ['l2', 'l1']"),
     ("remedy=rate_reg remedy.target=1.5", "remedy.target=1.5 is not allowed: a number in [0, 1]"),
-    ("remedy=rate_reg +remedy.start=1.0", "remedy.start=1.0 is not allowed: remedy rate_reg takes ['form', 'target', 'weight']"),
+    ("remedy=rate_reg +remedy.start=1.0",
+     "remedy.start=1.0 is not allowed: remedy rate_reg takes ['form', 'target', 'weight']"),
     ("remedy=anneal_gamma remedy.end=0", "remedy.end=0 is not allowed: a finite number > 0"),
-    ("remedy=anneal_gamma remedy.shape=step", "remedy.shape='step' is not allowed: choose one of ['linear', 'cosine', 'geometric']"),
+    ("remedy=anneal_gamma remedy.shape=step",
+     "remedy.shape='step' is not allowed: choose one of ['linear', 'cosine', 'geometric']"),
     ("remedy=adaptive_gamma remedy.every=0", "remedy.every=0 is not allowed: an integer > 0"),
     ("remedy=adaptive_gamma remedy.min=20.0", "remedy.min=20.0 is not allowed: below remedy.max=16.0"),
     ("remedy=learnable_gamma remedy.lr=-1", "remedy.lr=-1 is not allowed: a finite number > 0"),
@@ -333,7 +335,8 @@ def test_a_resume_restores_the_gamma_each_layer_trained_with(tmp_path):
         model = nn.Sequential(LIF(step_mode="m"), LIF(step_mode="m"))
         optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
         remedy = AdaptiveGamma(_spec(name="adaptive_gamma", target=0.3, every=1, min=0.05, max=16.0), model, None)
-        return SimpleNamespace(model=model, optimizer=optimizer, scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2),
+        return SimpleNamespace(model=model, optimizer=optimizer,
+                               scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2),
                                start_epoch=0, best=None, changed_on_resume=[], epoch_seconds=[], resume_inside=None,
                                remedy=remedy)
 
@@ -356,7 +359,8 @@ def test_a_resume_restores_each_learnable_gamma_and_its_optimiser(tmp_path):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(8, 16), LIF(surrogate=Surrogate("sigmoid"), step_mode="m"))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        return SimpleNamespace(model=model, optimizer=optimizer, scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2),
+        return SimpleNamespace(model=model, optimizer=optimizer,
+                               scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2),
                                start_epoch=0, best=None, changed_on_resume=[], epoch_seconds=[], resume_inside=None,
                                remedy=_learnable(model, lr=0.05))
 

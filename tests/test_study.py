@@ -35,7 +35,8 @@ def test_parallel_study_equals_serial_study_bit_for_bit(tmp_path, cli):
     assert first.returncode == 0, first.stderr
     second = _study(parallel, "--jobs", "2")
     assert second.returncode == 0, second.stderr
-    assert "study done" in second.stdout and "with 2 parallel runs: 2 trained, 0 already finished, 0 failed" in second.stdout
+    assert "study done" in second.stdout and (
+        "with 2 parallel runs: 2 trained, 0 already finished, 0 failed" in second.stdout)
     ours, reference = _summaries(parallel), _summaries(serial)
     assert len(ours) == 2 and ours == reference
     again = cli(main, *GRID, "--jobs", "2", cwd=parallel)
@@ -67,7 +68,8 @@ def test_every_missing_dataset_is_listed_at_once_and_the_rest_can_run(tmp_path, 
 
 
 SIX_RUNS = ["demo", "--no-progress", "--override", "surrogate.gamma=1", "--override", "trainer.epochs=1",
-            "--override", "trainer.limit_train_batches=2", "--override", "dataset.builder=data_fixtures.killed_once_dataset",
+            "--override", "trainer.limit_train_batches=2",
+            "--override", "dataset.builder=data_fixtures.killed_once_dataset",
             "--jobs", "2"]
 
 
@@ -80,7 +82,8 @@ def test_a_killed_worker_is_a_failed_run_and_the_study_goes_on(tmp_path):
                           text=True, timeout=300, env=_env_with_fixtures(tmp_path))
     assert proc.returncode == 1, proc.stderr
     assert "5 trained, 0 already finished, 1 failed" in proc.stdout
-    assert proc.stdout.count("the worker process was killed by SIGKILL (out of memory?)") == 2  # as it happens, and at the end
+    assert proc.stdout.count(
+        "the worker process was killed by SIGKILL (out of memory?)") == 2  # as it happens, and at the end
     assert len(list((tmp_path / "runs" / "demo").glob("*/summary.json"))) == 5
 
 
@@ -91,7 +94,8 @@ def _children(pid: int) -> list[int]:
 
 def test_workers_stop_when_the_study_dies(tmp_path):
     (tmp_path / "killed").touch()  # nobody is killed by the dataset here
-    study = subprocess.Popen([sys.executable, "-m", "ilif.study", *SIX_RUNS], cwd=tmp_path, env=_env_with_fixtures(tmp_path),
+    study = subprocess.Popen([sys.executable, "-m", "ilif.study", *SIX_RUNS], cwd=tmp_path,
+                             env=_env_with_fixtures(tmp_path),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while len(list((tmp_path / "runs" / "demo").glob("*/train.log"))) < 2 and time.time() < deadline:

@@ -16,7 +16,8 @@ QUIET = SaccadeSpec(noise=0.0)  # the dataset's generator without background eve
 def test_seqdigits_shows_row_t_at_step_t_with_the_split_and_standardisation_of_digits():
     train, test, info = seqdigits()
     plain_train, plain_test, plain_info = digits()
-    assert (info.name, info.events, info.in_channels, info.input_size, info.num_classes) == ("seqdigits", True, 1, 8, 10)
+    assert (info.name, info.events, info.in_channels, info.input_size, info.num_classes) == (
+        "seqdigits", True, 1, 8, 10)
     assert (len(train), len(test), info.split) == (len(plain_train), len(plain_test), plain_info.split)
     for index in (0, 7, len(test) - 1):
         frames, label = test[index]

@@ -46,7 +46,8 @@ def run_dirs(cwd: Path, experiment: str = "default"):
 @pytest.mark.parametrize(
     "override, message",
     [("surrogate.gamma=-1", "surrogate.gamma=-1.0 is not allowed: a finite number > 0"),
-     ("neuron=foo", "neuron='foo' is not allowed: choose one of ['clif', 'ilif', 'ilif_current', 'ilif_membrane', 'lif', 'plif']"),
+     ("neuron=foo",
+      "neuron='foo' is not allowed: choose one of ['clif', 'ilif', 'ilif_current', 'ilif_membrane', 'lif', 'plif']"),
      ("trainer.T=0", "trainer.T=0 is not allowed: an integer > 0"),
      ("optim.name=adam", "optim.name='adam' is not allowed: choose one of ['sgd', 'adamw']"),
      ("loss.name=mse", "loss.name='mse' is not allowed: choose one of ['ce', 'tet']"),
@@ -63,7 +64,8 @@ def test_the_command_prints_only_the_error_line_and_exits_2(tmp_path):
     proc = run_train(tmp_path, "neuron=foo")  # a new process: nothing else reaches its stderr
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: neuron='foo' is not allowed: choose one of ['clif', 'ilif', 'ilif_current', 'ilif_membrane', 'lif', 'plif']"]
+        "error: neuron='foo' is not allowed: "
+        "choose one of ['clif', 'ilif', 'ilif_current', 'ilif_membrane', 'lif', 'plif']"]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "outputs").exists()
 
 
@@ -80,7 +82,8 @@ def test_run_directory_is_complete(train_run, capsys):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["final"]["test/acc1"] == records[-1]["test/acc1"]
     assert summary["best"]["metrics"]["test/acc1"] == max(r["test/acc1"] for r in records)
-    assert summary["surrogate"] == {"family": "rectangle", "gamma": 1.0, "normalize": "area", "height": 1.0, "alpha": 1.0}
+    assert summary["surrogate"] == {"family": "rectangle", "gamma": 1.0, "normalize": "area", "height": 1.0,
+                                    "alpha": 1.0}
     assert summary["dataset_info"]["split"] == "stratified-0.25-seed0" and summary["seed"] == 0
     assert len(summary["provenance"]["git_commit"]) in (40, 7) or summary["provenance"]["git_commit"] == "unknown"
     assert {"torch", "spikingjelly", "hydra"} <= set(summary["provenance"]["versions"])

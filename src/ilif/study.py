@@ -110,7 +110,8 @@ def describe(jobs) -> str:
                 assumed.add(job_cfg.dataset.name)
             seconds += job_cfg.trainer.epochs * epoch_seconds
         lines.append(f"  {name}: {len(group)} runs ({len(group) - len(todo)} finished) of {cfg.dataset.name} / "
-                     f"{cfg.model.name}, T={cfg.trainer.T}, {cfg.trainer.epochs} epochs -> {Path(cfg.runs_root) / cfg.experiment_name}")
+                     f"{cfg.model.name}, T={cfg.trainer.T}, {cfg.trainer.epochs} epochs -> "
+                     f"{Path(cfg.runs_root) / cfg.experiment_name}")
     basis = []
     if measured_on:
         basis.append(f"measured by finished runs on {', '.join(sorted(measured_on))}")
@@ -290,10 +291,12 @@ def run(jobs, progress: bool = True, workers: int = 1) -> dict:
 
 @entry_point
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="ilif-study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="ilif-study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {ilif.__version__}")
     parser.add_argument("--config-dir", "-cd", action="append", default=[], type=Path, metavar="DIR",
-                        help="a folder of your own config files (experiment/, model/, ...), searched after the package's")
+                        help="a folder of your own config files (experiment/, model/, ...), "
+                             "searched after the package's")
     parser.add_argument("experiments", nargs="*", help="experiment config names or globs (configs/experiment/)")
     parser.add_argument("--table", nargs="+", default=[], metavar="N",
                         help=f"the experiments behind these tables (with --scale): {sorted(TABLES)} or all")

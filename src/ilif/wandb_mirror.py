@@ -160,7 +160,8 @@ class WandbLogger:
                 rows = summary.get(key) or []
                 if rows:
                     columns = list(rows[0])
-                    self.run.log({f"tables/{key}": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])})
+                    self.run.log({f"tables/{key}": wandb.Table(columns=columns,
+                                                               data=[[r[c] for c in columns] for r in rows])})
             for key, value in flatten(summary.get("final", {})).items():
                 self.run.summary[f"final/{key}"] = value
             best = summary.get("best") or {}

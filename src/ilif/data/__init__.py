@@ -43,7 +43,8 @@ def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
         raise ValueError(f"dataset={name!r} is not allowed: choose one of {NAMES}")
     root = data_root(cfg.get("root"))
     if cfg.get("stand_in"):
-        return stand_in(name, T=cfg.get("T", 4), size=cfg.get("stand_in_size", 16), samples=cfg.get("stand_in_samples", 16))
+        return stand_in(name, T=cfg.get("T", 4), size=cfg.get("stand_in_size", 16),
+                        samples=cfg.get("stand_in_samples", 16))
     if name == "digits":
         return digits(split_seed=cfg.get("split_seed", 0))
     if name == "seqdigits":

@@ -77,7 +77,8 @@ def _build_events_np(base: Path, dataset: str, sj_class, expected: str, source: 
     except BaseException as err:
         remove_stale(tmp)
         if isinstance(err, (ValueError, OSError)):
-            raise DatasetError(dataset, extract_root, f"a recording could not be read ({err})", expected, source) from None
+            raise DatasetError(dataset, extract_root, f"a recording could not be read ({err})", expected,
+                               source) from None
         raise
     tmp.rename(raw)
     return raw
@@ -143,7 +144,8 @@ class EventFrames(Dataset):
             frames = self.loader(path)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
             raise DatasetError(self.dataset, path, f"corrupt frame file ({type(err).__name__})",
-                               "a spikingjelly frames .npz", "a rebuild: delete the file's frames_number_* folder") from None
+                               "a spikingjelly frames .npz",
+                               "a rebuild: delete the file's frames_number_* folder") from None
         if self.orient is not None:
             frames = self.orient(frames)
         return resize_frames(frames, self.size, self.preprocess), label
@@ -186,8 +188,8 @@ def _extract_cifar10_dvs(download_root: Path, out: Path) -> None:
     for cls in CIFAR10_DVS_CLASSES:
         archive = download_root / f"{cls}.zip"
         if not archive.exists():
-            raise DatasetError("cifar10_dvs", archive, "missing archive", "the 10 class zips (airplane.zip … truck.zip)",
-                               CIFAR10_DVS_SOURCE)
+            raise DatasetError("cifar10_dvs", archive, "missing archive",
+                               "the 10 class zips (airplane.zip … truck.zip)", CIFAR10_DVS_SOURCE)
         try:
             with zipfile.ZipFile(archive) as zf:
                 if zf.testzip() is not None:
@@ -209,7 +211,8 @@ def cifar10_dvs(root: Path, T: int = 10, split: str = "reference", preprocess: s
     if split not in SPLITS:
         raise ValueError(f"dataset.split={split!r} is not allowed: choose one of {SPLITS}")
     base = root / "cifar10_dvs"
-    _build_events_np(base, "cifar10_dvs", CIFAR10DVS, "download/<class>.zip for the 10 classes (or extract/<class>/*.aedat)",
+    _build_events_np(base, "cifar10_dvs", CIFAR10DVS,
+                     "download/<class>.zip for the 10 classes (or extract/<class>/*.aedat)",
                      CIFAR10_DVS_SOURCE, _extract_cifar10_dvs, _check_cifar10_dvs_extract)
     folder = _frames(base, CIFAR10DVS, T)
     train, test = split_cifar10_dvs(folder.samples, split, seed)
@@ -243,7 +246,8 @@ def _extract_gesture(download_root: Path, out: Path) -> None:
         with tarfile.open(archive) as tar:
             tar.extractall(out, filter="data")
     except (tarfile.TarError, EOFError, OSError):
-        raise DatasetError("dvs_gesture", archive, "corrupt archive", "a valid DvsGesture.tar.gz", GESTURE_SOURCE) from None
+        raise DatasetError("dvs_gesture", archive, "corrupt archive", "a valid DvsGesture.tar.gz",
+                           GESTURE_SOURCE) from None
 
 
 def dvs_gesture(root: Path, T: int = 20, preprocess: str = "clean"):

@@ -12,7 +12,8 @@ from .common import DatasetInfo
 from .static import TensorImages
 
 KINDS = {  # name: (classes, channels, events)
-    "digits": (10, 1, False), "seqdigits": (10, 1, True), "ndigits": (10, 2, True), "cifar10": (10, 3, False), "cifar100": (100, 3, False),
+    "digits": (10, 1, False), "seqdigits": (10, 1, True), "ndigits": (10, 2, True),
+    "cifar10": (10, 3, False), "cifar100": (100, 3, False),
     "cifar10_dvs": (10, 2, True), "dvs_gesture": (11, 2, True), "imagenet": (1000, 3, False),
 }
 
@@ -25,7 +26,8 @@ def stand_in(name: str, T: int = 4, size: int = 16, samples: int = 16, seed: int
     sets = []
     for _ in range(2):
         shape = (samples, T, channels, size, size) if events else (samples, channels, size, size)
-        x = torch.poisson(torch.full(shape, 0.5), generator=generator) if events else torch.randn(shape, generator=generator)
+        x = (torch.poisson(torch.full(shape, 0.5), generator=generator) if events
+             else torch.randn(shape, generator=generator))
         sets.append(TensorImages(x, torch.arange(samples) % classes))
     info = DatasetInfo(name, classes, channels, size, events, "stand-in", samples, samples, {"stand_in": True})
     return sets[0], sets[1], info

@@ -72,7 +72,8 @@ class TensorImages(Dataset):
         return self.images[index], int(self.labels[index])
 
 
-def stratified_split(labels: np.ndarray, split_seed: int, test_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray, str]:
+def stratified_split(labels: np.ndarray, split_seed: int,
+                     test_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray, str]:
     """The digits' split of samples with ``labels`` [N]: (sorted train indices, sorted test indices, its name),
     class-stratified and seeded by ``split_seed``."""
     from sklearn.model_selection import train_test_split
@@ -206,7 +207,8 @@ def cifar(name: str, root: Path, download: bool = True, augment: bool = True, cu
     normalise = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     train_tf = []
     if augment:
-        train_tf = [transforms.RandomCrop(32, padding=4), *([Cutout()] if cutout else []), transforms.RandomHorizontalFlip()]
+        train_tf = [transforms.RandomCrop(32, padding=4), *([Cutout()] if cutout else []),
+                    transforms.RandomHorizontalFlip()]
     train = CifarPickle(folder, train_files, label_key, transforms.Compose(train_tf + normalise), name)
     test = CifarPickle(folder, test_files, label_key, transforms.Compose(normalise), name)
     classes = 10 if name == "cifar10" else 100

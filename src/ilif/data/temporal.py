@@ -187,7 +187,8 @@ def _generate(folder: Path, spec: SaccadeSpec) -> None:
         for index, events in enumerate(saccade_events(images, spec)):
             (tmp / str(labels[index])).mkdir(exist_ok=True)
             np.savez(tmp / str(labels[index]) / f"{index}.npz", **events)
-        (tmp / "spec.json").write_text(json.dumps({"version": GENERATOR_VERSION, **asdict(spec)}, sort_keys=True) + "\n")
+        (tmp / "spec.json").write_text(
+            json.dumps({"version": GENERATOR_VERSION, **asdict(spec)}, sort_keys=True) + "\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

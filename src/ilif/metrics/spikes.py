@@ -112,7 +112,8 @@ class SpikeMeter(HookMeter):
         samples = layers[0]["samples"]
         per_step = sum(c["per_step_spikes"] for c in layers)
         silent = sum((c["neuron_spikes"] == 0).sum().double() for c in layers)
-        saturated = sum((c["neuron_spikes"] == c["per_step_spikes"].numel() * c["samples"]).sum().double() for c in layers)
+        saturated = sum((c["neuron_spikes"] == c["per_step_spikes"].numel() * c["samples"]).sum().double()
+                        for c in layers)
         result = {
             "firing_rate": (spikes / neuron_steps).item(),
             "rate_per_step": (per_step / (neurons * samples)).tolist(),

@@ -28,10 +28,12 @@ from ._contract import KernelParams, compute_dtype, unused
 BLOCK = 512
 
 _BODY = r"""
-static inline __attribute__((always_inline)) REAL SFX(surrogate_grad)(REAL z, const int family, REAL half_width, REAL height, REAL alpha) {
+static inline __attribute__((always_inline)) REAL SFX(surrogate_grad)(
+        REAL z, const int family, REAL half_width, REAL height, REAL alpha) {
     if (family == 0) return FABS(z) <= half_width ? height : (REAL)0;
     if (family == 1) { REAL r = (REAL)1 - FABS(z) / half_width; return r > 0 ? r * height : (REAL)0; }
-    if (family == 2) { REAL sg = (REAL)1 / ((REAL)1 + EXP(-(z * alpha))); return sg * ((REAL)1 - sg) * ((REAL)4 * height); }
+    if (family == 2) { REAL sg = (REAL)1 / ((REAL)1 + EXP(-(z * alpha)));
+                       return sg * ((REAL)1 - sg) * ((REAL)4 * height); }
     REAL q = z * ((REAL)(3.14159265358979323846 / 2.0) * alpha);
     return height / ((REAL)1 + q * q);
 }
@@ -180,8 +182,8 @@ def _cases() -> tuple[str, str]:
     for key in range(16):
         ge, c, m, hd = key >> 3, key >> 2 & 1, key >> 1 & 1, key & 1
         fwd.append(
-            f"        case {key}: SFX(forward_block)(x, spikes, h_seq, m_seq, i_grad, v_io, i_io, m_io, xs_io, T, N, b, "
-            f"(REAL)lam, (REAL)vth, (REAL)kc, (REAL)km, {c}, {m}, {hd}, {ge}); break;"
+            f"        case {key}: SFX(forward_block)(x, spikes, h_seq, m_seq, i_grad, v_io, i_io, m_io, xs_io, "
+            f"T, N, b, (REAL)lam, (REAL)vth, (REAL)kc, (REAL)km, {c}, {m}, {hd}, {ge}); break;"
         )
     for key in range(64):
         fam, c, m, hd, det = key >> 4, key >> 3 & 1, key >> 2 & 1, key >> 1 & 1, key & 1

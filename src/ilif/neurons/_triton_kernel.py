@@ -266,7 +266,8 @@ def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, kp: Kernel
     with device_guard(h_seq.device):
         _backward_kernel[_grid(N)](
             grad_s, x, h_seq, m_seq if kp.membrane else h_seq,
-            i_grad if kp.current else h_seq, grad_x, gv, gi, gm, gxs, gz_z, g_sum, constants(kp, h_seq.dtype, h_seq.device),
+            i_grad if kp.current else h_seq, grad_x, gv, gi, gm, gxs, gz_z, g_sum,
+            constants(kp, h_seq.dtype, h_seq.device),
             T, N,
             CURRENT=kp.current, MEMBRANE=kp.membrane, HARD=kp.hard, DETACH=kp.detach, FAMILY=kp.family,
             PRECISE=PRECISE_EXP, BLOCK=BLOCK, enable_fp_fusion=False,

@@ -71,7 +71,8 @@ class Surrogate:
         object.__setattr__(self, "gamma", _check_positive_finite("surrogate gamma", self.gamma))
         if self.parameter is not None and not (torch.is_tensor(self.parameter) and self.parameter.dim() == 0
                                                and self.parameter.is_floating_point()):
-            raise ValueError(f"surrogate parameter={self.parameter!r} is not allowed: it must be a 0-dim floating tensor")
+            raise ValueError(f"surrogate parameter={self.parameter!r} is not allowed: "
+                             "it must be a 0-dim floating tensor")
 
     @property
     def alpha(self) -> float:

@@ -176,10 +176,12 @@ def build_demo(out: Path, runs_root: str, force: bool = False) -> str:
 
 @entry_point
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="ilif-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="ilif-report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {ilif.__version__}")
     parser.add_argument("--config-dir", "-cd", action="append", default=[], type=Path, metavar="DIR",
-                        help="a folder of your own config files (experiment/, model/, ...), searched after the package's")
+                        help="a folder of your own config files (experiment/, model/, ...), "
+                             "searched after the package's")
     parser.add_argument("--scale", choices=SCALES, default="full")
     parser.add_argument("--tables", nargs="*", default=[], metavar="N",
                         help=f"these tables: {sorted(tables.BUILDERS)} or all")

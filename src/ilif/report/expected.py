@@ -126,7 +126,8 @@ def _well_formed(entry) -> bool:
         if not isinstance(want, dict) or "expected" not in want:
             return False
         if want["expected"] != "unknown" and not all(
-                isinstance(want.get(k), (int, float)) and not isinstance(want.get(k), bool) for k in ("expected", "tolerance")):
+                isinstance(want.get(k), (int, float)) and not isinstance(want.get(k), bool)
+                for k in ("expected", "tolerance")):
             return False
     return True
 

@@ -60,7 +60,8 @@ def layer_rates(records, path: Path) -> Path:
                 continue
             names = [row["layer"] for row in done[0].summary["layers"]]
             rates = [statistics.fmean(r.summary["layers"][i]["firing_rate"] for r in done) for i in range(len(names))]
-            ax.bar([i + offset for i in range(len(names))], rates, width=0.4, color=COLORS[neuron], label=neuron.upper())
+            ax.bar([i + offset for i in range(len(names))], rates, width=0.4, color=COLORS[neuron],
+                   label=neuron.upper())
             ax.set_xticks(range(len(names)), names, rotation=60, fontsize=6)
         ax.set_title(dataset, fontsize=9)
         ax.set_ylabel("firing rate")

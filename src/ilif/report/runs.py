@@ -75,7 +75,8 @@ def values(runs: list[RunRecord], getter) -> list[float]:
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) <= SENSIBLE:
-                warnings.warn(f"{run.run_dir}/summary.json: {value!r} is not a finite number of sensible size; left out")
+                warnings.warn(f"{run.run_dir}/summary.json: {value!r} is not a finite number of sensible size; "
+                              "left out")
                 continue
             out.append(float(value))
     return out

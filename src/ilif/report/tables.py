@@ -120,7 +120,8 @@ def table1(records, scale) -> Table:
         "Table 1 — ILIF vs LIF across datasets", records,
         ["dataset.name", "neuron.name", "model.name", "trainer.T"], ["dataset", "neuron", "model", "T"], "lif",
         [ACC, ACC_BEST, RATE, ENERGY, RATIO],
-        notes=["energy: synaptic energy per sample (E_MAC 4.6 pJ, E_AC 0.9 pJ); neuron-state operations are in Table 4"])
+        notes=["energy: synaptic energy per sample (E_MAC 4.6 pJ, E_AC 0.9 pJ); "
+               "neuron-state operations are in Table 4"])
 
 
 def table2(records, scale) -> Table:

@@ -106,7 +106,8 @@ def check_writable(runs_root: Path) -> None:
     try:  # the only sure test: make (and remove) a folder there
         os.rmdir(tempfile.mkdtemp(prefix=".ilif-write-test-", dir=existing))
     except OSError as err:
-        raise ConfigError("runs_root", str(runs_root), f"no folder can be made in {existing} ({err.strerror})") from None
+        raise ConfigError("runs_root", str(runs_root),
+                          f"no folder can be made in {existing} ({err.strerror})") from None
 
 
 def precheck(argv: list[str]) -> None:

@@ -149,7 +149,8 @@ def validate(cfg: DictConfig, keys: Optional[list[str]] = None) -> None:
         known = {f.name for f in fields(TrainConfig)} | {"hydra"}
         unknown = sorted(set(cfg.keys()) - known)
         if unknown:
-            raise ConfigError(unknown[0], cfg[unknown[0]], f"it is not a config key (the keys: {sorted(known - {'hydra'})})")
+            raise ConfigError(unknown[0], cfg[unknown[0]],
+                              f"it is not a config key (the keys: {sorted(known - {'hydra'})})")
     for key in CHECKS if keys is None else [k for k in keys if k in CHECKS]:
         if key == "dataset.name" and cfg.dataset.builder is not None:
             continue

@@ -156,7 +156,8 @@ def resume(parts: Parts, last_path: Path, run: Run, identity_hash: str) -> None:
             parts.start_epoch -= 1
             parts.resume_inside = (int(state["step"]), [float(v) for v in state["sums"]])
             parts.train_spikes.counts = state["meters"]["spikes"]
-            parts.grad_meter.sums, parts.grad_meter.counts = state["meters"]["grad_sums"], state["meters"]["grad_counts"]
+            parts.grad_meter.sums, parts.grad_meter.counts = (state["meters"]["grad_sums"],
+                                                              state["meters"]["grad_counts"])
         parts.changed_on_resume = list(state.get("changed_on_resume", []))
         parts.epoch_seconds = list(state.get("epoch_seconds", []))
         parts.remedy.load(state.get("remedy"))
