@@ -189,3 +189,16 @@ def test_run_identity_is_the_science_not_the_machine():
     for override in ["seed=1", "trainer.T=4", "neuron.clamp_grad_at_zero=0.0", "model.bn_per_step=false"]:
         assert (config_hash(compose_config(["experiment=table1", "recipe=cifar10", override]))
                 != config_hash(base)), override
+
+
+def test_figures_draw_every_neuron_the_runs_compare():
+    from types import SimpleNamespace
+
+    from ilif.report import plots
+
+    runs = [SimpleNamespace(get=lambda key, n=n: n) for n in ("lif", "ilif", "plif", "clif", "lif")]
+    neurons = plots.neurons_of(runs)
+    assert neurons == ["lif", "ilif", "plif", "clif"]  # in the grid's order, each once
+    colors = [plots.color(n, neurons) for n in neurons]
+    assert colors[:2] == [plots.COLORS["lif"], plots.COLORS["ilif"]] and len(set(colors)) == 4
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -275,3 +276,17 @@ def read_history(run_dir: Path) -> list[dict]:
             break
         history.append(record)
     return history
+
+
+def git_state() -> tuple[str, "bool | None"]:
+    """The commit of the checkout the package runs from and whether tracked files differ from it:
+    ("unknown", None) where it is not a git checkout or git is missing."""
+    repo = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                    capture_output=True, text=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", None
+    return commit, dirty

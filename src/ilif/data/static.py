@@ -186,7 +186,7 @@ def _download_cifar(base: Path, name: str, url: str, md5: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cifar(name: str, root: Path, download: bool = True, augment: bool = True, cutout: bool = True):
+def cifar(name: str, root: Path, download: bool = True, augment: bool = True):
     """CIFAR-10 or CIFAR-100 under ``root/<name>/``. Train transform (the release's): random crop 32 pad 4,
     Cutout, horizontal flip, normalise; test: normalise. Returns (train, test, info)."""
     folder_name, train_files, test_files, label_key, url, md5 = CIFAR_FILES[name]
@@ -207,8 +207,7 @@ def cifar(name: str, root: Path, download: bool = True, augment: bool = True, cu
     normalise = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     train_tf = []
     if augment:
-        train_tf = [transforms.RandomCrop(32, padding=4), *([Cutout()] if cutout else []),
-                    transforms.RandomHorizontalFlip()]
+        train_tf = [transforms.RandomCrop(32, padding=4), Cutout(), transforms.RandomHorizontalFlip()]
     train = CifarPickle(folder, train_files, label_key, transforms.Compose(train_tf + normalise), name)
     test = CifarPickle(folder, test_files, label_key, transforms.Compose(normalise), name)
     classes = 10 if name == "cifar10" else 100

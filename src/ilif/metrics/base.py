@@ -24,14 +24,13 @@ class HookMeter:
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        self._handles = []
 
     def attach(self, name: str, module: nn.Module, fn: Callable) -> None:
         def hook(mod, inputs, output):
             if self.enabled:
                 fn(name, mod, inputs, output)
 
-        self._handles.append(module.register_forward_hook(hook))
+        module.register_forward_hook(hook)
 
     def attach_pre(self, module: nn.Module, fn: Callable) -> None:
         """A forward pre-hook ``fn(module, inputs)``, run only while enabled."""
@@ -39,7 +38,7 @@ class HookMeter:
             if self.enabled:
                 fn(mod, inputs)
 
-        self._handles.append(module.register_forward_pre_hook(hook))
+        module.register_forward_pre_hook(hook)
 
     def set_enabled(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -54,7 +53,3 @@ class HookMeter:
         finally:
             self.set_enabled(previous)
 
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []

@@ -13,6 +13,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .runs import group, mean_std, values  # noqa: E402
 
 COLORS = {"lif": "tab:blue", "ilif": "tab:red", "ilif_current": "tab:orange", "ilif_membrane": "tab:purple"}
+OTHER_COLORS = ("tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def neurons_of(runs) -> list[str]:
+    """The neurons the runs compare, in the order the grid lists them."""
+    return list(dict.fromkeys(r.get("neuron.name") for r in runs))
+
+
+def color(neuron: str, neurons: list[str]) -> str:
+    """A neuron's colour: fixed for LIF and the ILIF variants, the next free one for any other."""
+    others = [n for n in neurons if n not in COLORS]
+    return COLORS.get(neuron) or OTHER_COLORS[others.index(neuron) % len(OTHER_COLORS)]
 STYLES = {"area": "-", "peak": "--"}
 
 
@@ -50,17 +62,20 @@ def metric_vs_gamma(records, getter, ylabel: str, title: str, path: Path, scale:
 
 
 def layer_rates(records, path: Path) -> Path:
-    """Per-layer firing rate, LIF vs ILIF, one panel per dataset (mean over seeds)."""
+    """Per-layer firing rate of each neuron the runs compare, one panel per dataset (mean over seeds)."""
     datasets = group(records, ["dataset.name"])
+    neurons = neurons_of(records)
+    width = 0.8 / max(len(neurons), 1)
     fig, axes = plt.subplots(len(datasets), 1, figsize=(8, 2.6 * max(len(datasets), 1)), squeeze=False)
     for ax, ((dataset,), runs) in zip(axes[:, 0], datasets.items()):
-        for offset, neuron in ((-0.2, "lif"), (0.2, "ilif")):
+        for k, neuron in enumerate(neurons):
             done = [r for r in runs if r.done and r.get("neuron.name") == neuron]
             if not done:
                 continue
             names = [row["layer"] for row in done[0].summary["layers"]]
             rates = [statistics.fmean(r.summary["layers"][i]["firing_rate"] for r in done) for i in range(len(names))]
-            ax.bar([i + offset for i in range(len(names))], rates, width=0.4, color=COLORS[neuron],
+            offset = (k - (len(neurons) - 1) / 2) * width
+            ax.bar([i + offset for i in range(len(names))], rates, width=width, color=color(neuron, neurons),
                    label=neuron.upper())
             ax.set_xticks(range(len(names)), names, rotation=60, fontsize=6)
         ax.set_title(dataset, fontsize=9)
@@ -70,22 +85,24 @@ def layer_rates(records, path: Path) -> Path:
 
 
 def training_curves(records, path: Path) -> Path:
-    """Train loss and test firing rate per epoch, mean ± std over seeds, LIF vs ILIF, per dataset."""
+    """Train loss and test firing rate per epoch, mean ± std over seeds, of each neuron the runs
+    compare, per dataset."""
     datasets = group(records, ["dataset.name"])
+    neurons = neurons_of(records)
     fig, axes = plt.subplots(2, max(len(datasets), 1), figsize=(4 * max(len(datasets), 1), 5.5), squeeze=False)
     for col, ((dataset,), runs) in enumerate(datasets.items()):
         for row, (key, label) in enumerate((("train/loss", "train loss"), ("test/firing_rate", "test firing rate"))):
             ax = axes[row, col]
-            for neuron in ("lif", "ilif"):
+            for neuron in neurons:
                 histories = [r.history for r in runs if r.done and r.get("neuron.name") == neuron and r.history]
                 if not histories:
                     continue
                 length = min(len(h) for h in histories)
                 means, stds = zip(*(mean_std([h[e][key] for h in histories]) for e in range(length)))
                 epochs = range(length)
-                ax.plot(epochs, means, color=COLORS[neuron], label=neuron.upper())
+                ax.plot(epochs, means, color=color(neuron, neurons), label=neuron.upper())
                 ax.fill_between(epochs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                                color=COLORS[neuron], alpha=0.2)
+                                color=color(neuron, neurons), alpha=0.2)
             ax.set_xlabel("epoch")
             ax.set_ylabel(label)
             ax.set_title(dataset, fontsize=9)

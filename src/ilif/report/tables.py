@@ -7,13 +7,12 @@ import io
 import math
 import re
 import statistics
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 from ilif.units import E_MAC_PJ
-from ilif.rundir import write_text_atomic
+from ilif.rundir import git_state, write_text_atomic
 
 from .runs import RunRecord, cell, group, mean_std, values
 
@@ -278,11 +277,9 @@ def with_expected(table: Table, number: int, scale: str, expected: dict) -> Tabl
 
 
 def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """The short commit the report is built at (``unknown`` outside a git checkout)."""
+    commit, _ = git_state()
+    return commit if commit == "unknown" else commit[:7]
 
 
 #: table number -> its builder (which runs each table reads: ilif.grid.TABLES)

@@ -8,7 +8,7 @@ constructor argument, so a neuron's parameters and their checks live in its clas
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from hydra.utils import instantiate
@@ -31,10 +31,10 @@ def neuron_factory(cfg: DictConfig) -> Callable[[], nn.Module]:
     return functools.partial(instantiate({**spec, "_partial_": True}), surrogate=surrogate_of(cfg), step_mode="m")
 
 
-def build_model(cfg: DictConfig, info, T: Optional[int] = None) -> nn.Module:
+def build_model(cfg: DictConfig, info) -> nn.Module:
     """The configured backbone with the configured neuron, for a dataset described by ``info``."""
     return create_model(cfg.model.name, neuron_factory(cfg), num_classes=info.num_classes,
-                        in_channels=info.in_channels, T=T or cfg.trainer.T, dropout=cfg.model.dropout,
+                        in_channels=info.in_channels, T=cfg.trainer.T, dropout=cfg.model.dropout,
                         bn_per_step=cfg.model.bn_per_step, input_size=info.input_size)
 
 

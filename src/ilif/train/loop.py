@@ -9,7 +9,6 @@ import functools
 import logging
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,8 +23,8 @@ from tqdm import tqdm
 import ilif
 from ilif.conf import config_hash, distributed_env, identity, run_name
 from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, weight_grad_norms
-from ilif.rundir import (MetricsFile, RunBusy, RunLock, finished_summary, remove_stale_temporaries, summary_config_hash,
-                         symlink_in, symlink_message, write_json_atomic, write_text_atomic)
+from ilif.rundir import (MetricsFile, RunBusy, RunLock, finished_summary, git_state, remove_stale_temporaries,
+                         summary_config_hash, symlink_in, symlink_message, write_json_atomic, write_text_atomic)
 from ilif.wandb_mirror import WandbLogger
 
 from . import checkpoint
@@ -285,14 +284,7 @@ def save_checkpoints(parts: Parts, run: Run, run_dir: Path, epoch: int, is_best:
 
 def provenance(device: torch.device) -> dict:
     """Git commit (and whether the tree was dirty), package versions, device and command."""
-    repo = Path(__file__).resolve().parents[3]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                    capture_output=True, text=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", None
+    commit, dirty = git_state()
     from importlib.metadata import version
 
     return {
