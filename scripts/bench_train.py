@@ -74,10 +74,11 @@ def make_step(neuron_cls, args, mode: str, amp: str = "off"):
             if penalty is not None:
                 loss = loss + penalty
         scaler.scale(loss).backward()
+        scale = scaler.get_scale() if remedy is not None and remedy.steps and scaler.is_enabled() else 1.0
         scaler.step(optimizer)
-        if remedy is not None:
-            remedy.after_step(scaler)
         scaler.update()
+        if remedy is not None and remedy.steps:
+            remedy.after_step(scale, skipped=scaler.is_enabled() and scaler.get_scale() < scale)
         functional.reset_net(model)
 
     return step

@@ -20,7 +20,6 @@ from ilif.train.config import ConfigError, validate
 from ilif.train.remedies import (NAMES, AdaptiveGamma, AnnealedGamma, LearnableGamma, RateRegularisation,
                                  annealed_gamma, fitted_gamma)
 
-NO_SCALER = torch.amp.GradScaler("cpu", enabled=False)
 
 
 def _spec(**keys):
@@ -143,7 +142,7 @@ def test_each_neuron_layer_trains_its_own_gamma_within_bounds(neuron):
     (model(torch.randn(4, 5, 8) * 2 + 0.5) * torch.randn(4, 5, 4)).sum().backward()
     grads = dict(zip(remedy.layers, remedy.gammas.grad.tolist()))
     assert all(g != 0.0 for g in grads.values())
-    remedy.after_step(NO_SCALER)
+    remedy.after_step(1.0, skipped=False)
     for name, value in remedy.record()["remedy/gamma"].items():
         g = grads[name]
         assert value == pytest.approx(1.0 - 0.01 * g / (abs(g) + 1e-8), rel=1e-14)
@@ -152,25 +151,42 @@ def test_each_neuron_layer_trains_its_own_gamma_within_bounds(neuron):
     for init, push in ((0.05, 1e3), (16.0, -1e3)):  # a gradient pushing γ past its bound leaves it there
         edge = _learnable(model, init=init, lr=1.0)
         edge.gammas.grad = torch.full_like(edge.gammas, push)
-        edge.after_step(NO_SCALER)
+        edge.after_step(1.0, skipped=False)
         assert set(edge.record()["remedy/gamma"].values()) == {init}
 
 
 def test_a_learnable_gamma_is_unscaled_and_skips_an_overflowing_step():
-    class Scaler:  # a float16 gradient scaler at scale 2^16
-        def is_enabled(self):
-            return True
-
-        def get_scale(self):
-            return 2.0 ** 16
-
+    """A float16 gradient scaler at 2^16: γ's gradient is unscaled; an infinite one, or a step the
+    scaler skipped for the model, moves no γ."""
     remedy = _learnable(nn.Sequential(LIF(step_mode="m")), lr=0.1)
     remedy.gammas.grad = torch.tensor([float("inf")], dtype=torch.float64)
-    remedy.after_step(Scaler())
-    assert remedy.record()["remedy/gamma"] == {"0": 1.0}
+    remedy.after_step(2.0 ** 16, skipped=False)
+    remedy.gammas.grad = torch.tensor([1.0], dtype=torch.float64)
+    remedy.after_step(2.0 ** 16, skipped=True)
+    assert remedy.record()["remedy/gamma"] == {"0": 1.0} and not remedy.optimizer.state
     remedy.gammas.grad = torch.tensor([2.0 ** 16 * 1e-3], dtype=torch.float64)  # unscaled: 1e-3
-    remedy.after_step(Scaler())
+    remedy.after_step(2.0 ** 16, skipped=False)
     assert remedy.optimizer.state[remedy.gammas]["exp_avg"].item() == pytest.approx(0.1 * 1e-3, rel=1e-12)
+
+
+def test_a_learnable_gamma_gradient_does_not_overflow_in_float16():
+    """CLIF and PLIF compute in the input's dtype: their γ gradient is summed in float64 all the same."""
+    gamma = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    z = torch.full((200_000,), 0.25, dtype=torch.float16, requires_grad=True)
+    Surrogate("sigmoid", 1.0, parameter=gamma)(z).backward(torch.full_like(z, 2000.0))
+    sg = Surrogate("sigmoid", 1.0)
+    expected = -(2000.0 * sg.grad(torch.tensor(0.25, dtype=torch.float64)).item() * 0.25) * 200_000
+    assert gamma.grad.item() == pytest.approx(expected, rel=1e-3)
+
+
+def test_a_copy_of_a_model_keeps_the_learnt_gamma_as_a_constant():
+    import copy
+
+    model = nn.Sequential(LIF(step_mode="m"))
+    remedy = _learnable(model, init=0.7)
+    twin = copy.deepcopy(model)
+    assert twin[0].surrogate == model[0].surrogate and twin[0].surrogate.parameter is None
+    assert model[0].surrogate.parameter is not None and remedy.record()["remedy/gamma"] == {"0": 0.7}
 
 
 def test_the_rate_regulariser_acts_the_same_under_torch_compile():
@@ -366,9 +382,9 @@ def test_a_resume_restores_each_learnable_gamma_and_its_optimiser(tmp_path):
 
     def train_step(p):
         p.model(torch.linspace(-1, 3, 4 * 3 * 8).view(4, 3, 8)).sum().backward()
-        p.remedy.after_step(NO_SCALER)
+        p.remedy.after_step(1.0, skipped=False)
 
-    run = SimpleNamespace(scaler=NO_SCALER, device=torch.device("cpu"))
+    run = SimpleNamespace(scaler=torch.amp.GradScaler("cpu", enabled=False), device=torch.device("cpu"))
     before, after = parts(), parts()
     train_step(before)
     loop.save_checkpoints(before, run, tmp_path, 0, False, "h")
@@ -390,8 +406,9 @@ def _ddp_rank(rank: int, init_file: str, out: str) -> None:
     remedy = _learnable(model, lr=0.05)
     model(torch.linspace(-1, 3, 96, dtype=torch.float32).view(4, 3, 8) * (1 + rank)).mean().backward()
     torch.save({"grad": remedy.gammas.grad.item()}, f"{out}.grad{rank}")
-    remedy.after_step(NO_SCALER)
-    torch.save(remedy.record()["remedy/gamma"], f"{out}.{rank}")
+    remedy.after_step(1.0, skipped=False)
+    moment = remedy.optimizer.state[remedy.gammas]["exp_avg"].item()
+    torch.save({"gamma": remedy.record()["remedy/gamma"], "moment": moment}, f"{out}.{rank}")
     dist.destroy_process_group()
 
 
@@ -402,4 +419,5 @@ def test_processes_of_one_ddp_run_train_one_gamma_from_their_mean_gradient(tmp_p
     grads = [torch.load(tmp_path / f"gamma.grad{r}")["grad"] for r in (0, 1)]
     assert grads[0] != grads[1] and ends[0] == ends[1]
     mean = (grads[0] + grads[1]) / 2
-    assert ends[0]["1"] == pytest.approx(1.0 - 0.05 * mean / (abs(mean) + 1e-8), rel=1e-14)
+    assert ends[0]["moment"] == pytest.approx(0.1 * mean, rel=1e-12)  # Adam's first moment: (1 − β₁) · the mean
+    assert ends[0]["gamma"]["1"] == pytest.approx(1.0 - 0.05 * mean / (abs(mean) + 1e-8), rel=1e-14)

@@ -6,7 +6,9 @@ once per pass, as in the C kernel. The flags (units, reset, detach, clamp gradie
 are compile-time constants, so each combination is its own specialised kernel. The float constants
 travel in a small tensor of the compute dtype (float64 runs keep every digit, float32 runs round them
 as the C kernel does), made once per (constants, dtype, device) and kept: a launch copies nothing from
-the host, so it never waits for the GPU and can be captured in a CUDA graph. Time offsets are 64-bit
+the host, so it never waits for the GPU and can be captured in a CUDA graph. (A learnable width,
+``remedy=learnable_gamma``, changes the constants every step: then each layer copies its 8 constants
+once per step.) Time offsets are 64-bit
 (T·N may pass 2³¹).
 
 Rounding on a GPU: floating-point contraction (FMA) is off and every division is IEEE round-to-nearest

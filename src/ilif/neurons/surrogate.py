@@ -52,8 +52,10 @@ class Surrogate:
         family: one of ``rectangle``, ``triangle``, ``sigmoid``, ``atan``.
         gamma: support width (rectangle, triangle) or full width at half maximum (sigmoid, atan), > 0.
         normalize: ``area`` (∫g = 1) or ``peak`` (max g = 1).
-        parameter: a 0-dim floating tensor whose value is ``gamma`` and that receives dL/dγ (a learnable
-            width); None: γ is a constant.
+        parameter: a 0-dim floating tensor that receives dL/dγ (a learnable width); None: γ is a
+            constant. The forward and backward read ``gamma``, not the tensor: whoever updates the
+            tensor makes a new Surrogate with its value (``remedy=learnable_gamma`` does, after every
+            step). A deep copy (an EMA of the model, say) keeps ``gamma`` and drops the tensor.
     """
 
     family: str = "rectangle"
@@ -104,6 +106,9 @@ class Surrogate:
     @property
     def family_id(self) -> int:
         return FAMILIES.index(self.family)
+
+    def __deepcopy__(self, memo) -> "Surrogate":
+        return Surrogate(self.family, self.gamma, self.normalize)
 
     def describe(self) -> dict:
         """Resolved parameters, for logging: family, γ, normalisation, height and library alpha."""
@@ -163,6 +168,6 @@ class _SpikeFunction(torch.autograd.Function):
         sg = ctx.surrogate
         grad_z = grad_spike * sg.grad(z)
         grad_gamma = None
-        if ctx.needs_input_grad[1]:
-            grad_gamma = width_grad(grad_z * z, sg.gamma).to(sg.parameter.dtype)
+        if ctx.needs_input_grad[1]:  # summed in float64: a float16 sum over a layer overflows
+            grad_gamma = width_grad(grad_z.double() * z.double(), sg.gamma).to(sg.parameter.dtype)
         return grad_z, grad_gamma, None

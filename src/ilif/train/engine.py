@@ -479,10 +479,12 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
         if tcfg.grad_clip > 0:
             run.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        stepping = remedy is not None and remedy.steps
+        scale = run.scaler.get_scale() if stepping and run.scaler.is_enabled() else 1.0
         run.scaler.step(optimizer)
-        if remedy is not None:
-            remedy.after_step(run.scaler)
         run.scaler.update()
+        if stepping:  # the scaler lowers its scale exactly when it skipped the step
+            remedy.after_step(scale, skipped=run.scaler.is_enabled() and run.scaler.get_scale() < scale)
         sj_functional.reset_net(model)
         hits, _ = correct_counts(logits.detach(), y)
         sums[0] += loss_value * len(y)

@@ -79,9 +79,13 @@ class Remedy:
         """The term added to the loss of the step whose forward just ran (None: nothing)."""
         return None
 
-    def after_step(self, scaler: torch.amp.GradScaler) -> None:
-        """Called after each step of the model's optimiser, before ``scaler`` (the run's gradient
-        scaler, which multiplied the loss before its backward when enabled) updates its scale."""
+    #: whether :meth:`after_step` does anything (the trainer reads the gradient scaler only then)
+    steps = False
+
+    def after_step(self, grad_scale: float, skipped: bool) -> None:
+        """Called after each step of the model's optimiser; ``grad_scale``: the factor the loss was
+        multiplied by before its backward (a float16 gradient scaler's, else 1); ``skipped``: the
+        scaler found an infinity and the model's optimiser did not step."""
 
     def record(self) -> dict:
         """The γ of every neuron layer (and their mean, min and max): part of the epoch's metrics."""
@@ -148,16 +152,17 @@ class LearnableGamma(Remedy):
                 module.set_surrogate(Surrogate(sg.family, gamma=value, normalize=sg.normalize,
                                                parameter=self.gammas[k]))
 
-    def after_step(self, scaler: torch.amp.GradScaler) -> None:
+    steps = True
+
+    def after_step(self, grad_scale: float, skipped: bool) -> None:
         if self.gammas.grad is None:
             return
         grads = self.gammas.grad
-        if scaler.is_enabled():
-            grads /= scaler.get_scale()
+        grads /= grad_scale
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(grads)
             grads /= dist.get_world_size()
-        if bool(torch.isfinite(grads).all()):  # a float16 scaler's overflowing step moves no γ either
+        if not skipped and bool(torch.isfinite(grads).all()):  # a step the scaler skipped moves no γ either
             self.optimizer.step()
             with torch.no_grad():
                 self.gammas.clamp_(self.spec.min, self.spec.max)
