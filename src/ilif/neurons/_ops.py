@@ -133,8 +133,9 @@ def _backward(ctx, grad_s, _grad_h, _grad_m_seq, _grad_i_grad, gv, gi, gm, gxs, 
     gv, gi, gm, gxs = (torch.zeros_like(state_like) if g is None else g for g in (gv, gi, gm, gxs))
     g_sum = h_seq.new_empty((0,)) if g_sum is None else g_sum
     *grads, gz_z = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, *ctx.scalars)
-    gamma = 2.0 * KernelParams(*ctx.scalars[:-2]).half_width
-    grad_gamma = width_grad(gz_z, gamma).to(ctx.gamma_dtype) if ctx.needs_input_grad[5] else None
+    grad_gamma = None
+    if ctx.needs_input_grad[5]:
+        grad_gamma = width_grad(gz_z, 2.0 * KernelParams(*ctx.scalars[:-2]).half_width).to(ctx.gamma_dtype)
     return (*grads, grad_gamma, *([None] * len(ctx.scalars)))
 
 

@@ -22,8 +22,8 @@ class SpikingNeuron:
     #: pre-spike membrane potential of the last call [T, B, ...] when ``store_membrane`` is on, else None
     h_seq: Optional[torch.Tensor] = None
     store_membrane: bool = False
-    #: the number of spikes of the last call (0-dim, with its gradient) when ``count_spikes`` is on and
-    #: the layer counts them itself (the fused LIF and ILIF), else None
+    #: the number of spikes of the last training call (0-dim, with its gradient) when ``count_spikes``
+    #: is on and the layer counts them itself (the fused LIF and ILIF), else None
     spike_count: Optional[torch.Tensor] = None
     count_spikes: bool = False
 
@@ -33,7 +33,8 @@ class SpikingNeuron:
 
     @property
     def surrogate(self) -> Surrogate:
-        raise NotImplementedError
+        """The surrogate of the layer's ``params`` (a :class:`~ilif.neurons.functional.NeuronParams`)."""
+        return self.params.surrogate
 
     def set_surrogate(self, surrogate: Surrogate) -> None:
         """Use ``surrogate`` from the next call on (a γ schedule or rule changes it between epochs)."""

@@ -58,10 +58,6 @@ class CLIF(base.MemoryModule, SpikingNeuron):
         self.register_memory("m", 0.0)
 
     @property
-    def surrogate(self) -> Surrogate:
-        return self.params.surrogate
-
-    @property
     def v_threshold(self) -> float:
         return self.params.v_threshold
 

@@ -68,10 +68,6 @@ class LIF(base.MemoryModule, SpikingNeuron):
             self.register_memory(name, 0.0)
 
     @property
-    def surrogate(self) -> Surrogate:
-        return self.params.surrogate
-
-    @property
     def v_threshold(self) -> float:
         return self.params.v_threshold
 
@@ -114,7 +110,7 @@ class LIF(base.MemoryModule, SpikingNeuron):
 
     def _run(self, x_seq: torch.Tensor, states):
         spikes, new_state, h_seq, self.spike_count = multistep_with_count(
-            x_seq, self._full_state(states), self.params, self.backend, count=self.count_spikes)
+            x_seq, self._full_state(states), self.params, self.backend, count=self.count_spikes and self.training)
         self.h_seq = h_seq.detach() if self.store_membrane and h_seq is not None else None
         return spikes, tuple(getattr(new_state, k) for k in self.memory_names)
 

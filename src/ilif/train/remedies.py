@@ -118,7 +118,7 @@ class RateRegularisation(Remedy):
         self.rates: list[torch.Tensor] = []
         for module in self.layers.values():
             module.count_spikes = True
-        self.handles = [module.register_forward_hook(self._keep) for module in self.layers.values()]
+            module.register_forward_hook(self._keep)
 
     def _keep(self, module, inputs, spikes) -> None:
         if module.training:
