@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from data_fixtures import write_cifar, write_cifar10_dvs, write_gesture, write_imagenet
-from ilif.data import Cutout, DatasetError, build, make_loader
+from ilif.data import Cutout, build, make_loader
+from ilif.errors import DatasetError
 from ilif.data.__main__ import main as data_cli
 from ilif.data.neuromorphic import CIFAR10_DVS_CLASSES, cifar10_dvs, resize_frames, split_cifar10_dvs
 

@@ -21,7 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from devices import DEVICE, FUSED
 from ilif.neurons import FAMILIES, NeuronParams, Surrogate, multistep
 from ilif.train import loop
-from ilif.train.config import ConfigError
+from ilif.errors import ConfigError
 from ilif.train.engine import (EpochSampler, EpochSeeded, configure_determinism, deterministic_ops_only,
                                first_non_finite_grad)
 

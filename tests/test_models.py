@@ -98,8 +98,10 @@ def test_static_encoder_runs_once_per_sample():
 
 
 def test_bad_model_and_event_length():
-    with pytest.raises(ValueError, match="model='vgg16'.*convnet_small"):
+    with pytest.raises(ValueError) as err:
         create_model("vgg16", LIF, num_classes=10, in_channels=3)
+    assert str(err.value) == (f"model.name='vgg16' is not allowed: choose one of {model_names()}, or give "
+                              "model._target_ (a backbone function outside the package)")
     with pytest.raises(ValueError, match="3 frames but the model runs T=4"):
         _model("convnet_small", LIF, 2, 4)(torch.rand(1, 3, 2, 8, 8))
 

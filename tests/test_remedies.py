@@ -16,7 +16,8 @@ from ilif.conf import compose_config, config_hash
 from ilif.metrics import SpikeMeter
 from ilif.neurons import CLIF, FAMILIES, ILIF, LIF, NORMALIZATIONS, PLIF, NeuronParams, Surrogate, multistep
 from ilif.neurons.functional import multistep_with_count
-from ilif.train.config import ConfigError, validate
+from ilif.errors import ConfigError
+from ilif.train.config import validate
 from ilif.train.remedies import (NAMES, AdaptiveGamma, AnnealedGamma, LearnableGamma, RateRegularisation,
                                  annealed_gamma, fitted_gamma)
 

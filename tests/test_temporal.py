@@ -162,7 +162,8 @@ def test_both_temporal_tasks_build_through_the_dataset_entry_point(tmp_path):
 
 def test_a_run_on_seqdigits_needs_one_step_per_row():
     from ilif.conf import compose_config
-    from ilif.train.config import ConfigError, validate
+    from ilif.errors import ConfigError
+    from ilif.train.config import validate
 
     validate(compose_config(["recipe=mini_seqdigits"]))
     with pytest.raises(ConfigError) as err:

@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 from ilif.data import build as build_data
 from ilif.train.build import build_model, neuron_factory
-from ilif.train.config import ConfigError, check_neuron
+from ilif.errors import ConfigError
+from ilif.train.config import check_neuron
 from ilif.train.app import main as train_main
 from ilif.train.engine import Run, compute_loss, correct_counts, evaluate
 from ilif.metrics import SpikeMeter

@@ -11,19 +11,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
 
 CONFIG_DIR = Path(os.environ.get("ILIF_CONFIGS") or Path(__file__).resolve().parent / "configs")
 
 
 # The defaults of every key are the dataclasses below (the one place they are defined); a group's YAML
-# file holds its choice and only what differs from them.
+# file holds its choice and only what differs from them. The dataset, model and neuron groups are open:
+# DatasetConfig and ModelConfig hold the keys every dataset and every backbone has, and a component's
+# YAML adds its own keys (checked against what the component takes, ilif/train/config.py), which enter
+# the config hash of its runs only. A component's ``name`` defaults to its config choice (the file name).
 
 
 @dataclass
@@ -44,9 +47,19 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING
+    name: str = MISSING  # a registered backbone (ilif.models), or anything with _target_
     dropout: float = 0.0
     bn_per_step: bool = False  # true: per-time-step BatchNorm statistics, as the release
+    # _target_ (optional): the dotted path of a backbone function outside the package (docs: Extending)
+
+
+def _open(schema) -> Any:
+    """A field whose value is a dict holding ``schema``'s keys and defaults, open to a component's own keys."""
+    return field(default_factory=lambda: asdict(schema()))
+
+
+#: the open groups (their YAML files may add keys) and the keys every option of the group has
+COMPONENTS = {"dataset": DatasetConfig, "model": ModelConfig, "neuron": None}
 
 
 @dataclass
@@ -121,9 +134,10 @@ class LoggerConfig:
 
 @dataclass
 class TrainConfig:
-    dataset: DatasetConfig = MISSING
-    model: ModelConfig = MISSING
-    neuron: Any = MISSING  # _target_ (a neuron class), name, and the class's own arguments
+    dataset: Dict[str, Any] = _open(DatasetConfig)
+    model: Dict[str, Any] = _open(ModelConfig)
+    neuron: Dict[str, Any] = field(default_factory=lambda: {"name": MISSING})  # _target_ (a neuron class) and
+    # the class's own arguments
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -141,7 +155,18 @@ def register() -> None:
     """Register the schema and the run-directory resolver (idempotent)."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     if not OmegaConf.has_resolver("ilif_run_leaf"):
-        OmegaConf.register_new_resolver("ilif_run_leaf", lambda *, _root_: run_leaf(_root_))
+        OmegaConf.register_new_resolver("ilif_run_leaf", lambda *, _root_: run_leaf(name_components(_root_.copy())))
+
+
+def name_components(cfg: DictConfig, choices: Optional[DictConfig] = None) -> DictConfig:
+    """``cfg`` with the ``name`` of each open group (:data:`COMPONENTS`) that has none set to its config
+    choice, from ``choices`` or ``cfg.hydra.runtime.choices``; in place, and returned."""
+    choices = cfg.hydra.runtime.choices if choices is None else choices
+    with read_write(cfg):
+        for group in COMPONENTS:
+            if OmegaConf.is_missing(cfg[group], "name") and choices.get(group):
+                cfg[group].name = choices[group]
+    return cfg
 
 
 #: config folders added to :data:`CONFIG_DIR` (``--config-dir`` of ilif-study and ilif-report), searched
@@ -169,7 +194,11 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False) -> D
     if EXTRA_CONFIG_DIRS and not any(o.startswith("hydra.searchpath=") for o in overrides):
         overrides = [*overrides, f"hydra.searchpath=[{','.join(f'file://{d}' for d in EXTRA_CONFIG_DIRS)}]"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=return_hydra_config)
+        cfg = name_components(compose(config_name="train", overrides=overrides, return_hydra_config=True))
+    if not return_hydra_config:
+        with read_write(cfg), open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
 
 
 def is_group(key: str) -> bool:
@@ -282,6 +311,22 @@ def run_name(cfg: DictConfig) -> str:
 def run_leaf(cfg: DictConfig) -> str:
     """``{run name}-{config hash}``: the run directory's name under ``runs_root/experiment_name``."""
     return f"{run_name(cfg)}-{config_hash(cfg)}"
+
+
+def import_dotted(key: str, path: str):
+    """The function at dotted ``path`` (``package.module.function``) that config key ``key`` names;
+    ValueError naming both when it cannot be imported (whatever the module raised) or is not callable."""
+    import importlib
+
+    module, _, attr = str(path).rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), attr)
+    except Exception as err:  # noqa: BLE001 - importing user code can raise anything
+        raise ValueError(f"{key}={path!r} is not allowed: it must name an importable function "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    if not callable(found):
+        raise ValueError(f"{key}={path!r} is not allowed: {attr} is not a function")
+    return found
 
 
 def hash_of_run_dir(run_dir: Path) -> str:

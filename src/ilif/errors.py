@@ -1,16 +1,141 @@
-"""How every command-line entry point ends on an error: one line on stderr and an exit code, the
-traceback only with ``ILIF_DEBUG=1`` (or Hydra's ``HYDRA_FULL_ERROR=1``).
+"""The project's errors, and how every command-line entry point ends on one: one line on stderr and
+an exit code, the traceback only with ``ILIF_DEBUG=1`` (or Hydra's ``HYDRA_FULL_ERROR=1``).
 
-Exit codes: 0 done; 1 a failed job of a sweep or study, or an unexpected error; 2 bad input (a value,
-a file, the environment); 3 training diverged; 75 SIGTERM (resumable); 130 SIGINT.
+Exit codes (:func:`exit_code` maps an error to its code, :func:`describe` to its line; every CLI ends
+through them): 0 done; 1 a failed job of a sweep or study, or an unexpected error; 2 bad input (a
+config value, a dataset, a run directory another process or config holds, the file system); 3 training
+diverged; 75 SIGTERM (resumable, EX_TEMPFAIL, e.g. for a SLURM requeue); 130 SIGINT.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
-from typing import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+
+class IlifError(Exception):
+    """A failure the user can act on. ``str()`` is one line; a CLI that ends with it exits with
+    ``exit_code`` and prints :meth:`advice`."""
+
+    exit_code = 1
+
+    def advice(self, run_dir: Path | None = None) -> str:
+        """The line a CLI prints (``run_dir``: the run it ended, for errors that say how to go on)."""
+        return str(self)
+
+
+class ConfigError(IlifError, ValueError):
+    """A config value out of range; ``str()`` is one line: key, value, what is allowed."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+    @classmethod
+    def from_message(cls, message: str) -> "ConfigError":
+        """A ConfigError with a message already in the one-line form (from a class's own check)."""
+        err = cls.__new__(cls)
+        ValueError.__init__(err, message)
+        return err
+
+
+class DatasetError(IlifError):
+    """A dataset is missing or corrupt: one line naming the dataset, the path, the files expected and
+    where to get them."""
+
+    exit_code = 2
+
+    def __init__(self, dataset: str, path: Path | str, problem: str, expected: str, source: str):
+        self.dataset, self.path = dataset, str(path)
+        super().__init__(f"dataset {dataset!r}: {problem} at {path}; expected {expected}; get it from {source}")
+
+
+class RunBusy(IlifError, RuntimeError):
+    """Another process holds the run directory."""
+
+    exit_code = 2
+
+
+class RunConflict(IlifError, RuntimeError):
+    """The run directory holds another config's files, or an unreadable checkpoint."""
+
+    exit_code = 2
+
+
+class TrainingDiverged(IlifError, RuntimeError):
+    """A loss, gradient or model state became NaN or infinite."""
+
+    exit_code = 3
+
+    def advice(self, run_dir: Path | None = None) -> str:
+        where = f"; the last good checkpoint is {Path(run_dir) / 'last.pt'} (if any epoch finished)" if run_dir else ""
+        return f"{self}{where}"
+
+
+#: the exit code of a run stopped by each signal
+SIGNAL_EXIT = {signal.SIGTERM: 75, signal.SIGINT: 130}
+
+
+class Interrupted(IlifError, RuntimeError):
+    """SIGTERM or SIGINT arrived; the step in progress was abandoned (``signum`` names which)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = SIGNAL_EXIT[signum]
+
+    def advice(self, run_dir: Path | None = None) -> str:
+        name = signal.Signals(self.signum).name
+        if run_dir is None:
+            return f"interrupted by {name} {self}"
+        return (f"interrupted by {name} {self}; {Path(run_dir) / 'last.pt'} resumes it at the last finished epoch: "
+                "run the same command again")
+
+
+@contextmanager
+def bad_input():
+    """Inside, an error is the user's input and ends the command as a ConfigError (exit 2): a
+    ValueError (a value out of range, an option that does not exist, a folder that is not there) or a
+    config that does not compose (Hydra's or OmegaConf's error, in one line with its cause)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        yield
+    except IlifError:
+        raise
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError.from_message(composition_error(err)) from err
+    except ValueError as err:
+        raise ConfigError.from_message(str(err)) from err
+
+
+def exit_code(err: BaseException) -> int:
+    """The exit code of a command that ends with ``err``: an IlifError's own; 2 for the file system
+    (OSError); 130 for Ctrl-C; 1 for anything else."""
+    if isinstance(err, IlifError):
+        return err.exit_code
+    if isinstance(err, OSError):
+        return 2
+    return SIGNAL_EXIT[signal.SIGINT] if isinstance(err, KeyboardInterrupt) else 1
+
+
+def describe(err: BaseException, run_dir: Path | None = None) -> str:
+    """The one line a command that ends with ``err`` prints (without ``error: ``)."""
+    if isinstance(err, IlifError):
+        return err.advice(run_dir)
+    if isinstance(err, OSError):
+        return f"{err.strerror or one_line(err)}: {err.filename or run_dir}" if err.filename or run_dir \
+            else err.strerror or one_line(err)
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted by SIGINT"
+    return f"{one_line(err)} (ILIF_DEBUG=1 shows the traceback)"
 
 
 def debugging() -> bool:
@@ -58,9 +183,9 @@ def _one_line(err: BaseException) -> str:
 
 
 def entry_point(main: Callable[[], int | None]) -> Callable[[], int | None]:
-    """Wrap a CLI ``main``: a closed output pipe ends quietly, a file-system error (read-only or full
-    disk, a path that is a file, a symlink loop) ends with one line and exit 2, Ctrl-C with 130, anything
-    else with one line and exit 1, unless :func:`debugging`."""
+    """Wrap a CLI ``main``: a closed output pipe ends quietly; any other error ends with the line of
+    :func:`describe` and the code of :func:`exit_code` (Ctrl-C included), or with its traceback when
+    :func:`debugging` and it is not one of the project's errors."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
@@ -71,20 +196,11 @@ def entry_point(main: Callable[[], int | None]) -> Callable[[], int | None]:
         except BrokenPipeError:  # `ilif-report ... | head`: the reader has all it wanted
             _quiet_stdout()
             return 0
-        except KeyboardInterrupt:
-            print("error: interrupted by SIGINT", file=sys.stderr)
-            return 130
-        except OSError as err:
-            if debugging():
+        except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - the one place an error becomes its line
+            if debugging() and not isinstance(err, (IlifError, KeyboardInterrupt)):
                 raise
-            where = f": {err.filename}" if err.filename else ""
-            _say(f"error: {err.strerror or one_line(err)}{where}")
-            return 2
-        except Exception as err:  # noqa: BLE001 - the one place an unexpected error becomes one line
-            if debugging():
-                raise
-            _say(f"error: {one_line(err)} (ILIF_DEBUG=1 shows the traceback)")
-            return 1
+            _say(f"error: {describe(err)}")
+            return exit_code(err)
 
     return wrapped
 

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
+from ilif.errors import RunBusy
+
 
 def _plain(value: Any) -> Any:
     """JSON-safe: non-finite floats become null."""
@@ -118,10 +120,6 @@ def summary_config_hash(run_dir: Path) -> Optional[str]:
 
 
 LOCK_NAME = ".lock"
-
-
-class RunBusy(RuntimeError):
-    """Another process holds the run directory."""
 
 
 class RunLock:

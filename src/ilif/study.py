@@ -22,16 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-from hydra.errors import HydraException
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 import ilif
 from ilif.conf import use_config_dirs
-from ilif.data import DatasetError
 from ilif.data import build as build_data
-from ilif.errors import composition_error, entry_point
+from ilif.errors import ConfigError, DatasetError, Interrupted, TrainingDiverged, bad_input, entry_point
 from ilif.grid import SCALES, TABLES, experiment_names, plan, table_jobs, table_numbers
 from ilif.rundir import finished_summary
 
@@ -138,7 +135,7 @@ def _train_one(container: dict, run_dir: str) -> tuple[str, str]:
     """Train one job in this (worker) process with its output in the run's train.log: (status, detail)."""
     import contextlib
 
-    from ilif.train.loop import Interrupted, TrainingDiverged, train
+    from ilif.train.loop import train
 
     cfg = OmegaConf.create(container)
     path = Path(run_dir)
@@ -310,15 +307,12 @@ def main(argv=None) -> int:
                         help="runs trained at once, each in its own process (default: the cores, capped by memory)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
+    with bad_input():
         use_config_dirs(args.config_dir)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     if not (args.experiments or args.table or args.figures):
         parser.error("name experiments, --table or --figures")
     os.environ.setdefault("WANDB_SILENT", "true")
-    try:
+    with bad_input():  # an --override that does not compose, a value out of range, a missing dataset
         numbers = table_numbers(args.table)
         jobs = table_jobs(numbers, args.scale, args.override, args.figures) if numbers or args.figures else []
         if args.experiments:
@@ -328,25 +322,17 @@ def main(argv=None) -> int:
         if args.dry_run:
             return 0
         missing = missing_data(jobs)
-        if missing and not args.skip_missing:
-            for message in missing.values():
-                print(f"error: {message}", file=sys.stderr)
-            print(f"error: {len(missing)} dataset(s) missing; get them (docs/full_scale.md), or run the rest with "
-                  "--skip-missing", file=sys.stderr)
-            return 2
+    if missing and not args.skip_missing:
         for message in missing.values():
-            print(f"skipped (--skip-missing): {message}", file=sys.stderr)
-        jobs = [job for job in jobs if _data_key(job[1]) not in missing]
-    except (ValueError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (HydraException, OmegaConfBaseException) as err:  # an --override that does not compose
-        print(f"error: {composition_error(err)}", file=sys.stderr)
-        return 2
+            print(f"error: {message}", file=sys.stderr)
+        raise ConfigError.from_message(f"{len(missing)} dataset(s) missing; get them (docs/full_scale.md), or run "
+                                       "the rest with --skip-missing")
+    for message in missing.values():
+        print(f"skipped (--skip-missing): {message}", file=sys.stderr)
+    jobs = [job for job in jobs if _data_key(job[1]) not in missing]
     workers = args.jobs if args.jobs is not None else default_jobs()
     if workers < 1:
-        print(f"error: --jobs={workers} is not allowed: use 1 or more", file=sys.stderr)
-        return 2
+        raise ConfigError("--jobs", workers, "use 1 or more")
     outcome = run(jobs, progress=not args.no_progress, workers=workers)
     print(f"study done in {outcome['seconds']:.0f} s with {workers} parallel runs: {outcome['finished']} trained, "
           f"{outcome['skipped']} already finished, {outcome['failed']} failed")

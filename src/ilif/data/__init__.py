@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ilif.conf import import_dotted
 from ilif.rundir import close_inherited_locks
 
 from .common import DatasetError, DatasetInfo, data_root
@@ -62,19 +63,8 @@ def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
 
 
 def builder_function(path: str):
-    """The function at dotted ``path`` (``package.module.function``); ValueError naming it when it cannot
-    be imported (whatever the module raised) or is not callable."""
-    import importlib
-
-    module, _, attr = path.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module), attr)
-    except Exception as err:  # noqa: BLE001 - importing user code can raise anything
-        raise ValueError(f"dataset.builder={path!r} is not allowed: it must name an importable function "
-                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    if not callable(found):
-        raise ValueError(f"dataset.builder={path!r} is not allowed: {attr} is not a function")
-    return found
+    """The dataset function at dotted ``path``; ValueError naming ``dataset.builder`` when there is none."""
+    return import_dotted("dataset.builder", path)
 
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int = 0, pin_memory: bool = False,

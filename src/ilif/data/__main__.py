@@ -6,9 +6,9 @@ import argparse
 import sys
 
 import ilif
-from ilif.errors import entry_point
+from ilif.errors import bad_input, entry_point
 
-from . import NAMES, DatasetError, build
+from . import NAMES, build
 
 
 @entry_point
@@ -26,12 +26,9 @@ def main(argv=None) -> int:
            "download": not args.no_download}
     if args.T is not None:
         cfg["T"] = args.T
-    try:
+    with bad_input():
         train, test, info = build(cfg)
         sample, label = train[0]
-    except (DatasetError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     print(f"{info.name}: {len(train)} train / {len(test)} test samples, {info.num_classes} classes, "
           f"sample {tuple(sample.shape)} {sample.dtype}, split {info.split}")
     return 0

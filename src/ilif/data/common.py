@@ -8,17 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-
-class DatasetError(Exception):
-    """A dataset is missing or corrupt. ``str(err)`` is one line meant for the user; CLIs exit with 2."""
-
-    exit_code = 2
-
-    def __init__(self, dataset: str, path: Path | str, problem: str, expected: str, source: str):
-        self.dataset, self.path = dataset, str(path)
-        super().__init__(
-            f"dataset {dataset!r}: {problem} at {path}; expected {expected}; get it from {source}"
-        )
+from ilif.errors import DatasetError  # noqa: F401  (the data modules raise it)
 
 
 def data_root(root: Optional[str] = None) -> Path:

@@ -33,5 +33,5 @@ class ConvNetSmall(nn.Module):
 
 
 @register_model
-def convnet_small(neuron, num_classes=10, in_channels=1, T=4, dropout=0.0, bn_per_step=False, input_size=8, **unused):
+def convnet_small(neuron, num_classes=10, in_channels=1, T=4, dropout=0.0, bn_per_step=False, input_size=8):
     return ConvNetSmall(neuron, num_classes, in_channels, T, dropout, bn_per_step, input_size=input_size)

@@ -1,8 +1,9 @@
-"""Model registry: ``create_model(name, neuron=..., num_classes=..., in_channels=..., **kw)``."""
+"""Model registry: ``create_model(name, neuron=..., num_classes=..., in_channels=..., **kw)``, and
+:func:`backbone`, the function a model config names (registered, or outside the package by ``_target_``)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
@@ -11,8 +12,8 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register a backbone under its function name; a name taken twice is an error. A backbone takes
-    ``neuron, num_classes, in_channels, T, dropout, bn_per_step`` and ``**unused`` for what the trainer
-    passes to every backbone (``input_size``) and it does not need."""
+    ``neuron, num_classes, in_channels, T``, the keys of its config file (``dropout`` and ``bn_per_step``
+    where it honours them), and ``input_size`` (the input's side in pixels) if it needs it."""
     if fn.__name__ in _MODELS:
         raise ValueError(f"model {fn.__name__!r} is already registered ({_MODELS[fn.__name__].__module__})")
     _MODELS[fn.__name__] = fn
@@ -21,6 +22,19 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 def model_names() -> list[str]:
     return sorted(_MODELS)
+
+
+def backbone(spec: Mapping[str, Any]) -> Callable[..., nn.Module]:
+    """The backbone function of a model config: the one at dotted ``spec["_target_"]``, else the one
+    registered as ``spec["name"]``. Raises ValueError naming the key and what is allowed."""
+    from ilif.conf import import_dotted
+
+    if spec.get("_target_"):
+        return import_dotted("model._target_", spec["_target_"])
+    if spec["name"] not in _MODELS:
+        raise ValueError(f"model.name={spec['name']!r} is not allowed: choose one of {model_names()}, or give "
+                         "model._target_ (a backbone function outside the package)")
+    return _MODELS[spec["name"]]
 
 
 def create_model(name: str, neuron: Callable[[], nn.Module], num_classes: int, in_channels: int, **kwargs) -> nn.Module:
@@ -32,13 +46,11 @@ def create_model(name: str, neuron: Callable[[], nn.Module], num_classes: int, i
             models never build neurons themselves, so LIF and ILIF networks share every parameter.
         num_classes: classifier outputs.
         in_channels: input channels (3 for images, 2 for event polarities, 1 for digits).
-        kwargs: backbone options (``T``, ``dropout``, ``bn_per_step``, ``input_size``).
+        kwargs: the backbone's options (``T``, ``dropout``, ``bn_per_step``, ``input_size`` where it takes them).
     Returns:
         a module mapping [B, C, H, W] (static) or [B, T, C, H, W] (events) to logits [T, B, num_classes].
     """
-    if name not in _MODELS:
-        raise ValueError(f"model={name!r} is not allowed: choose one of {model_names()}")
-    return _MODELS[name](neuron=neuron, num_classes=num_classes, in_channels=in_channels, **kwargs)
+    return backbone({"name": name})(neuron=neuron, num_classes=num_classes, in_channels=in_channels, **kwargs)
 
 
 def spiking(neuron: Callable[[], nn.Module]) -> nn.Module:

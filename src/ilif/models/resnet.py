@@ -78,13 +78,13 @@ class PreActResNet(nn.Module):
 
 
 @register_model
-def preact_resnet18(neuron, num_classes=10, in_channels=3, T=6, dropout=0.0, bn_per_step=False, **unused):
+def preact_resnet18(neuron, num_classes=10, in_channels=3, T=6, dropout=0.0, bn_per_step=False):
     """PreAct ResNet-18 for 32×32 input: 17 neuron layers, about 11.2 M parameters."""
     return PreActResNet((2, 2, 2, 2), neuron, num_classes, in_channels, T, dropout, bn_per_step, stem="cifar")
 
 
 @register_model
-def resnet34(neuron, num_classes=1000, in_channels=3, T=4, dropout=0.0, bn_per_step=False, **unused):
+def resnet34(neuron, num_classes=1000, in_channels=3, T=4, dropout=0.0, bn_per_step=False):
     """Spiking ResNet-34 for 224×224 ImageNet: the pre-activation blocks above in stages of 3/4/6/3,
     with the standard ImageNet stem (7×7/2 conv, 3×3/2 max-pool) as the encoder."""
     return PreActResNet((3, 4, 6, 3), neuron, num_classes, in_channels, T, dropout, bn_per_step, stem="imagenet")

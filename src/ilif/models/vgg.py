@@ -47,6 +47,6 @@ class SpikingVGG(nn.Module):
 
 
 @register_model
-def vgg11_bn(neuron, num_classes=10, in_channels=2, T=10, dropout=0.0, bn_per_step=False, **unused):
+def vgg11_bn(neuron, num_classes=10, in_channels=2, T=10, dropout=0.0, bn_per_step=False):
     """VGG-11-BN: 8 neuron layers (CIFAR10-DVS at 48×48, DVS128 Gesture at 128×128)."""
     return SpikingVGG(CONFIG_11, neuron, num_classes, in_channels, T, dropout, bn_per_step)

@@ -19,7 +19,7 @@ from typing import Optional
 
 import ilif
 from ilif.conf import use_config_dirs
-from ilif.errors import entry_point
+from ilif.errors import ConfigError, bad_input, entry_point
 from ilif.grid import FIGURES, SCALES, plan, table_jobs, table_numbers
 from ilif.rundir import write_json_atomic
 
@@ -200,11 +200,8 @@ def main(argv=None) -> int:
     parser.add_argument("--upload-wandb", metavar="RUN_DIR", nargs="+", type=Path,
                         help="send finished run directories to wandb (online with an API key, else offline)")
     args = parser.parse_args(argv)
-    try:
+    with bad_input():
         use_config_dirs(args.config_dir)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     if args.upload_wandb:
         from ilif.wandb_mirror import upload_runs
 
@@ -217,26 +214,19 @@ def main(argv=None) -> int:
     if args.demo:
         print(build_demo(args.out / "demo", args.runs_root, args.force))
         return 0
-    try:
+    with bad_input():
         numbers = table_numbers(args.tables)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     unbuilt = [n for n in numbers if n not in tables.BUILDERS]
     if unbuilt:
-        print(f"error: table {unbuilt[0]} has no builder: add it to BUILDERS in ilif/report/tables.py", file=sys.stderr)
-        return 2
+        raise ConfigError.from_message(f"table {unbuilt[0]} has no builder: add it to BUILDERS in "
+                                       "ilif/report/tables.py")
     expected_path = args.expected or args.out / "expected.yaml"
-    try:
+    with bad_input():
         expected_values = expected.load(expected_path)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     if args.write_expected:
         if args.scale == "full":
-            print("error: --scale full is not allowed with --write-expected: full-scale expectations are the "
-                  "published values (choose mini or smoke)", file=sys.stderr)
-            return 2
+            raise ConfigError.from_message("--scale full is not allowed with --write-expected: full-scale expectations "
+                                           "are the published values (choose mini or smoke)")
         built = {}
         for number in [n for n in numbers if n in EXPECTED_TABLES]:
             table, records = table_from_runs(number, args.scale, args.runs_root)

@@ -30,16 +30,16 @@ from omegaconf.errors import OmegaConfBaseException
 
 import ilif
 
-from ilif.conf import (CONFIG_DIR, compose_config, distributed_env, group_options, is_group, parse_value, register,
-                       sweep_axes)
+from ilif.conf import (CONFIG_DIR, compose_config, distributed_env, group_options, is_group, name_components,
+                       parse_value, register, sweep_axes)
 from ilif.grid import grid_items, run_dir_of
-from ilif.data import DatasetError
-from ilif.errors import composition_error, debugging, entry_point, one_line
-from ilif.rundir import RunBusy, discard_untrained, symlink_in, symlink_message
+from ilif.errors import (SIGNAL_EXIT, ConfigError, DatasetError, IlifError, TrainingDiverged, bad_input, debugging,
+                         describe, entry_point, exit_code, one_line)
+from ilif.rundir import discard_untrained, symlink_in, symlink_message
 
-from .config import CHECKS, ConfigError, validate
-from .engine import Interrupted, close_distributed
-from .loop import RunConflict, TrainingDiverged, train
+from .config import CHECKS, validate
+from .engine import close_distributed
+from .loop import train
 
 log = logging.getLogger("ilif.train")
 HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
@@ -76,13 +76,6 @@ def parse_cli(argv: list[str]) -> tuple[list[str], list[str], bool]:
     return overrides, ([f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []), multirun
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    try:
-        return compose_config(overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        _fail(composition_error(err))
-
-
 def _check_group_options(items: list[tuple[str, str]]) -> None:
     for key, value in items:
         group = key.lstrip("+~")
@@ -90,7 +83,7 @@ def _check_group_options(items: list[tuple[str, str]]) -> None:
             options = group_options(group)
             for option in value.split(","):
                 if option not in options and option != "null":
-                    _fail(f"{group}={option!r} is not allowed: choose one of {options}")
+                    raise ConfigError(group, option, f"choose one of {options}")
 
 
 def check_writable(runs_root: Path) -> None:
@@ -112,26 +105,22 @@ def check_writable(runs_root: Path) -> None:
 
 def precheck(argv: list[str]) -> None:
     """Compose and validate every job of ``argv`` (see the module docstring) and the launcher's
-    variables; exit 2 on the first error."""
+    variables; raises ConfigError (exit 2) on the first error."""
     rerun = next((arg for arg in argv if arg.partition("=")[0] == "--experimental-rerun"), None)
     if rerun is not None:
-        _fail("--experimental-rerun is not allowed: it unpickles the file it is given (code could run); run a job "
-              "again with its overrides, listed in its run directory's .hydra/overrides.yaml")
-    try:
-        distributed_env()
-    except ValueError as err:
-        _fail(str(err))
+        raise ConfigError.from_message("--experimental-rerun is not allowed: it unpickles the file it is given (code "
+                                       "could run); run a job again with its overrides, listed in its run directory's "
+                                       ".hydra/overrides.yaml")
     overrides, searchpath, multirun = parse_cli(argv)
     items = [tuple(item.partition("=")[::2]) for item in overrides]
-    if not searchpath:  # options from other config directories are Hydra's to check
-        _check_group_options([(k, v) for k, v in items if "(" not in v])
-    try:
+    with bad_input():
+        distributed_env()
+        if not searchpath:  # options from other config directories are Hydra's to check
+            _check_group_options([(k, v) for k, v in items if "(" not in v])
         experiments = next((axis for axis in sweep_axes(items) if axis[0][0] == "experiment"), [None])
         run_dir = next((Path(arg.partition("=")[2]) for arg in argv if arg.startswith("hydra.run.dir=")), None)
         composed = [cfg for experiment in experiments
                     for cfg in _check_jobs(items, experiment, searchpath, multirun, run_dir)]
-    except (ConfigError, ValueError) as err:
-        _fail(str(err))
     if multirun:  # every dataset of the sweep, before a job is launched (as ilif-study does)
         from ilif.study import missing_data
 
@@ -139,8 +128,8 @@ def precheck(argv: list[str]) -> None:
         for message in missing.values():
             print(f"error: {message}", file=sys.stderr)
         if missing:
-            _fail(f"{len(missing)} dataset(s) of the sweep missing; get them (docs/full_scale.md), or leave them out "
-                  "of the sweep")
+            raise ConfigError.from_message(f"{len(missing)} dataset(s) of the sweep missing; get them "
+                                           "(docs/full_scale.md), or leave them out of the sweep")
 
 
 def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_dir: Optional[Path] = None) -> list:
@@ -157,7 +146,8 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_di
     groups = [axis for axis in axes if is_group(axis[0][0])]
     values = [axis for axis in axes if axis not in groups]
     for choices in itertools.product(*groups):
-        cfg = _compose(head + [f"{k}={v}" for k, v in choices] + [f"{axis[0][0]}={axis[0][1]}" for axis in values])
+        chosen = [f"{k}={v}" for k, v in choices]
+        cfg = compose_config(head + chosen + [f"{axis[0][0]}={axis[0][1]}" for axis in values])
         composed.append(cfg)
         validate(cfg)
         check_writable(Path(cfg.runs_root))
@@ -171,7 +161,7 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_di
         for axis in values:
             for key, value in axis[1:]:
                 if key.startswith(("+", "~")):
-                    validate(_compose(head + [f"{k}={v}" for k, v in choices] + [f"{key}={value}"]))
+                    validate(compose_config(head + [f"{k}={v}" for k, v in choices] + [f"{key}={value}"]))
                 elif key in CHECKS:  # a plain range or choice: check the value alone (fast for huge sweeps)
                     CHECKS[key](key, parse_value(value))
                 else:  # a neuron key (its class checks it), or a key only the schema types
@@ -179,13 +169,12 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_di
                     try:
                         OmegaConf.update(job, key, parse_value(value), merge=False)
                     except OmegaConfBaseException as err:
-                        _fail(f"{key}={value!r} is not allowed: {str(err).splitlines()[0]}")
+                        raise ConfigError(key, value, str(err).splitlines()[0]) from None
                     validate(job, keys=[key])
     return composed
 
 
 FAILURES: list[str] = []  # the jobs of this process's sweep that failed (the basic launcher runs them here)
-EXIT_INTERRUPTED = {signal.SIGTERM: 75, signal.SIGINT: 130}  # 75: resumable (EX_TEMPFAIL), e.g. for SLURM requeue
 
 
 FAILURE_NOTES = "ILIF_SWEEP_FAILURES"  # where jobs in processes of their own leave a line for each failure
@@ -228,27 +217,17 @@ def hydra_main(cfg: DictConfig) -> float:
     code, message = 0, ""
     try:
         join_submitit_tasks()
-        validate(cfg)
+        validate(name_components(cfg, HydraConfig.get().runtime.choices))
         return train(cfg, run_dir)["final"]["test/acc1"]
-    except (ConfigError, DatasetError) as err:  # sweep syntax the precheck could not expand; missing data
-        discard_untrained(run_dir, Path(cfg.runs_root))
-        code, message = 2, str(err)
-    except (RunBusy, RunConflict) as err:
-        code, message = 2, str(err)
-    except TrainingDiverged as err:
-        log.error("%s", err)
-        code, message = 3, f"{err}; the last good checkpoint is {run_dir / 'last.pt'} (if any epoch finished)"
-    except Interrupted as err:
-        code = EXIT_INTERRUPTED[err.signum]
-        message = (f"interrupted by {signal.Signals(err.signum).name} {err}; {run_dir / 'last.pt'} resumes it at the "
-                   "last finished epoch: run the same command again")
-    except OSError as err:  # the file system: read-only, full, a path that is a file, a symlink loop
-        code, message = 2, f"{err.strerror or type(err).__name__}: {err.filename or run_dir}"
-    except Exception as err:  # noqa: BLE001 - anything else: one line, the traceback only when asked for
-        if debugging():
+    except Exception as err:  # noqa: BLE001 - every failure: one line and its code (ilif.errors), a traceback if asked
+        if debugging() and not isinstance(err, (IlifError, OSError)):
             raise
-        code, message = 1, f"{one_line(err)} (ILIF_DEBUG=1 shows the traceback)"
-    if not multirun or code == EXIT_INTERRUPTED[signal.SIGINT]:  # Ctrl-C stops the whole sweep
+        if isinstance(err, (ConfigError, DatasetError)):  # sweep syntax the precheck could not expand; missing data
+            discard_untrained(run_dir, Path(cfg.runs_root))
+        if isinstance(err, TrainingDiverged):
+            log.error("%s", err)
+        code, message = exit_code(err), describe(err, run_dir)
+    if not multirun or code == SIGNAL_EXIT[signal.SIGINT]:  # Ctrl-C stops the whole sweep
         _fail(message, code)
     if job_has_own_process():
         leave_failure_note(f"{run_dir}: {message} (exit {code})")

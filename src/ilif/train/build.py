@@ -8,6 +8,8 @@ constructor argument, so a neuron's parameters and their checks live in its clas
 from __future__ import annotations
 
 import functools
+import inspect
+from dataclasses import asdict
 from typing import Callable
 
 import torch
@@ -16,8 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Subset
 
+from ilif.conf import ModelConfig
 from ilif.data import build as build_data
-from ilif.models import create_model
+from ilif.models import backbone
 from ilif.neurons import Surrogate
 
 
@@ -31,11 +34,34 @@ def neuron_factory(cfg: DictConfig) -> Callable[[], nn.Module]:
     return functools.partial(instantiate({**spec, "_partial_": True}), surrogate=surrogate_of(cfg), step_mode="m")
 
 
+#: what the trainer gives every backbone (besides its config file's keys, and ``input_size`` where asked)
+MODEL_GIVEN = ("neuron", "num_classes", "in_channels", "T")
+
+
+def model_arguments(cfg: DictConfig, function: Callable) -> dict:
+    """The keys of ``cfg.model`` that ``function`` (a backbone) is called with: all but ``name`` and
+    ``_target_``; a key every model config has (ModelConfig) is left out, at its default, where the
+    backbone does not take it. Raises ValueError naming ``model.<key>`` that the backbone does not take."""
+    takes = [k for k, p in inspect.signature(function).parameters.items() if p.kind != p.VAR_KEYWORD]
+    common = asdict(ModelConfig())
+    arguments = {}
+    for key, value in OmegaConf.to_container(cfg.model, resolve=True).items():
+        if key in ("name", "_target_") or (key not in takes and key in common and value == common[key]):
+            continue
+        if key not in takes or key in MODEL_GIVEN:
+            allowed = [k for k in takes if k not in (*MODEL_GIVEN, "input_size")]
+            raise ValueError(f"model.{key}={value!r} is not allowed: {function.__name__} takes {allowed}")
+        arguments[key] = value
+    return arguments
+
+
 def build_model(cfg: DictConfig, info) -> nn.Module:
-    """The configured backbone with the configured neuron, for a dataset described by ``info``."""
-    return create_model(cfg.model.name, neuron_factory(cfg), num_classes=info.num_classes,
-                        in_channels=info.in_channels, T=cfg.trainer.T, dropout=cfg.model.dropout,
-                        bn_per_step=cfg.model.bn_per_step, input_size=info.input_size)
+    """The configured backbone with the configured neuron, for a dataset described by ``info``; it maps
+    [B, C, H, W] (static) or [B, T, C, H, W] (events) to logits [T, B, classes]."""
+    function = backbone(cfg.model)
+    size = {"input_size": info.input_size} if "input_size" in inspect.signature(function).parameters else {}
+    return function(neuron=neuron_factory(cfg), num_classes=info.num_classes, in_channels=info.in_channels,
+                    T=cfg.trainer.T, **model_arguments(cfg, function), **size)
 
 
 #: optim.name -> (parameters, cfg.optim) -> optimiser (the config check reads its names)

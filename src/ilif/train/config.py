@@ -8,34 +8,22 @@ from __future__ import annotations
 
 import inspect
 import math
+import typing
 from dataclasses import fields
 from typing import Any, Callable, Optional
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from ilif.conf import TrainConfig
+from ilif.conf import COMPONENTS, TrainConfig
+from ilif.errors import ConfigError
 from ilif.data import NAMES as DATASETS
-from ilif.models import model_names
+from ilif.models import backbone
 from ilif.neurons import FAMILIES, NORMALIZATIONS
 
-from .build import OPTIMIZERS, SCHEDULES, neuron_factory
+from .build import OPTIMIZERS, SCHEDULES, model_arguments, neuron_factory
 from .engine import LOSSES
 from .remedies import FORMS, NAMES as REMEDIES, SHAPES
-
-
-class ConfigError(ValueError):
-    """A config value out of range; ``str()`` is one line: key, value, what is allowed."""
-
-    def __init__(self, key: str, value: Any, allowed: str):
-        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
-
-    @classmethod
-    def from_message(cls, message: str) -> "ConfigError":
-        """A ConfigError with a message already in the one-line form (from a class's own check)."""
-        err = cls.__new__(cls)
-        ValueError.__init__(err, message)
-        return err
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -107,7 +95,6 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "dataset.val_fraction": within(0.0, 1.0),
     "dataset.stand_in_size": positive(integer=True),
     "dataset.stand_in_samples": positive(integer=True),
-    "model.name": choice(model_names),
     "model.dropout": within(0.0, 1.0),
     "surrogate.family": choice(FAMILIES),
     "surrogate.gamma": positive(),
@@ -155,6 +142,8 @@ def validate(cfg: DictConfig, keys: Optional[list[str]] = None) -> None:
         if key == "dataset.name" and cfg.dataset.builder is not None:
             continue
         CHECKS[key](key, OmegaConf.select(cfg, key))
+    if keys is None or any(k.startswith(("dataset.", "model.")) for k in keys):
+        check_components(cfg)
     if keys is None or any(k.startswith("neuron.") or k.startswith("surrogate.") for k in keys):
         check_neuron(cfg)
     if keys is None or any(k in ("trainer.T", "dataset.name") for k in keys):
@@ -203,6 +192,40 @@ def check_frames(cfg: DictConfig) -> None:
     if cfg.dataset.name == "seqdigits" and not cfg.dataset.stand_in and cfg.trainer.T != ROWS:
         raise ConfigError("trainer.T", cfg.trainer.T, f"{ROWS} with dataset=seqdigits (one time step per row of the "
                           f"{ROWS}×{ROWS} digits; recipe=mini_seqdigits sets it)")
+
+
+def _of_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the type ``hint`` of a schema field (an int is a float, a bool no number)."""
+    if typing.get_origin(hint) is typing.Union:
+        return any(_of_type(value, h) for h in typing.get_args(hint))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def check_components(cfg: DictConfig) -> None:
+    """The open groups' keys: those every dataset and model has keep their schema's type; a built-in
+    dataset takes no other key (a ``dataset.builder`` function gets them all); a backbone takes every
+    key of its model config (:func:`ilif.train.build.model_arguments`)."""
+    for group, schema in COMPONENTS.items():
+        if schema is None:
+            continue
+        spec = OmegaConf.to_container(cfg[group], resolve=True)
+        hints = typing.get_type_hints(schema)
+        for key, hint in hints.items():
+            names = [getattr(h, "__name__", str(h)).replace("NoneType", "None")
+                     for h in typing.get_args(hint) or [hint]]
+            _require(_of_type(spec[key], hint), f"{group}.{key}", spec[key], f"a value of type {' or '.join(names)}")
+        if group == "dataset" and not spec["builder"]:
+            extra = sorted(set(spec) - set(hints))
+            _require(not extra, f"dataset.{extra[0] if extra else ''}", spec.get(extra[0]) if extra else None,
+                     f"dataset {spec['name']} takes {sorted(hints)} (a dataset.builder function gets keys of its own)")
+    try:
+        model_arguments(cfg, backbone(cfg.model))
+    except ValueError as err:
+        raise ConfigError.from_message(str(err)) from None
 
 
 def check_neuron(cfg: DictConfig) -> None:

@@ -21,21 +21,10 @@ from spikingjelly.activation_based import functional as sj_functional
 from tqdm import tqdm
 
 from ilif.conf import distributed_env
+from ilif.errors import ConfigError, Interrupted, TrainingDiverged
 from ilif.data import make_loader
 
 log = logging.getLogger("ilif.train")
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss, gradient or model state became NaN or infinite."""
-
-
-class Interrupted(RuntimeError):
-    """SIGTERM or SIGINT arrived; the step in progress was abandoned (``signal`` names which)."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
 
 
 class StopFlag:
@@ -178,8 +167,6 @@ def deterministic_ops_only(deterministic: bool, device: torch.device):
     except RuntimeError as err:
         if not (deterministic and "does not have a deterministic implementation" in str(err)):
             raise
-        from .config import ConfigError
-
         op = str(err).splitlines()[0].split(" does not have")[0]
         raise ConfigError("trainer.deterministic", True, f"{op} has no deterministic implementation on "
                           f"{device.type}; set trainer.deterministic=false") from None
@@ -190,8 +177,6 @@ class Run:
 
     def __init__(self, cfg: DictConfig, stop: Optional[StopFlag] = None):
         from datetime import timedelta
-
-        from .config import ConfigError
 
         configure_determinism(cfg.trainer.deterministic)
         self.rank, self.world, local_rank = distributed_env()
@@ -354,8 +339,6 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
 def per_process_batch(batch_size: int, world: int) -> int:
     """Each process's share of the global ``trainer.batch_size``; ConfigError unless it divides evenly."""
     if batch_size % world:
-        from .config import ConfigError
-
         raise ConfigError("trainer.batch_size", batch_size, f"a multiple of the {world} processes (it is the global "
                           "batch, split evenly over them)")
     return batch_size // world

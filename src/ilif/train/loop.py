@@ -22,21 +22,21 @@ from tqdm import tqdm
 
 import ilif
 from ilif.conf import config_hash, distributed_env, identity, run_name
+from ilif.errors import ConfigError, RunConflict
 from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, weight_grad_norms
-from ilif.rundir import (MetricsFile, RunBusy, RunLock, finished_summary, git_state, remove_stale_temporaries,
+from ilif.rundir import (MetricsFile, RunLock, finished_summary, git_state, remove_stale_temporaries,
                          summary_config_hash, symlink_in, symlink_message, write_json_atomic, write_text_atomic)
 from ilif.wandb_mirror import WandbLogger
 
 from . import checkpoint
-from .config import ConfigError
 from .build import build_datasets, build_model, build_optimizer, build_scheduler, surrogate_of
 from .remedies import Remedy, build_remedy
-from .engine import (Interrupted, Run, StopFlag, TrainingDiverged, check_finite_state, deterministic_ops_only, evaluate,
+from .engine import (Run, StopFlag, check_finite_state, deterministic_ops_only, evaluate,
                      loader_factory, per_process_batch, seed_everything, torch_threads, train_one_epoch)
 
 log = logging.getLogger("ilif.train")
 
-__all__ = ["Interrupted", "RunBusy", "RunConflict", "TrainingDiverged", "train"]
+__all__ = ["train"]
 
 
 @dataclass
@@ -113,10 +113,6 @@ def build_parts(cfg: DictConfig, run: Run) -> Parts:
 
 
 START_OVER = "run again with trainer.resume=false to start this run over (the old files are moved aside, not deleted)"
-
-
-class RunConflict(RuntimeError):
-    """The run directory holds another config's files, or an unreadable checkpoint."""
 
 
 def claim(run_dir: Path, identity_hash: str) -> None:

@@ -1,0 +1,142 @@
+"""Components that bring their own config: a backbone outside the package with a key of its own, a
+dataset function with its own keys, a neuron file without ``name``. Their keys enter the hash of their
+own runs only, and what a component does not take is refused in one line naming the key."""
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from ilif.conf import compose_config, identity, run_leaf, use_config_dirs
+from ilif.train.build import build_datasets, build_model
+from ilif.errors import ConfigError
+from ilif.train.config import validate
+
+BACKBONE = '''
+from torch import nn
+
+
+class TwoLayer(nn.Module):
+    """[B, C, H, W] -> [T, B, classes] through one hidden layer of spiking neurons."""
+
+    def __init__(self, neuron, num_classes, in_features, T, hidden):
+        super().__init__()
+        self.T, self.fc1, self.fc2 = T, nn.Linear(in_features, hidden), nn.Linear(hidden, num_classes)
+        self.sn = neuron()
+
+    def forward(self, x):
+        h = self.fc1(x.flatten(1)).unsqueeze(0).repeat(self.T, 1, 1)
+        return self.fc2(self.sn(h))
+
+
+def two_layer(neuron, num_classes, in_channels, T, input_size, hidden=64):
+    return TwoLayer(neuron, num_classes, in_channels * input_size ** 2, T, hidden)
+'''
+
+
+@pytest.fixture
+def mine(tmp_path, monkeypatch):
+    """A user's folder: ``mine/model/mlp.yaml`` (a backbone outside the package with its own ``hidden``),
+    ``mine/neuron/mylif.yaml`` (LIF's file without ``name``), ``mine/dataset/noisy.yaml`` (a dataset
+    function with its own ``noise``) and the module ``user_parts`` they name."""
+    (tmp_path / "user_parts.py").write_text(BACKBONE + '''
+
+def noisy(cfg):
+    import dataclasses
+
+    from data_fixtures import tiny_dataset
+
+    train, test, info = tiny_dataset(cfg)
+    return train, test, dataclasses.replace(info, split=f"noise={cfg['noise']}")
+''')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for group, text in (("model/mlp", "_target_: user_parts.two_layer\nhidden: 16\n"),
+                        ("neuron/mylif", "_target_: ilif.neurons.LIF\ntau: 2.0\n"),
+                        ("dataset/noisy", "builder: user_parts.noisy\nnoise: 0.5\n")):
+        (tmp_path / "mine" / group).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "mine" / f"{group}.yaml").write_text(text)
+    use_config_dirs([tmp_path / "mine"])
+    return tmp_path / "mine"
+
+
+def test_a_component_is_named_by_its_file_and_its_keys_reach_it(mine):
+    cfg = compose_config(["model=mlp", "neuron=mylif", "model.hidden=8"])
+    validate(cfg)
+    assert (cfg.model.name, cfg.neuron.name, cfg.dataset.name) == ("mlp", "mylif", "digits")
+    _, _, _, info = build_datasets(cfg)
+    assert build_model(cfg, info).fc1.out_features == 8
+    assert run_leaf(cfg).startswith("digits-mylif-g1-s0-")
+    assert identity(cfg)["model"] == {"name": "mlp", "_target_": "user_parts.two_layer", "hidden": 8,
+                                      "dropout": 0.0, "bn_per_step": False}
+    assert run_leaf(compose_config(["model=mlp", "neuron=mylif"])) != run_leaf(cfg)  # hidden is in its hash
+    assert identity(compose_config([]))["model"] == {"name": "convnet_small", "dropout": 0.0, "bn_per_step": False}
+
+
+def test_a_dataset_function_gets_its_own_keys(mine):
+    cfg = compose_config(["dataset=noisy", "dataset.noise=0.25"])
+    validate(cfg)
+    assert build_datasets(cfg)[3].split == "noise=0.25"
+    assert identity(cfg)["dataset"]["noise"] == 0.25 and "noise" not in identity(compose_config([]))["dataset"]
+
+
+def test_the_trainer_runs_a_users_backbone_and_neuron_from_their_folder(mine, tmp_path, cli):
+    from ilif.train.app import main as train_main
+
+    proc = cli(train_main, "--config-dir", str(mine), "model=mlp", "neuron=mylif", "trainer.epochs=1",
+               "trainer.progress=false", "trainer.limit_train_batches=2", "trainer.limit_eval_batches=1")
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "runs" / "default").iterdir()
+    assert run_dir.name.startswith("digits-mylif-g1-s0-")
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert (saved.model.name, saved.model.hidden, saved.neuron.name) == ("mlp", 16, "mylif")
+    assert run_dir.name == run_leaf(saved)  # the directory's hash is the hash of the config it holds
+    assert json.loads((run_dir / "summary.json").read_text())["neuron"] == "mylif"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["+model.hidden=3"], "model.hidden=3 is not allowed: convnet_small takes ['dropout', 'bn_per_step']"),
+    (["model=mlp", "model.dropout=0.1"], "model.dropout=0.1 is not allowed: two_layer takes ['hidden']"),
+    (["model.bn_per_step=1"], "model.bn_per_step=1 is not allowed: a value of type bool"),
+    (["dataset.root=3"], "dataset.root=3 is not allowed: a value of type str or None"),
+    (["+dataset.noise=1"], "dataset.noise=1 is not allowed: dataset digits takes ['augment', 'builder', 'download', "
+                           "'name', 'preprocess', 'root', 'split', 'split_seed', 'stand_in', 'stand_in_samples', "
+                           "'stand_in_size', 'val_fraction'] (a dataset.builder function gets keys of its own)"),
+    (["model.name=vgg16"], "model.name='vgg16' is not allowed: choose one of ['convnet_small', 'preact_resnet18', "
+                           "'resnet34', 'vgg11_bn'], or give model._target_ (a backbone function outside the package)"),
+    (["model=mlp", "model._target_=user_parts.nothing"], "model._target_='user_parts.nothing' is not allowed: it must "
+                                                         "name an importable function (AttributeError: module "
+                                                         "'user_parts' has no attribute 'nothing')"),
+])
+def test_a_key_a_component_does_not_take_is_one_line(mine, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config(overrides))
+    assert str(err.value) == message
+
+
+def test_every_error_lives_in_one_module_with_its_exit_code(tmp_path):
+    import ast
+    import signal
+    from pathlib import Path
+
+    import ilif
+    from ilif import errors
+
+    defined = [(path.name, node.name) for path in Path(ilif.__file__).parent.rglob("*.py") if path.name != "errors.py"
+               for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef)
+               and any(getattr(base, "id", "").endswith(("Error", "Exception", "Interrupt")) for base in node.bases)]
+    assert defined == []
+    codes = {cls.__name__: cls.exit_code for cls in (errors.ConfigError, errors.DatasetError, errors.RunBusy,
+                                                     errors.RunConflict, errors.TrainingDiverged)}
+    assert codes == {"ConfigError": 2, "DatasetError": 2, "RunBusy": 2, "RunConflict": 2, "TrainingDiverged": 3}
+    stopped = errors.Interrupted("at epoch 1, step 0", signal.SIGTERM)
+    assert (errors.exit_code(stopped), errors.exit_code(errors.Interrupted("", signal.SIGINT))) == (75, 130)
+    assert errors.describe(stopped, tmp_path) == (f"interrupted by SIGTERM at epoch 1, step 0; {tmp_path / 'last.pt'} "
+                                                  "resumes it at the last finished epoch: run the same command again")
+    assert [errors.exit_code(e) for e in (OSError(28, "No space left on device"), KeyboardInterrupt(), KeyError("x"))] \
+        == [2, 130, 1]
+    assert errors.describe(KeyError("x")) == "KeyError: 'x' (ILIF_DEBUG=1 shows the traceback)"
+    with pytest.raises(errors.ConfigError) as err:
+        with errors.bad_input():
+            compose_config(["trainer.epochs=abc"])
+    assert str(err.value) == ("Error merging override trainer.epochs=abc: Value 'abc' of type 'str' could not be "
+                              "converted to Integer")
