@@ -192,13 +192,15 @@ def test_run_identity_is_the_science_not_the_machine():
 
 
 def test_figures_draw_every_neuron_the_runs_compare():
-    from types import SimpleNamespace
-
+    from ilif.conf import CompareConfig
     from ilif.report import plots
+    from ilif.report.runs import RunRecord
 
-    runs = [SimpleNamespace(get=lambda key, n=n: n) for n in ("lif", "ilif", "plif", "clif", "lif")]
+    runs = [RunRecord({"neuron": {"name": n}}, Path(n)) for n in ("ilif", "lif", "plif", "clif", "lif")]
     neurons = plots.neurons_of(runs)
-    assert neurons == ["lif", "ilif", "plif", "clif"]  # in the grid's order, each once
+    assert neurons == ["lif", "ilif", "plif", "clif"]  # the baseline first, then the grid's order, each once
+    assert plots.neurons_of([RunRecord(r.config, r.run_dir, compare=CompareConfig("plif")) for r in runs]) == [
+        "plif", "ilif", "lif", "clif"]
     colors = [plots.color(n, neurons) for n in neurons]
     assert colors[:2] == [plots.COLORS["lif"], plots.COLORS["ilif"]] and len(set(colors)) == 4
 

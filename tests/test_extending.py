@@ -140,3 +140,21 @@ def test_every_error_lives_in_one_module_with_its_exit_code(tmp_path):
             compose_config(["trainer.epochs=abc"])
     assert str(err.value) == ("Error merging override trainer.epochs=abc: Value 'abc' of type 'str' could not be "
                               "converted to Integer")
+
+
+def test_an_experiment_declares_the_neurons_its_tables_compare():
+    from ilif.grid import table_jobs
+    from ilif.report import tables
+    from ilif.report.runs import compared, load_runs
+
+    swapped = table_jobs([1], "smoke", ["compare.baseline=ilif", "compare.subject=lif"])
+    assert [d for _, _, d in swapped] == [d for _, _, d in table_jobs([1], "smoke")]  # not in any run's hash
+    records = load_runs(swapped)
+    assert tables.table1(records, "smoke").header[-2:] == ["Δ top-1 vs ILIF (points)", "firing-rate reduction vs ILIF"]
+    assert tables.table4(records, "smoke").header[4:6] == ["ILIF input rate", "LIF input rate"]
+    assert tables.table5(load_runs(table_jobs([5], "smoke", ["compare.subject=lif"])), "smoke").header[-2:] == [
+        "LIF − this: top-1 (points)", "LIF − this: firing rate"]
+    with pytest.raises(ValueError) as err:
+        compared(records + load_runs(table_jobs([1], "smoke")))
+    assert str(err.value) == ("compare=[('ilif', 'lif'), ('lif', 'ilif')] is not allowed: one table compares one "
+                              "baseline with one subject (its experiments must declare the same)")

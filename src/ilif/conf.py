@@ -133,6 +133,15 @@ class LoggerConfig:
 
 
 @dataclass
+class CompareConfig:
+    """What an experiment's tables compare; read by the report, never by the trainer (so in no run's hash)."""
+
+    baseline: str = "lif"  # the neuron every other row is compared with (Δ columns, rate ratios)
+    subject: str = "ilif"  # the neuron the experiment is about (Table 4's columns beside the baseline, Table 5's
+    # reference row, the demo's ratio)
+
+
+@dataclass
 class TrainConfig:
     dataset: Dict[str, Any] = _open(DatasetConfig)
     model: Dict[str, Any] = _open(ModelConfig)
@@ -145,6 +154,7 @@ class TrainConfig:
     remedy: Any = MISSING  # name and the remedy's own keys (configs/remedy/; ilif/train/remedies.py)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     seed: int = 0
     experiment_name: str = "default"
     scale_name: str = "none"  # set by the scale group: full | mini | smoke
@@ -244,7 +254,7 @@ def parse_value(text: str) -> Any:
     return str(value) if type(value).__name__ == "QuotedString" else value
 
 
-IDENTITY_EXCLUDED = ("hydra", "logger", "runs_root")
+IDENTITY_EXCLUDED = ("hydra", "logger", "runs_root", "compare")
 DATASET_EXCLUDED = ("root", "download")
 TRAINER_EXCLUDED = ("resume", "progress", "num_workers", "pin_memory", "device", "eval_batch_size", "threads",
                     "timeout_s", "checkpoint_every_min")
@@ -285,8 +295,9 @@ def distributed_env(environ=None) -> tuple[int, int, int]:
 def identity(cfg: DictConfig) -> dict:
     """The resolved config without the keys that do not change what a run computes (logging, paths,
     where the data lives, the device, resume, progress bars, loader workers, the evaluation batch size,
-    threads). The number of processes is not part of it either: ``trainer.batch_size`` is the global
-    batch, split over the processes, so a run trained on 1 or 4 GPUs is the same run."""
+    threads, what the report compares). The number of processes is not part of it either:
+    ``trainer.batch_size`` is the global batch, split over the processes, so a run trained on 1 or 4
+    GPUs is the same run."""
     container = OmegaConf.to_container(cfg, resolve=False)
     for key in IDENTITY_EXCLUDED:
         container.pop(key, None)

@@ -24,7 +24,7 @@ from ilif.grid import FIGURES, SCALES, plan, table_jobs, table_numbers
 from ilif.rundir import write_json_atomic
 
 from . import expected, plots, tables
-from .runs import group, load_runs, mean_std, provenance_note, values
+from .runs import compared, group, load_runs, mean_std, provenance_note, values
 
 EXPECTED_TABLES = (1, 2, 3)  # the tables whose cells have expected values (results/expected.yaml)
 
@@ -127,13 +127,16 @@ def build_figures(scale: str, out: Path, runs_root: str, force: bool = False) ->
 
 
 def demo_summary(records) -> str:
-    """Plain-language reading of the demo runs: whatever they show."""
+    """Plain-language reading of the demo runs (the experiment's subject against its baseline): whatever
+    they show."""
     groups = group(records, ["surrogate.gamma", "neuron.name"])
     gammas = sorted({k[0] for k in groups})
+    pair = compared(records)
+    base, ours = pair.baseline.upper(), pair.subject.upper()
     lines = ["What the runs show (mean over seeds, test set):"]
-    lif_rates = []  # (γ, LIF firing rate) wherever the LIF runs exist
+    lif_rates = []  # (γ, the baseline's firing rate) wherever its runs exist
     for gamma in gammas:
-        lif, ilif = groups.get((gamma, "lif"), []), groups.get((gamma, "ilif"), [])
+        lif, ilif = groups.get((gamma, pair.baseline), []), groups.get((gamma, pair.subject), [])
         lr, ir = (mean_std(values(r, tables.RATE.getter))[0] for r in (lif, ilif))
         la, ia = (mean_std(values(r, tables.ACC.getter))[0] for r in (lif, ilif))
         if lr is not None:
@@ -141,9 +144,9 @@ def demo_summary(records) -> str:
         if None in (lr, ir, la, ia):
             lines.append(f"  γ = {gamma:g}: runs missing")
             continue
-        relation = f"{ir / lr:.2f}× LIF's" if lr > 0 else "n/a (LIF silent)"
-        lines.append(f"  γ = {gamma:g}: ILIF fires at {relation} rate ({ir:.3f} vs {lr:.3f}); "
-                     f"accuracy LIF {100 * la:.1f} %, ILIF {100 * ia:.1f} %")
+        relation = f"{ir / lr:.2f}× {base}'s" if lr > 0 else f"n/a ({base} silent)"
+        lines.append(f"  γ = {gamma:g}: {ours} fires at {relation} rate ({ir:.3f} vs {lr:.3f}); "
+                     f"accuracy {base} {100 * la:.1f} %, {ours} {100 * ia:.1f} %")
     if len(lif_rates) >= 2:
         rates = [rate for _, rate in lif_rates]
         if all(b > a for a, b in zip(rates, rates[1:])):
@@ -153,7 +156,7 @@ def demo_summary(records) -> str:
         else:
             verdict = "does not rise with γ"
         (g0, r0), (g1, r1) = lif_rates[0], lif_rates[-1]
-        lines.append(f"  LIF's firing rate {verdict} ({r0:.3f} at γ = {g0:g} -> {r1:.3f} at γ = {g1:g}).")
+        lines.append(f"  {base}'s firing rate {verdict} ({r0:.3f} at γ = {g0:g} -> {r1:.3f} at γ = {g1:g}).")
     return "\n".join(lines)
 
 

@@ -10,15 +10,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .runs import group, mean_std, values  # noqa: E402
+from .runs import group, mean_std, neurons_of, values  # noqa: E402
 
 COLORS = {"lif": "tab:blue", "ilif": "tab:red", "ilif_current": "tab:orange", "ilif_membrane": "tab:purple"}
 OTHER_COLORS = ("tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
-
-
-def neurons_of(runs) -> list[str]:
-    """The neurons the runs compare, in the order the grid lists them."""
-    return list(dict.fromkeys(r.get("neuron.name") for r in runs))
 
 
 def color(neuron: str, neurons: list[str]) -> str:

@@ -9,19 +9,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ilif.conf import hash_of_run_dir, identity
+from ilif.conf import CompareConfig, hash_of_run_dir, identity
 from ilif.grid import Job
 from ilif.rundir import finished_summary, read_history
 
 
 @dataclass
 class RunRecord:
-    """One planned run: its resolved config (identity) and, when finished, its summary and history."""
+    """One planned run: its resolved config (identity), what its experiment compares, and, when
+    finished, its summary and history."""
 
     config: dict
     run_dir: Path
     summary: Optional[dict] = None
     history: list = field(default_factory=list)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     @property
     def done(self) -> bool:
@@ -44,11 +46,29 @@ def load_runs(jobs: list[Job]) -> list[RunRecord]:
     """The planned runs (see :mod:`ilif.grid`) with whatever their directories hold."""
     records = []
     for _, cfg, run_dir in jobs:
-        record = RunRecord(identity(cfg), run_dir, finished_summary(run_dir, hash_of_run_dir(run_dir)))
+        record = RunRecord(identity(cfg), run_dir, finished_summary(run_dir, hash_of_run_dir(run_dir)),
+                           compare=CompareConfig(**cfg.compare))
         if record.done:
             record.history = read_history(run_dir)
         records.append(record)
     return records
+
+
+def compared(records: list[RunRecord]) -> CompareConfig:
+    """What the experiment behind ``records`` compares (its ``compare`` keys; the defaults for no runs).
+    Raises ValueError when the records come from experiments that compare different neurons."""
+    declared = {(r.compare.baseline, r.compare.subject) for r in records}
+    if len(declared) > 1:
+        raise ValueError(f"compare={sorted(declared)} is not allowed: one table compares one baseline with one "
+                         "subject (its experiments must declare the same)")
+    return records[0].compare if records else CompareConfig()
+
+
+def neurons_of(records: list[RunRecord]) -> list[str]:
+    """The neurons of the runs, the baseline first, the others in the order the grid lists them."""
+    names = list(dict.fromkeys(r.get("neuron.name") for r in records))
+    base = compared(records).baseline
+    return [base] + [n for n in names if n != base] if base in names else names
 
 
 def group(records: list[RunRecord], keys: list[str]) -> dict[tuple, list[RunRecord]]:

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 from ilif.units import E_MAC_PJ
 from ilif.rundir import git_state, write_text_atomic
 
-from .runs import RunRecord, cell, group, mean_std, values
+from .runs import RunRecord, cell, compared, group, mean_std, neurons_of, values
 
 
 @dataclass
@@ -88,18 +88,21 @@ def _delta(runs, base_runs, getter, relative: bool) -> tuple[str, Optional[float
     return (f"{value:.1f} %" if relative else f"{value:+.2f}"), value
 
 
-def comparison_table(title, records, keys, key_names, baseline_key, columns, notes) -> Table:
-    """Rows = groups of ``keys``; each non-baseline row also gets Δ accuracy and firing-rate reduction
-    against the row that differs only in its neuron being ``baseline_key``."""
+def comparison_table(title, records, keys, key_names, columns, notes) -> Table:
+    """Rows = groups of ``keys``; each row of another neuron than the experiment's baseline also gets
+    Δ accuracy and firing-rate reduction against the row that differs only in its neuron being the
+    baseline."""
     groups = group(records, keys)
-    header = key_names + [c.name for c in columns] + ["Δ top-1 vs LIF (points)", "firing-rate reduction vs LIF"]
+    baseline_key = compared(records).baseline
+    header = key_names + [c.name for c in columns] + [f"Δ top-1 vs {baseline_key.upper()} (points)",
+                                                      f"firing-rate reduction vs {baseline_key.upper()}"]
     csv_header = key_names + _csv_metric_header(columns) + ["delta_acc_points", "rate_reduction_percent"]
     rows, csv_rows = [], []
     neuron_index = keys.index("neuron.name")
     for key, runs in groups.items():
         base_key = key[:neuron_index] + (baseline_key,) + key[neuron_index + 1:]
         base = groups.get(base_key) if key[neuron_index] != baseline_key else None
-        if base is None and key[neuron_index] != baseline_key:  # e.g. a κ variant: compare with LIF at default κ
+        if base is None and key[neuron_index] != baseline_key:  # e.g. a κ variant: the baseline at its default κ
             base = next((r for k, r in groups.items() if k[neuron_index] == baseline_key and k[0] == key[0]), None)
         shown, numbers = _metric_cells(runs, columns)
         if base is not None:
@@ -117,7 +120,7 @@ def comparison_table(title, records, keys, key_names, baseline_key, columns, not
 def table1(records, scale) -> Table:
     return comparison_table(
         "Table 1 — ILIF vs LIF across datasets", records,
-        ["dataset.name", "neuron.name", "model.name", "trainer.T"], ["dataset", "neuron", "model", "T"], "lif",
+        ["dataset.name", "neuron.name", "model.name", "trainer.T"], ["dataset", "neuron", "model", "T"],
         [ACC, ACC_BEST, RATE, ENERGY, RATIO],
         notes=["energy: synaptic energy per sample (E_MAC 4.6 pJ, E_AC 0.9 pJ); "
                "neuron-state operations are in Table 4"])
@@ -140,7 +143,7 @@ def table2(records, scale) -> Table:
 def table3(records, scale) -> Table:
     return comparison_table(
         "Table 3 — ablation of the inhibitory units", records,
-        ["dataset.name", "neuron.name", "neuron.kappa_current"], ["dataset", "neuron", "κ_I"], "lif",
+        ["dataset.name", "neuron.name", "neuron.kappa_current"], ["dataset", "neuron", "κ_I"],
         [ACC, ACC_BEST, RATE, ENERGY, RATIO],
         notes=["ilif_current: LIF + current inhibition only; ilif_membrane: LIF + membrane inhibition only",
                "κ_I matters only for neurons with the current unit"])
@@ -167,8 +170,11 @@ def _difference(ours, theirs, getter, scale: float) -> tuple[str, Optional[float
 
 
 def table5(records, scale) -> Table:
-    """Rows (dataset, γ, neuron, remedy); each row but ILIF without a remedy is compared with ILIF
-    without a remedy at the same dataset and γ: ILIF − row in accuracy (points) and firing rate."""
+    """Rows (dataset, γ, neuron, remedy); each row but the experiment's subject (ILIF) without a remedy
+    is compared with that row at the same dataset and γ: subject − row in accuracy (points) and firing
+    rate. The baseline's rows come first."""
+    reference, baseline = compared(records).subject, compared(records).baseline
+    ours = reference.upper()
     groups: dict[tuple, list] = {}
     for record in records:
         key = (record.get("dataset.name"), record.get("surrogate.gamma"), record.get("neuron.name"), _remedy(record))
@@ -176,19 +182,19 @@ def table5(records, scale) -> Table:
     order = {name: i for i, name in enumerate(("none", "rate_reg", "learnable_gamma", "anneal_gamma",
                                                "adaptive_gamma"))}
     header = ["dataset", "γ", "neuron", "remedy"] + [c.name for c in TABLE5_COLUMNS] + \
-        ["ILIF − this: top-1 (points)", "ILIF − this: firing rate"]
+        [f"{ours} − this: top-1 (points)", f"{ours} − this: firing rate"]
     csv_header = ["dataset", "gamma", "neuron", "remedy"] + _csv_metric_header(TABLE5_COLUMNS) + \
-        ["ilif_minus_acc_points", "ilif_minus_acc_spread", "ilif_minus_rate", "ilif_minus_rate_spread"]
+        [f"{reference}_minus_{part}" for part in ("acc_points", "acc_spread", "rate", "rate_spread")]
     rows, csv_rows = [], []
-    for key, runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != "lif",
+    for key, runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != baseline,
                                                              order.get(kv[0][3], 99), kv[0][3])):
         shown, numbers = _metric_cells(runs, TABLE5_COLUMNS)
-        ilif = groups.get((key[0], key[1], "ilif", "none"))
-        if ilif is None or (key[2], key[3]) == ("ilif", "none"):
+        subject = groups.get((key[0], key[1], reference, "none"))
+        if subject is None or (key[2], key[3]) == (reference, "none"):
             d_acc, acc_v, acc_s, d_rate, rate_v, rate_s = "—", None, None, "—", None, None
         else:
-            d_acc, acc_v, acc_s = _difference(ilif, runs, ACC.getter, 100)
-            d_rate, rate_v, rate_s = _difference(ilif, runs, RATE.getter, 1)
+            d_acc, acc_v, acc_s = _difference(subject, runs, ACC.getter, 100)
+            d_rate, rate_v, rate_s = _difference(subject, runs, RATE.getter, 1)
         rows.append([key[0], f"{key[1]:g}", key[2], key[3]] + shown + [d_acc, d_rate])
         csv_rows.append(list(key) + numbers + [acc_v, acc_s, rate_v, rate_s])
     return Table("Table 5 — remedies for the γ dilemma", header, rows, csv_header, csv_rows,
@@ -197,18 +203,21 @@ def table5(records, scale) -> Table:
                   "epoch so that 30 % of pre-spike potentials lie in the support); docs/tables.md",
                   "final γ: the γ each neuron layer trained its last epoch with (learnable_gamma: where its last "
                   "step left it), mean over layers, and the range",
-                  "ILIF − this: ILIF without a remedy minus this row, means over seeds ± the spread of that "
+                  f"{ours} − this: {ours} without a remedy minus this row, means over seeds ± the spread of that "
                   "difference, sqrt(s₁²/n₁ + s₂²/n₂)"], keys=4)
 
 
 def table4(records, scale) -> Table:
-    """Per-layer firing rates, SOPs, MACs and energy of the Table 1 models, LIF vs ILIF vs ANN (means over seeds)."""
-    header = ["dataset", "layer", "kind", "MACs/step", "LIF input rate", "ILIF input rate", "LIF SOPs",
-              "ILIF SOPs", "LIF pJ", "ILIF pJ", "ANN pJ"]
+    """Per-layer firing rates, SOPs, MACs and energy of the Table 1 models, the experiment's baseline
+    (LIF) vs its subject (ILIF) vs an ANN (means over seeds)."""
+    pair = compared(records)
+    base, ours = pair.baseline.upper(), pair.subject.upper()
+    header = ["dataset", "layer", "kind", "MACs/step", f"{base} input rate", f"{ours} input rate", f"{base} SOPs",
+              f"{ours} SOPs", f"{base} pJ", f"{ours} pJ", "ANN pJ"]
     rows, csv_rows = [], []
     for dataset, runs in group(records, ["dataset.name"]).items():
         by_neuron = {n: [r for r in rs if r.done] for (n,), rs in group(runs, ["neuron.name"]).items()}
-        lif, ilif = by_neuron.get("lif", []), by_neuron.get("ilif", [])
+        lif, ilif = by_neuron.get(pair.baseline, []), by_neuron.get(pair.subject, [])
         reference = (lif or ilif)
         if not reference:
             rows.append([dataset[0], f"missing (0/{len(runs)})"] + [""] * (len(header) - 2))
@@ -239,20 +248,25 @@ def table4(records, scale) -> Table:
 
 def demo_table(records) -> Table:
     rows, csv_rows = [], []
+    """Per γ, each neuron's accuracy, firing rate and rate over the baseline's (the baseline first)."""
+    rows, csv_rows = [], []
     groups = group(records, ["surrogate.gamma", "neuron.name"])
-    header = ["γ", "neuron", "top-1 final (%)", "firing rate", "ILIF rate / LIF rate"]
+    pair = compared(records)
+    header = ["γ", "neuron", "top-1 final (%)", "firing rate",
+              f"{pair.subject.upper()} rate / {pair.baseline.upper()} rate"]
     for gamma in sorted({k[0] for k in groups}):
-        lif, ilif = groups.get((gamma, "lif"), []), groups.get((gamma, "ilif"), [])
-        lif_rate = mean_std(values(lif, RATE.getter))[0]
-        for name, runs in (("lif", lif), ("ilif", ilif)):
+        base_rate = mean_std(values(groups.get((gamma, pair.baseline), []), RATE.getter))[0]
+        for name in neurons_of(records):
+            runs = groups.get((gamma, name), [])
             shown, numbers = _metric_cells(runs, [ACC, RATE])
             rate = mean_std(values(runs, RATE.getter))[0]
-            ratio = rate / lif_rate if rate is not None and lif_rate else None
+            ratio = rate / base_rate if rate is not None and base_rate else None
             rows.append([f"{gamma:g}", name] + shown + ["—" if ratio is None else f"{ratio:.3f}"])
             csv_rows.append([gamma, name] + numbers + [ratio])
     datasets = sorted({str(r.get("dataset.name")) for r in records}) or ["no runs"]
     return Table(f"The γ dilemma on {', '.join(datasets)} (make demo)", header, rows,
-                 ["gamma", "neuron"] + _csv_metric_header([ACC, RATE]) + ["ilif_over_lif_rate"], csv_rows, [])
+                 ["gamma", "neuron"] + _csv_metric_header([ACC, RATE]) + [f"{pair.subject}_over_{pair.baseline}_rate"],
+                 csv_rows, [])
 
 
 def with_expected(table: Table, number: int, scale: str, expected: dict) -> Table:
