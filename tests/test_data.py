@@ -224,4 +224,4 @@ def test_a_dataset_from_outside_the_package_through_builder(train_run):
         build({"name": "tiny", "builder": "nowhere.fn"})
     run_dir, summary = train_run("dataset.name=tiny", "dataset.builder=data_fixtures.tiny_dataset",
                                  "trainer.epochs=1", "trainer.progress=false")
-    assert summary["dataset_info"]["test_size"] == 20 and run_dir.name.startswith("tiny-ilif-")
+    assert summary.dataset_info["test_size"] == 20 and run_dir.name.startswith("tiny-ilif-")

@@ -158,3 +158,26 @@ def test_an_experiment_declares_the_neurons_its_tables_compare():
         compared(records + load_runs(table_jobs([1], "smoke")))
     assert str(err.value) == ("compare=[('ilif', 'lif'), ('lif', 'ilif')] is not allowed: one table compares one "
                               "baseline with one subject (its experiments must declare the same)")
+
+
+def test_the_run_record_has_one_schema_that_writer_and_readers_share(train_run):
+    import re
+    from pathlib import Path
+
+    import ilif
+    from ilif.rundir import METRICS, SUMMARY_SCHEMA, finished_summary
+
+    run_dir, summary = train_run("trainer.epochs=1", "trainer.progress=false", "trainer.limit_train_batches=2",
+                                 "trainer.limit_eval_batches=1", "trainer.grad_diagnostics=true",
+                                 "dataset.val_fraction=0.2", "remedy=learnable_gamma")
+    assert summary.schema == SUMMARY_SCHEMA and set(summary.final) <= set(METRICS)
+    assert finished_summary(run_dir) == summary
+    package = Path(ilif.__file__).parent
+    readers = [*package.glob("report/*.py"), package / "wandb_mirror.py", package / "study.py"]
+    read = {key for path in readers
+            for key in re.findall(r'"((?:train|val|test|grad|remedy)/[a-z0-9_]+)"', path.read_text())}
+    assert read and read <= set(METRICS)
+    older = {key: value for key, value in summary.to_json().items() if key not in ("schema", "neuron_state_ops")}
+    (run_dir / "summary.json").write_text(json.dumps({**older, "written_by_a_later_version": 1}))
+    again = finished_summary(run_dir)
+    assert (again.schema, again.neuron_state_ops, again.final) == (1, [], summary.final)

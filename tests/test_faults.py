@@ -21,7 +21,7 @@ from ilif.conf import group_options
 from ilif.data import build
 from ilif import errors
 from ilif.errors import DatasetError, RunBusy
-from ilif.rundir import MetricsFile, RunLock, finished_summary, read_history
+from ilif.rundir import MetricsFile, RunLock, RunSummary, finished_summary, read_history
 from test_train import FAST, _env, _env_with_tests, run_dirs
 
 
@@ -121,7 +121,7 @@ def test_another_configs_run_is_never_resumed_or_overwritten(train_run, tmp_path
     with pytest.raises(RunConflict, match="last.pt was written by another config .*trainer.resume=false"):
         train(other, run_dir)
     (run_dir / "summary.json").write_text(before)
-    assert json.loads(before)["config_hash"] == summary["config_hash"]
+    assert json.loads(before)["config_hash"] == summary.config_hash
 
 
 # ------------------------------------------------------------------------------------ concurrency
@@ -174,7 +174,7 @@ def test_a_summary_copied_from_another_run_counts_as_missing(train_run, tmp_path
         warnings.simplefilter("always")
         assert finished_summary(stranger, "deadbeef") is None
     assert "belongs to config" in str(caught[0].message)
-    assert finished_summary(run_dir, summary["config_hash"]) is not None
+    assert finished_summary(run_dir, summary.config_hash) is not None
 
 
 # ------------------------------------------------------------------------------------ hangs
@@ -230,7 +230,7 @@ def test_a_corrupt_checkpoint_is_one_line_with_the_way_out(train_run, tmp_path):
     with pytest.raises(RunConflict, match=r"last.pt is unreadable \(.*\): run again with trainer.resume=false"):
         train(cfg, run_dir)
     restart = compose_config([f"runs_root={tmp_path / 'runs'}", *FAST, "trainer.resume=false"])
-    assert train(restart, run_dir)["status"] == "finished"
+    assert train(restart, run_dir).status == "finished"
 
 
 # ------------------------------------------------------------------------------------ tracebacks, signals, leftovers
@@ -263,7 +263,7 @@ def test_stale_temporaries_are_cleaned_and_corrupt_files_read_without_a_tracebac
         assert read_history(run_dir) == [{"epoch": 0}]
     with pytest.warns(UserWarning, match="summary.json is unreadable"):
         _, summary = train_run(*FAST)  # resumes: the stale temporary goes, the run finishes
-    assert summary["status"] == "finished" and not list(run_dir.glob(".*.tmp-*"))
+    assert summary.status == "finished" and not list(run_dir.glob(".*.tmp-*"))
 
 
 # ------------------------------------------- data loss: a failed run removes only what a run wrote
@@ -397,12 +397,12 @@ def test_resume_false_over_a_finished_run_moves_it_aside_and_loses_nothing(train
         train_run(*FAST, "trainer.resume=false")
     (aside,) = run_dir.glob("replaced-*")
     assert (aside / "metrics.jsonl").read_text() == history
-    assert json.loads((aside / "summary.json").read_text())["final"] == first["final"]
+    assert json.loads((aside / "summary.json").read_text())["final"] == first.final
     assert (aside / "last.pt").exists() and (aside / "best.pt").exists()
     assert not (run_dir / "summary.json").exists()  # the next start trains again, it does not skip
     monkeypatch.undo()
     _, again = train_run(*FAST)
-    assert again["status"] == "finished" and again["final"] == first["final"]
+    assert again.status == "finished" and again.final == first.final
 
 
 @pytest.mark.parametrize("name", ["metrics.jsonl", "summary.json", "config.yaml", ".hydra"])
@@ -597,7 +597,7 @@ def test_the_report_leaves_out_absurd_values_and_says_when_runs_differ(tmp_path)
     def record(name, acc, commit, torch_version, device):
         summary = {"status": "finished", "final": {"test/acc1": acc},
                    "provenance": {"git_commit": commit, "versions": {"torch": torch_version}, "device": device}}
-        return RunRecord({}, tmp_path / name, summary)
+        return RunRecord({}, tmp_path / name, RunSummary.from_json(summary))
 
     records = [record("a", 0.9, "aaaaaaa1", "2.14.1", "cpu (x86_64, 1 threads)"),
                record("b", 1e308, "aaaaaaa1", "2.14.1", "cpu (x86_64, 1 threads)"),
@@ -640,7 +640,7 @@ def test_a_resume_under_other_threads_is_recorded_and_warned(train_run, monkeypa
     monkeypatch.undo()
     caplog.set_level("WARNING", logger="ilif.train")
     _, summary = train_run(*FAST, "trainer.threads=2")
-    assert summary["provenance"]["changed_on_resume"] == ["threads 1 -> 2 at epoch 1"]
+    assert summary.provenance["changed_on_resume"] == ["threads 1 -> 2 at epoch 1"]
     assert "resumed with threads 1 -> 2 at epoch 1: from here the run is not bit-reproducible" in caplog.text
 
 

@@ -319,7 +319,7 @@ def test_compiled_training_makes_one_graph_after_warm_up(train_run, monkeypatch)
     # for the tail batch (1347 = 2·500 + 347 is dropped under compile), none for evaluation (eager).
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
     assert sum(torch._dynamo.utils.counters["graph_break"].values()) == 0
-    assert summary["final"]["epoch"] == 1
+    assert summary.final["epoch"] == 1
     torch._dynamo.reset()
 
 

@@ -314,8 +314,8 @@ def test_a_run_logs_the_gamma_of_each_layer_every_epoch(train_run, remedy, expec
         assert gammas[0] == [1.0, 1.0] and all(g != 1.0 for g in gammas[1])  # refitted after the first epoch
     else:  # trained: after 3 steps of lr 0.01 each γ is within 0.03 of where it started, and has moved
         assert all(0 < abs(g - 1.0) <= 0.03 + 1e-9 for g in gammas[0]) and gammas[1] != gammas[0]
-    assert summary["final"]["remedy/gamma_mean"] == pytest.approx(sum(gammas[-1]) / 2)
-    assert summary["config"]["remedy"]["name"] == remedy
+    assert summary.final["remedy/gamma_mean"] == pytest.approx(sum(gammas[-1]) / 2)
+    assert summary.config["remedy"]["name"] == remedy
 
 
 def test_table5_compares_each_row_with_ilif_without_a_remedy(tmp_path):

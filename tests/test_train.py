@@ -275,11 +275,11 @@ def test_wandb_mirror_flattens_names_and_never_duplicates(train_run, monkeypatch
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir, summary = train_run(*FAST, "logger.wandb.mode=offline", "trainer.grad_diagnostics=true")
-    name, tags = describe_run(summary["config"], summary["config_hash"])
-    assert name == f"digits-ilif-rectangle1-area-kI0.03-s0-{summary['config_hash']}"
+    name, tags = describe_run(summary.config, summary.config_hash)
+    assert name == f"digits-ilif-rectangle1-area-kI0.03-s0-{summary.config_hash}"
     assert tags == ["neuron:ilif", "dataset:digits", "gamma:1", "normalize:area", "scale:none"]
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    run_id = wandb_id("default", summary["config_hash"], summary["run_name"])
+    run_id = wandb_id("default", summary.config_hash, summary.run_name)
     assert offline.name.endswith(f"-{run_id}")
     marker = json.loads((run_dir / UPLOADED).read_text())
     assert marker["id"] == run_id

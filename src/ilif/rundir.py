@@ -1,6 +1,10 @@
 """The run directory's files, free of torch: ``summary.json`` and ``metrics.jsonl`` written atomically or
 appended line by line, and read back by the trainer (to skip a finished run), the study runner and the
 report. The run directory is the truth; wandb only mirrors it.
+
+The schema of both records is here: :data:`METRICS` (the keys of an epoch's record, a line of
+``metrics.jsonl`` and ``final`` / ``best.metrics`` of the summary) and :class:`RunSummary`
+(``summary.json``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import os
 import subprocess
 import warnings
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -52,6 +57,75 @@ def write_text_atomic(text: str, path: Path) -> None:
 
 def write_json_atomic(obj: dict, path: Path) -> None:
     write_text_atomic(json.dumps(_plain(obj), indent=2, sort_keys=True), path)
+
+
+#: the keys of one epoch's record and what each holds (per test sample unless said); ``val/*`` only with
+#: ``dataset.val_fraction``, ``grad/*`` only with ``trainer.grad_diagnostics``, ``remedy/*`` only with
+#: a remedy that sets γ (and ``remedy/gamma*`` also without one: each layer's γ)
+METRICS = {
+    "epoch": "the epoch (0-based)",
+    "lr": "the learning rate of the epoch",
+    "train/loss": "mean training loss", "train/acc1": "training top-1 accuracy (0-1)",
+    "train/firing_rate": "mean spikes per neuron and time step in training",
+    "val/loss": "validation loss", "val/acc1": "validation top-1", "val/acc5": "validation top-5",
+    "test/loss": "test loss", "test/acc1": "test top-1 accuracy (0-1)", "test/acc5": "test top-5 accuracy",
+    "test/firing_rate": "mean spikes per neuron and time step", "test/layer_rates": "{layer: firing rate}",
+    "test/rate_per_step": "[firing rate at each time step]", "test/silent": "share of neurons that never fire",
+    "test/saturated": "share of neurons that fire at every step",
+    "test/occupancy": "share of pre-spike potentials inside the surrogate's support",
+    "test/energy_uj": "synaptic energy per sample (µJ)", "test/ann_energy_uj": "the same network as an ANN (µJ)",
+    "test/snn_ann_ratio": "test/energy_uj / test/ann_energy_uj", "test/state_energy_uj": "neuron-state energy (µJ)",
+    "grad/temporal_ratio": "mean |dL/dx_1| / mean |dL/dx_T| over neuron layers",
+    "grad/temporal_ratio_layers": "{layer: that ratio}", "grad/weight_norms": "{parameter: gradient norm}",
+    "remedy/gamma": "{layer: γ}", "remedy/gamma_mean": "mean γ over layers", "remedy/gamma_min": "smallest γ",
+    "remedy/gamma_max": "largest γ",
+}
+
+#: the version of summary.json this code writes (1: the records before the field ``schema``, same keys)
+SUMMARY_SCHEMA = 2
+
+
+@dataclass
+class RunSummary:
+    """``summary.json``: the record of a finished run. The trainer writes it (:meth:`to_json`); the
+    report, the wandb mirror and the study read it (:meth:`from_json`), and take older records: a key a
+    record lacks takes its default here, a key it has and this code does not know is left aside."""
+
+    final: dict  # the last epoch's record (METRICS)
+    best: Optional[dict] = None  # {"epoch": e, "metrics": the record of the epoch selected}
+    config_hash: Optional[str] = None
+    run_name: str = ""
+    status: str = "finished"
+    experiment_name: str = ""
+    neuron: str = ""
+    dataset: str = ""
+    gamma: Optional[float] = None
+    seed: Optional[int] = None
+    layers: list = field(default_factory=list)  # per neuron layer: layer, firing_rate, ... (ilif.metrics)
+    energy_layers: list = field(default_factory=list)  # per synaptic layer: layer, kind, macs, input_rate, sops, ...
+    neuron_state_ops: list = field(default_factory=list)
+    energy_totals: dict = field(default_factory=dict)  # snn_energy_pj, ann_energy_pj, state_energy_pj, ...
+    surrogate: dict = field(default_factory=dict)
+    dataset_info: dict = field(default_factory=dict)
+    world_size: int = 1
+    provenance: dict = field(default_factory=dict)  # git_commit, versions, device, epoch_seconds, ...
+    config: dict = field(default_factory=dict)  # the run's identity (ilif.conf.identity)
+    schema: int = SUMMARY_SCHEMA
+
+    @property
+    def best_metrics(self) -> dict:
+        """The record of the selected epoch (the final one for a record without ``best``)."""
+        return (self.best or {}).get("metrics") or self.final
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunSummary":
+        """The summary in ``data`` (a finished record, :func:`summary_problem` is None for it)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known and key != "schema"},
+                   schema=data.get("schema", 1))
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
@@ -99,7 +173,7 @@ def summary_problem(summary) -> Optional[str]:
     return None
 
 
-def finished_summary(run_dir: Path, config_hash: Optional[str] = None) -> Optional[dict]:
+def finished_summary(run_dir: Path, config_hash: Optional[str] = None) -> Optional[RunSummary]:
     """The run's summary.json if the run finished (and, given ``config_hash``, belongs to that config),
     else None: no summary, a failed or unreadable one (with a warning), or another config's."""
     summary = _summary(run_dir, warn=True)
@@ -109,7 +183,7 @@ def finished_summary(run_dir: Path, config_hash: Optional[str] = None) -> Option
         warnings.warn(f"{Path(run_dir) / 'summary.json'} belongs to config {summary.get('config_hash')}, "
                       f"not {config_hash}; left out")
         return None
-    return summary
+    return RunSummary.from_json(summary)
 
 
 def summary_config_hash(run_dir: Path) -> Optional[str]:

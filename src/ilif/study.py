@@ -52,12 +52,13 @@ def measured_epoch_seconds(runs_root: Path) -> dict[tuple, tuple[float, set]]:
     seen: dict[tuple, list] = {}
     for path in Path(runs_root).glob("*/*/summary.json"):
         summary = finished_summary(path.parent)
-        provenance = (summary or {}).get("provenance") or {}
-        seconds, config = provenance.get("epoch_seconds"), (summary or {}).get("config") or {}
+        if summary is None:
+            continue
+        seconds, config = summary.provenance.get("epoch_seconds"), summary.config
         if not seconds or not isinstance(config.get("trainer"), dict) or not isinstance(config.get("model"), dict):
             continue
-        key = _setting(summary.get("dataset"), config["model"].get("name"), config["trainer"].get("T"))
-        device = str(provenance.get("device", "unknown")).split(" (")[0]
+        key = _setting(summary.dataset, config["model"].get("name"), config["trainer"].get("T"))
+        device = str(summary.provenance.get("device", "unknown")).split(" (")[0]
         seen.setdefault(key, []).append((statistics.median(seconds), device))
     return {key: (statistics.median(s for s, _ in runs), {d for _, d in runs}) for key, runs in seen.items()}
 

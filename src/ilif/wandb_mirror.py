@@ -17,9 +17,8 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any
 
-from .rundir import finished_summary, read_history, write_json_atomic
+from .rundir import RunSummary, finished_summary, read_history, write_json_atomic
 
 log = logging.getLogger("ilif.train")
 
@@ -150,22 +149,20 @@ class WandbLogger:
         except Exception as err:  # noqa: BLE001
             self._disable(err)
 
-    def finish(self, summary: dict) -> None:
+    def finish(self, summary: RunSummary) -> None:
         if self.run is None:
             return
         try:
             import wandb
 
-            for key in ("layers", "energy_layers"):
-                rows = summary.get(key) or []
+            for key, rows in (("layers", summary.layers), ("energy_layers", summary.energy_layers)):
                 if rows:
                     columns = list(rows[0])
                     self.run.log({f"tables/{key}": wandb.Table(columns=columns,
                                                                data=[[r[c] for c in columns] for r in rows])})
-            for key, value in flatten(summary.get("final", {})).items():
+            for key, value in flatten(summary.final).items():
                 self.run.summary[f"final/{key}"] = value
-            best = summary.get("best") or {}
-            for key, value in flatten(best.get("metrics", {})).items():
+            for key, value in flatten((summary.best or {}).get("metrics", {})).items():
                 self.run.summary[f"best/{key}"] = value
             marker = {"id": self.run.id, "mode": self.mode, "project": self.run.project}
             self.run.finish()
@@ -200,9 +197,8 @@ def upload_runs(run_dirs: list[Path], mode: str = "auto", project: str = "ilif")
         if why is not None:
             outcome["left out"].append((run_dir, why))
             continue
-        config: dict[str, Any] = summary.get("config", {})
         cfg = SimpleNamespace(mode=mode, project=project, entity=None, tags=[])
-        logger = WandbLogger(cfg, run_dir, config, summary["config_hash"], summary["run_name"])
+        logger = WandbLogger(cfg, run_dir, summary.config, summary.config_hash, summary.run_name)
         if logger.run is None:
             outcome["left out"].append((run_dir, "wandb could not start (see the warning)"))
             continue

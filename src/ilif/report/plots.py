@@ -67,8 +67,8 @@ def layer_rates(records, path: Path) -> Path:
             done = [r for r in runs if r.done and r.get("neuron.name") == neuron]
             if not done:
                 continue
-            names = [row["layer"] for row in done[0].summary["layers"]]
-            rates = [statistics.fmean(r.summary["layers"][i]["firing_rate"] for r in done) for i in range(len(names))]
+            names = [row["layer"] for row in done[0].summary.layers]
+            rates = [statistics.fmean(r.summary.layers[i]["firing_rate"] for r in done) for i in range(len(names))]
             offset = (k - (len(neurons) - 1) / 2) * width
             ax.bar([i + offset for i in range(len(names))], rates, width=width, color=color(neuron, neurons),
                    label=neuron.upper())

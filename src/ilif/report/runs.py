@@ -11,7 +11,7 @@ from typing import Optional
 
 from ilif.conf import CompareConfig, hash_of_run_dir, identity
 from ilif.grid import Job
-from ilif.rundir import finished_summary, read_history
+from ilif.rundir import RunSummary, finished_summary, read_history
 
 
 @dataclass
@@ -21,7 +21,7 @@ class RunRecord:
 
     config: dict
     run_dir: Path
-    summary: Optional[dict] = None
+    summary: Optional[RunSummary] = None
     history: list = field(default_factory=list)
     compare: CompareConfig = field(default_factory=CompareConfig)
 
@@ -39,7 +39,7 @@ class RunRecord:
         return node
 
     def final(self, key: str):
-        return None if self.summary is None else self.summary["final"].get(key)
+        return None if self.summary is None else self.summary.final.get(key)
 
 
 def load_runs(jobs: list[Job]) -> list[RunRecord]:
@@ -107,8 +107,8 @@ def provenance_note(records: list[RunRecord]) -> Optional[str]:
     when they agree)."""
     seen = {"commits": set(), "torch versions": set(), "devices": set()}
     for record in records:
-        if record.done and isinstance(record.summary.get("provenance"), dict):
-            prov = record.summary["provenance"]
+        if record.done and isinstance(record.summary.provenance, dict):
+            prov = record.summary.provenance
             seen["commits"].add(str(prov.get("git_commit"))[:7])
             seen["torch versions"].add(str((prov.get("versions") or {}).get("torch")))
             seen["devices"].add(str(prov.get("device")).split(" ")[0])

@@ -30,11 +30,11 @@ def _final(key):
 
 
 def _best(key):
-    return lambda run: run.summary["best"]["metrics"].get(key)
+    return lambda run: run.summary.best_metrics.get(key)
 
 
 def _layer_spread(run):
-    rates = [row["firing_rate"] for row in run.summary.get("layers", [])]
+    rates = [row["firing_rate"] for row in run.summary.layers]
     return statistics.pstdev(rates) if len(rates) > 1 else None
 
 
@@ -223,10 +223,10 @@ def table4(records, scale) -> Table:
             rows.append([dataset[0], f"missing (0/{len(runs)})"] + [""] * (len(header) - 2))
             csv_rows.append([dataset[0], "missing"] + [None] * (len(header) - 2))
             continue
-        layers = reference[0].summary["energy_layers"]
+        layers = reference[0].summary.energy_layers
         for index, layer in enumerate(layers):
             def avg(rs, key, i=index):
-                xs = [r.summary["energy_layers"][i][key] for r in rs if r.summary["energy_layers"][i][key] is not None]
+                xs = [r.summary.energy_layers[i][key] for r in rs if r.summary.energy_layers[i][key] is not None]
                 return mean_std(xs)[0]
             numbers = [layer["macs"], avg(lif, "input_rate"), avg(ilif, "input_rate"), avg(lif, "sops"),
                        avg(ilif, "sops"), avg(lif, "energy_pj"), avg(ilif, "energy_pj"), E_MAC_PJ * layer["macs"]]
@@ -235,9 +235,9 @@ def table4(records, scale) -> Table:
             rows.append([dataset[0], layer["layer"], layer["kind"]] + fmt)
             csv_rows.append([dataset[0], layer["layer"], layer["kind"]] + numbers)
         for label, key in (("total synaptic", "snn_energy_pj"), ("neuron-state ops (apart)", "state_energy_pj")):
-            lif_v = mean_std([r.summary["energy_totals"][key] for r in lif])[0]
-            ilif_v = mean_std([r.summary["energy_totals"][key] for r in ilif])[0]
-            ann = reference[0].summary["energy_totals"]["ann_energy_pj"] if key == "snn_energy_pj" else None
+            lif_v = mean_std([r.summary.energy_totals[key] for r in lif])[0]
+            ilif_v = mean_std([r.summary.energy_totals[key] for r in ilif])[0]
+            ann = reference[0].summary.energy_totals["ann_energy_pj"] if key == "snn_energy_pj" else None
             fmt = lambda v: "—" if v is None else f"{v:,.0f}"  # noqa: E731
             rows.append([dataset[0], label, "", "", "", "", "", "", fmt(lif_v), fmt(ilif_v), fmt(ann)])
             csv_rows.append([dataset[0], label, "", None, None, None, None, None, lif_v, ilif_v, ann])

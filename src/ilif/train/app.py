@@ -218,7 +218,7 @@ def hydra_main(cfg: DictConfig) -> float:
     try:
         join_submitit_tasks()
         validate(name_components(cfg, HydraConfig.get().runtime.choices))
-        return train(cfg, run_dir)["final"]["test/acc1"]
+        return train(cfg, run_dir).final["test/acc1"]
     except Exception as err:  # noqa: BLE001 - every failure: one line and its code (ilif.errors), a traceback if asked
         if debugging() and not isinstance(err, (IlifError, OSError)):
             raise

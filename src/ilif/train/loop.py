@@ -24,7 +24,7 @@ import ilif
 from ilif.conf import config_hash, distributed_env, identity, run_name
 from ilif.errors import ConfigError, RunConflict
 from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, weight_grad_norms
-from ilif.rundir import (MetricsFile, RunLock, finished_summary, git_state, remove_stale_temporaries,
+from ilif.rundir import (MetricsFile, RunLock, RunSummary, finished_summary, git_state, remove_stale_temporaries,
                          summary_config_hash, symlink_in, symlink_message, write_json_atomic, write_text_atomic)
 from ilif.wandb_mirror import WandbLogger
 
@@ -292,29 +292,27 @@ def provenance(device: torch.device) -> dict:
     }
 
 
-def make_summary(parts: Parts, cfg: DictConfig, run: Run, record: dict, identity_hash: str) -> dict:
+def make_summary(parts: Parts, cfg: DictConfig, run: Run, record: dict, identity_hash: str) -> RunSummary:
     """summary.json's content: final and best metrics, layer and energy tables, data, provenance, config."""
     layers, energy = parts.snapshot
     train_set, val_set, test_set, info = parts.data
-    return {
-        "status": "finished", "run_name": run_name(cfg), "config_hash": identity_hash,
-        "experiment_name": cfg.experiment_name, "neuron": cfg.neuron.name, "dataset": cfg.dataset.name,
-        "gamma": cfg.surrogate.gamma, "seed": cfg.seed,
-        "final": dict(record), "best": parts.best,
-        "layers": layers, "energy_layers": energy["layers"], "neuron_state_ops": energy["neurons"],
-        "energy_totals": energy["totals"], "surrogate": surrogate_of(cfg).describe(),
-        "dataset_info": {"name": info.name, "split": info.split, "train_size": len(train_set),
-                         "val_size": len(val_set) if val_set is not None else 0, "test_size": len(test_set),
-                         **info.details},
-        "world_size": run.world, "provenance": {**provenance(run.device), "changed_on_resume": parts.changed_on_resume,
-                                                "epoch_seconds": parts.epoch_seconds},
-        "config": identity(cfg),
-    }
+    return RunSummary(
+        config_hash=identity_hash, run_name=run_name(cfg), final=dict(record), best=parts.best,
+        experiment_name=cfg.experiment_name, neuron=cfg.neuron.name, dataset=cfg.dataset.name,
+        gamma=cfg.surrogate.gamma, seed=cfg.seed,
+        layers=layers, energy_layers=energy["layers"], neuron_state_ops=energy["neurons"],
+        energy_totals=energy["totals"], surrogate=surrogate_of(cfg).describe(),
+        dataset_info={"name": info.name, "split": info.split, "train_size": len(train_set),
+                      "val_size": len(val_set) if val_set is not None else 0, "test_size": len(test_set),
+                      **info.details},
+        world_size=run.world, provenance={**provenance(run.device), "changed_on_resume": parts.changed_on_resume,
+                                          "epoch_seconds": parts.epoch_seconds},
+        config=identity(cfg))
 
 
-def report_finish(summary: dict, run_dir: Path) -> None:
-    final, best, energy = summary["final"], summary["best"], summary["energy_totals"]
-    print(f"{summary['run_name']}: test acc {final['test/acc1']:.4f} (best {best['metrics']['test/acc1']:.4f} at "
+def report_finish(summary: RunSummary, run_dir: Path) -> None:
+    final, best, energy = summary.final, summary.best, summary.energy_totals
+    print(f"{summary.run_name}: test acc {final['test/acc1']:.4f} (best {best['metrics']['test/acc1']:.4f} at "
           f"epoch {best['epoch']}), firing rate {final['test/firing_rate']:.4f}, energy "
           f"{energy['snn_energy_pj'] / 1e6:.4f} µJ/sample -> {run_dir}")
 
@@ -338,12 +336,12 @@ def set_aside(run_dir: Path) -> Optional[Path]:
     return aside
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
+def train(cfg: DictConfig, run_dir: Path) -> RunSummary:
     """Train (or resume, or skip when finished) the run ``cfg`` describes into ``run_dir``, with
     ``trainer.threads`` torch threads; its summary."""
     run_dir = Path(run_dir)
     previous = finished_summary(run_dir) if cfg.trainer.resume else None
-    if previous is not None and previous.get("config_hash") == config_hash(cfg):
+    if previous is not None and previous.config_hash == config_hash(cfg):
         log.info("already finished, skipped: %s", run_dir)
         return previous
     rank, _, _ = distributed_env()
@@ -356,7 +354,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             lock.release()
 
 
-def train_run(cfg: DictConfig, run_dir: Path, stop: StopFlag) -> dict:
+def train_run(cfg: DictConfig, run_dir: Path, stop: StopFlag) -> RunSummary:
     """The body of :func:`train`: build, resume, the epochs, the summary."""
     identity_hash = config_hash(cfg)
     run = Run(cfg, stop)
@@ -408,7 +406,7 @@ def train_run(cfg: DictConfig, run_dir: Path, stop: StopFlag) -> dict:
             update_best(parts, record, "test/acc1")
     summary = make_summary(parts, cfg, run, record, identity_hash)
     if run.is_main:
-        write_json_atomic(summary, run_dir / "summary.json")
+        write_json_atomic(summary.to_json(), run_dir / "summary.json")
         wandb.finish(summary)
         report_finish(summary, run_dir)
     return summary
