@@ -32,7 +32,7 @@ from spikingjelly.activation_based import functional
 
 from ilif.models import create_model, model_names
 from ilif.neurons import ILIF, LIF
-from ilif.train.engine import compute_loss
+from ilif.train.losses import compute_loss
 from ilif.train.remedies import REMEDIES
 
 LOSS = type("Loss", (), {"name": "ce", "label_smoothing": 0.0})()

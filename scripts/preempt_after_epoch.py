@@ -16,13 +16,13 @@ from ilif.train import app, loop
 
 
 def main() -> None:
-    save = loop.save_checkpoints
+    save = loop.Trainer.save
 
     def save_then_preempt(*args, **kwargs):
         save(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    loop.save_checkpoints = save_then_preempt
+    loop.Trainer.save = save_then_preempt
     sys.argv = ["ilif-train", *sys.argv[1:]]
     app.main()
 

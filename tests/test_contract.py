@@ -14,7 +14,7 @@ from ilif.metrics import SpikeMeter
 from ilif.neurons import SpikingNeuron
 from ilif.train.build import build_datasets, build_model, neuron_factory, surrogate_of
 from ilif.train.config import validate
-from ilif.train.engine import compute_loss
+from ilif.train.losses import compute_loss
 
 
 def _composed(*overrides):

@@ -392,7 +392,7 @@ def test_resume_false_over_a_finished_run_moves_it_aside_and_loses_nothing(train
     def interrupted(*args, **kwargs):
         raise errors.Interrupted("at epoch 0, step 0", signal.SIGTERM)
 
-    monkeypatch.setattr(loop, "run_epoch", interrupted)
+    monkeypatch.setattr(loop.Trainer, "train_epoch", interrupted)
     with pytest.raises(errors.Interrupted):
         train_run(*FAST, "trainer.resume=false")
     (aside,) = run_dir.glob("replaced-*")
@@ -626,7 +626,7 @@ def test_imagenet_classes_that_differ_between_train_and_val_are_refused(tmp_path
 def test_a_resume_under_other_threads_is_recorded_and_warned(train_run, monkeypatch, caplog):
     from ilif.train import loop
 
-    real, calls = loop.run_epoch, []
+    real, calls = loop.Trainer.train_epoch, []
 
     def stop_in_second_epoch(*args, **kwargs):
         calls.append(1)
@@ -634,7 +634,7 @@ def test_a_resume_under_other_threads_is_recorded_and_warned(train_run, monkeypa
             raise errors.Interrupted("at epoch 1, step 0", signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "run_epoch", stop_in_second_epoch)
+    monkeypatch.setattr(loop.Trainer, "train_epoch", stop_in_second_epoch)
     with pytest.raises(errors.Interrupted):
         train_run(*FAST)
     monkeypatch.undo()
@@ -711,7 +711,7 @@ def test_a_full_disk_during_a_run_is_one_line(tmp_path, cli, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device", "last.pt")
 
-    monkeypatch.setattr(loop, "save_checkpoints", full)
+    monkeypatch.setattr(loop.Trainer, "save", full)
     proc = cli(train_main, *FAST)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "error: No space left on device: last.pt"

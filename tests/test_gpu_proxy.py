@@ -22,8 +22,8 @@ from devices import DEVICE, FUSED
 from ilif.neurons import FAMILIES, NeuronParams, Surrogate, multistep
 from ilif.train import loop
 from ilif.errors import ConfigError
-from ilif.train.engine import (EpochSampler, EpochSeeded, configure_determinism, deterministic_ops_only,
-                               first_non_finite_grad)
+from ilif.train.engine import EpochSampler, EpochSeeded, first_non_finite_grad
+from ilif.train.runtime import configure_determinism, deterministic_ops_only
 
 pytestmark = pytest.mark.skipif(DEVICE.type != "cpu", reason="stand-ins for the GPU, run on the CPU")
 
@@ -54,10 +54,10 @@ def test_resume_for_a_non_cpu_device_restores_every_rng_state_on_the_cpu(tmp_pat
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     expected = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state()
     scaler = torch.amp.GradScaler("cuda", enabled=False)
-    loop.save_checkpoints(parts, SimpleNamespace(scaler=scaler, device=torch.device("cpu")), tmp_path, 4, False, "h")
+    loop.Trainer(None, SimpleNamespace(scaler=scaler, device=torch.device("cpu")), parts, tmp_path, "h").save(4, False)
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     on_meta = _parts(torch.nn.Linear(3, 2).to("meta"))  # meta stands in for CUDA: nothing can be read back from it
-    loop.resume(on_meta, tmp_path / "last.pt", SimpleNamespace(device=torch.device("meta"), scaler=scaler), "h")
+    loop.Trainer(None, SimpleNamespace(device=torch.device("meta"), scaler=scaler), on_meta, tmp_path, "h").resume()
     assert random.getstate() == expected[0]
     assert np.array_equal(np.random.get_state()[1], expected[1])
     assert torch.equal(torch.get_rng_state(), expected[2])

@@ -361,9 +361,9 @@ def test_a_resume_restores_the_gamma_each_layer_trained_with(tmp_path):
     before.remedy.set_gamma("0", 0.37)
     before.remedy.set_gamma("1", 2.5)
     run = SimpleNamespace(scaler=torch.amp.GradScaler("cpu", enabled=False), device=torch.device("cpu"))
-    loop.save_checkpoints(before, run, tmp_path, 3, False, "h")
+    loop.Trainer(None, run, before, tmp_path, "h").save(3, False)
     after = parts()
-    loop.resume(after, tmp_path / "last.pt", run, "h")
+    loop.Trainer(None, run, after, tmp_path, "h").resume()
     assert after.remedy.record()["remedy/gamma"] == {"0": 0.37, "1": 2.5} and after.start_epoch == 4
 
 
@@ -388,8 +388,8 @@ def test_a_resume_restores_each_learnable_gamma_and_its_optimiser(tmp_path):
     run = SimpleNamespace(scaler=torch.amp.GradScaler("cpu", enabled=False), device=torch.device("cpu"))
     before, after = parts(), parts()
     train_step(before)
-    loop.save_checkpoints(before, run, tmp_path, 0, False, "h")
-    loop.resume(after, tmp_path / "last.pt", run, "h")
+    loop.Trainer(None, run, before, tmp_path, "h").save(0, False)
+    loop.Trainer(None, run, after, tmp_path, "h").resume()
     assert after.remedy.record() == before.remedy.record()
     assert after.model[1].surrogate.parameter._base is after.remedy.gammas
     for p in (before, after):

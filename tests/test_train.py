@@ -15,7 +15,9 @@ from ilif.train.build import build_model, neuron_factory
 from ilif.errors import ConfigError
 from ilif.train.config import check_neuron
 from ilif.train.app import main as train_main
-from ilif.train.engine import Run, compute_loss, correct_counts, evaluate
+from ilif.train.engine import correct_counts, evaluate
+from ilif.train.losses import compute_loss
+from ilif.train.runtime import Run
 from ilif.metrics import SpikeMeter
 from ilif.neurons import ILIF, LIF, PLIF
 

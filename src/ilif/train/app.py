@@ -38,7 +38,7 @@ from ilif.errors import (SIGNAL_EXIT, ConfigError, DatasetError, IlifError, Trai
 from ilif.rundir import discard_untrained, symlink_in, symlink_message
 
 from .config import CHECKS, validate
-from .engine import close_distributed
+from .runtime import close_distributed
 from .loop import train
 
 log = logging.getLogger("ilif.train")

@@ -22,7 +22,7 @@ from ilif.models import backbone
 from ilif.neurons import FAMILIES, NORMALIZATIONS
 
 from .build import OPTIMIZERS, SCHEDULES, model_arguments, neuron_factory
-from .engine import LOSSES
+from .losses import LOSSES
 from .remedies import FORMS, NAMES as REMEDIES, SHAPES
 
 

@@ -1,6 +1,8 @@
-"""The trainer: one entry point, :func:`train`, which coordinates the named steps below. The run
-directory is the truth: ``config.yaml`` (resolved), ``metrics.jsonl``, ``summary.json``, ``last.pt``,
-``best.pt``.
+"""The trainer: one entry point, :func:`train` (skip a finished run, hold the run directory's lock, set
+the threads and the signal flag, claim the directory), and one room, :class:`Trainer`, which holds the
+run's parts (:func:`build_parts`) and trains them: ``fit``, ``train_epoch``, ``evaluate``, ``save``,
+``resume``. The run directory is the truth: ``config.yaml`` (resolved), ``metrics.jsonl``,
+``summary.json``, ``last.pt``, ``best.pt``.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from ilif.wandb_mirror import WandbLogger
 from . import checkpoint
 from .build import build_datasets, build_model, build_optimizer, build_scheduler, surrogate_of
 from .remedies import Remedy, build_remedy
-from .engine import (Run, StopFlag, check_finite_state, deterministic_ops_only, evaluate,
-                     loader_factory, per_process_batch, seed_everything, torch_threads, train_one_epoch)
+from .engine import check_finite_state, evaluate, loader_factory, per_process_batch, train_one_epoch
+from .runtime import Run, StopFlag, deterministic_ops_only, seed_everything, torch_threads
 
 log = logging.getLogger("ilif.train")
 
@@ -129,153 +131,9 @@ def claim(run_dir: Path, identity_hash: str) -> None:
                           "choose another experiment_name or runs_root")
 
 
-def resume(parts: Parts, last_path: Path, run: Run, identity_hash: str) -> None:
-    """Restore model, optimiser, schedule, scaler, RNG states and progress from ``last.pt``; refuse an
-    unreadable file or another config's (one line naming the way out)."""
-    try:
-        state = checkpoint.load(last_path)
-    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint
-        raise RunConflict(f"{last_path} is unreadable ({type(err).__name__}): {START_OVER}") from None
-    if not isinstance(state, dict) or state.get("config_hash") != identity_hash:
-        other = state.get("config_hash") if isinstance(state, dict) else None
-        raise RunConflict(f"{last_path} was written by another config ({other}, this is {identity_hash}): "
-                          f"{START_OVER}, or choose another experiment_name or runs_root")
-    try:
-        parts.model.load_state_dict(state["model"])
-        parts.optimizer.load_state_dict(state["optimizer"])
-        parts.scheduler.load_state_dict(state["scheduler"])
-        run.scaler.load_state_dict(state["scaler"])
-        checkpoint.set_rng_state(state["rng"])
-        parts.start_epoch, parts.best = int(state["epoch"]) + 1, state["best"]
-        if state.get("step"):  # written inside epoch state["epoch"]: go on from its next batch
-            parts.start_epoch -= 1
-            parts.resume_inside = (int(state["step"]), [float(v) for v in state["sums"]])
-            parts.train_spikes.counts = state["meters"]["spikes"]
-            parts.grad_meter.sums, parts.grad_meter.counts = (state["meters"]["grad_sums"],
-                                                              state["meters"]["grad_counts"])
-        parts.changed_on_resume = list(state.get("changed_on_resume", []))
-        parts.epoch_seconds = list(state.get("epoch_seconds", []))
-        parts.remedy.load(state.get("remedy"))
-    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
-        raise RunConflict(f"{last_path} does not fit this run ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0][:120] if str(err) else ''}): {START_OVER}") from None
-    log.info("resumed from %s at epoch %d%s", last_path, parts.start_epoch,
-             f", step {parts.resume_inside[0]}" if parts.resume_inside else "")
-    for key, before in (state.get("runtime") or {}).items():
-        now = runtime(run.device)[key]
-        if before != now:
-            change = f"{key} {before} -> {now} at epoch {parts.start_epoch}"
-            parts.changed_on_resume.append(change)
-            log.warning("resumed with %s: from here the run is not bit-reproducible (recorded in summary.json)", change)
-
-
-def wrap(parts: Parts, cfg: DictConfig, run: Run) -> None:
-    """DDP across processes, then torch.compile when asked."""
-    if run.world > 1:
-        device_ids = [run.device.index] if run.device.type == "cuda" else None
-        parts.net = torch.nn.parallel.DistributedDataParallel(parts.model, device_ids=device_ids)
-    if cfg.trainer.compile:
-        try:
-            parts.net = torch.compile(parts.net, dynamic=False)  # shapes are fixed per run
-        except Exception as err:  # noqa: BLE001 - compile is an optional speed-up
-            log.warning("torch.compile unavailable (%s); training eagerly", err)
-
-
-def test_record(parts: Parts, cfg: DictConfig, run: Run, test_loader) -> dict:
-    """Evaluate on the test set with the meters: the record's test/* fields; keeps the layer table and
-    the energy report in ``parts.snapshot``."""
-    test = evaluate(parts.model, test_loader, run, cfg.loss, cfg.trainer.limit_eval_batches,
-                    (parts.eval_spikes, parts.eval_ops))
-    spikes, energy, layers = parts.eval_spikes.summary(), parts.eval_ops.report(), parts.eval_spikes.layer_table()
-    parts.snapshot = (layers, energy)
-    fields = {f"test/{k}": v for k, v in test.items() if k != "samples"}
-    fields.update({"test/firing_rate": spikes["firing_rate"], "test/occupancy": spikes.get("occupancy"),
-                   "test/silent": spikes["silent"], "test/saturated": spikes["saturated"],
-                   "test/rate_per_step": spikes["rate_per_step"],
-                   "test/layer_rates": {r["layer"]: r["firing_rate"] for r in layers},
-                   "test/energy_uj": energy["totals"]["snn_energy_pj"] / 1e6,
-                   "test/ann_energy_uj": energy["totals"]["ann_energy_pj"] / 1e6,
-                   "test/snn_ann_ratio": energy["totals"]["snn_ann_ratio"],
-                   "test/state_energy_uj": energy["totals"]["state_energy_pj"] / 1e6})
-    return fields
-
-
-def run_epoch(parts: Parts, cfg: DictConfig, run: Run, loader, epoch: int, stop: StopFlag, save_mid=None) -> dict:
-    """Train one epoch (from where a mid-epoch checkpoint left it), step the schedule, check that the
-    model state is finite, evaluate (validation, then test): the epoch's record. ``save_mid(epoch,
-    step, sums)`` writes a mid-epoch checkpoint (``trainer.checkpoint_every_min``)."""
-    tcfg = cfg.trainer
-    train_set, val_set, test_set, _ = parts.data
-    inside, parts.resume_inside = parts.resume_inside, None
-    if inside is None:
-        parts.train_spikes.reset()
-        parts.grad_meter.reset()
-        parts.remedy.start_epoch(epoch, tcfg.epochs)
-    parts.train_spikes.set_enabled(tcfg.train_meter)
-    record = {"epoch": epoch, "lr": parts.optimizer.param_groups[0]["lr"]}
-    train_loader = loader(train_set, True, epoch, inside[0] if inside else 0)
-    record.update(train_one_epoch(parts.net, parts.model, train_loader, parts.optimizer, run, cfg, epoch,
-                                  parts.train_spikes, stop, inside,
-                                  None if save_mid is None else functools.partial(save_mid, epoch), parts.remedy))
-    record.update(parts.remedy.record())
-    parts.train_spikes.set_enabled(False)
-    parts.scheduler.step()
-    check_finite_state(parts.model, f"after epoch {epoch}")
-    if tcfg.train_meter:
-        if run.world > 1:
-            parts.train_spikes.all_reduce()
-        record["train/firing_rate"] = parts.train_spikes.summary().get("firing_rate")
-    if tcfg.grad_diagnostics:
-        record["grad/weight_norms"] = weight_grad_norms(parts.model)
-        record["grad/temporal_ratio"] = parts.grad_meter.network_ratio()
-        record["grad/temporal_ratio_layers"] = parts.grad_meter.ratios()
-    if val_set is not None:
-        val = evaluate(parts.model, loader(val_set, False, epoch), run, cfg.loss, tcfg.limit_eval_batches)
-        record.update({f"val/{k}": v for k, v in val.items() if k != "samples"})
-    record.update(test_record(parts, cfg, run, loader(test_set, False, epoch)))
-    return record
-
-
-def update_best(parts: Parts, record: dict, selector: str) -> bool:
-    """Keep the epoch with the highest ``selector`` (val/acc1 or test/acc1); True if ``record`` is it."""
-    if parts.best is not None and record[selector] <= parts.best["metrics"][selector]:
-        return False
-    parts.best = {"epoch": record["epoch"], "metrics": {k: v for k, v in record.items() if isinstance(v, (int, float))}}
-    return True
-
-
 def runtime(device) -> dict:
     """What the numbers depend on besides the config: torch threads, torch version, device type."""
     return {"threads": torch.get_num_threads(), "torch": str(torch.__version__), "device": torch.device(device).type}
-
-
-def resume_state(parts: Parts, run: Run, epoch: int, identity_hash: str) -> dict:
-    """What ``last.pt`` holds after epoch ``epoch``: everything a resume restores."""
-    return {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
-            "scheduler": parts.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
-            "rng": checkpoint.rng_state(), "epoch": epoch, "best": parts.best, "config_hash": identity_hash,
-            "runtime": runtime(run.device), "changed_on_resume": parts.changed_on_resume,
-            "epoch_seconds": parts.epoch_seconds, "remedy": parts.remedy.state()}
-
-
-def save_inside_epoch(parts: Parts, run: Run, run_dir: Path, identity_hash: str, epoch: int, step: int,
-                      sums: list) -> None:
-    """A mid-epoch ``last.pt``: the state after ``step`` batches of epoch ``epoch``, with the epoch's
-    running sums and meter counts, from which a resume trains the rest of the epoch exactly."""
-    state = resume_state(parts, run, epoch - 1, identity_hash)
-    state.update(epoch=epoch, step=step, sums=list(sums),
-                 meters={"spikes": parts.train_spikes.counts, "grad_sums": parts.grad_meter.sums,
-                         "grad_counts": parts.grad_meter.counts})
-    checkpoint.save_atomic(state, run_dir / "last.pt")
-
-
-def save_checkpoints(parts: Parts, run: Run, run_dir: Path, epoch: int, is_best: bool, identity_hash: str) -> None:
-    """``last.pt`` (everything needed to resume) and, for a new best epoch, ``best.pt`` (the weights)."""
-    state = resume_state(parts, run, epoch, identity_hash)
-    if is_best:  # best.pt first: a kill between the two leaves last.pt at the previous epoch, which redoes this one
-        checkpoint.save_atomic({"model": parts.model.state_dict(), "epoch": epoch, "config_hash": identity_hash},
-                               run_dir / "best.pt")
-    checkpoint.save_atomic(state, run_dir / "last.pt")
 
 
 def provenance(device: torch.device) -> dict:
@@ -290,24 +148,6 @@ def provenance(device: torch.device) -> dict:
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                  f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
     }
-
-
-def make_summary(parts: Parts, cfg: DictConfig, run: Run, record: dict, identity_hash: str) -> RunSummary:
-    """summary.json's content: final and best metrics, layer and energy tables, data, provenance, config."""
-    layers, energy = parts.snapshot
-    train_set, val_set, test_set, info = parts.data
-    return RunSummary(
-        config_hash=identity_hash, run_name=run_name(cfg), final=dict(record), best=parts.best,
-        experiment_name=cfg.experiment_name, neuron=cfg.neuron.name, dataset=cfg.dataset.name,
-        gamma=cfg.surrogate.gamma, seed=cfg.seed,
-        layers=layers, energy_layers=energy["layers"], neuron_state_ops=energy["neurons"],
-        energy_totals=energy["totals"], surrogate=surrogate_of(cfg).describe(),
-        dataset_info={"name": info.name, "split": info.split, "train_size": len(train_set),
-                      "val_size": len(val_set) if val_set is not None else 0, "test_size": len(test_set),
-                      **info.details},
-        world_size=run.world, provenance={**provenance(run.device), "changed_on_resume": parts.changed_on_resume,
-                                          "epoch_seconds": parts.epoch_seconds},
-        config=identity(cfg))
 
 
 def report_finish(summary: RunSummary, run_dir: Path) -> None:
@@ -336,6 +176,228 @@ def set_aside(run_dir: Path) -> Optional[Path]:
     return aside
 
 
+class Trainer:
+    """One run: its config, process (:class:`Run`), parts, directory and config hash, and the steps
+    that train it. :meth:`fit` runs the epochs (each :meth:`train_epoch`, which ends with
+    :meth:`evaluate`), :meth:`save` writes ``last.pt`` and ``best.pt`` after each, :meth:`resume` reads
+    ``last.pt`` back; the summary is :meth:`summary`."""
+
+    def __init__(self, cfg: DictConfig, run: Run, parts: Parts, run_dir: Path, identity_hash: str):
+        self.cfg, self.run, self.parts, self.run_dir, self.identity_hash = cfg, run, parts, Path(run_dir), identity_hash
+        self.loader = None  # loader(dataset, train, epoch, skip_batches): set by fit
+
+    def resume(self, last_path: Optional[Path] = None) -> None:
+        """Restore model, optimiser, schedule, scaler, RNG states and progress from ``last.pt``; refuse an
+        unreadable file or another config's (one line naming the way out)."""
+        parts, run = self.parts, self.run
+        last_path = self.run_dir / "last.pt" if last_path is None else last_path
+        try:
+            state = checkpoint.load(last_path)
+        except Exception as err:  # noqa: BLE001 - any unreadable checkpoint
+            raise RunConflict(f"{last_path} is unreadable ({type(err).__name__}): {START_OVER}") from None
+        if not isinstance(state, dict) or state.get("config_hash") != self.identity_hash:
+            other = state.get("config_hash") if isinstance(state, dict) else None
+            raise RunConflict(f"{last_path} was written by another config ({other}, this is {self.identity_hash}): "
+                              f"{START_OVER}, or choose another experiment_name or runs_root")
+        try:
+            parts.model.load_state_dict(state["model"])
+            parts.optimizer.load_state_dict(state["optimizer"])
+            parts.scheduler.load_state_dict(state["scheduler"])
+            run.scaler.load_state_dict(state["scaler"])
+            checkpoint.set_rng_state(state["rng"])
+            parts.start_epoch, parts.best = int(state["epoch"]) + 1, state["best"]
+            if state.get("step"):  # written inside epoch state["epoch"]: go on from its next batch
+                parts.start_epoch -= 1
+                parts.resume_inside = (int(state["step"]), [float(v) for v in state["sums"]])
+                parts.train_spikes.counts = state["meters"]["spikes"]
+                parts.grad_meter.sums, parts.grad_meter.counts = (state["meters"]["grad_sums"],
+                                                                  state["meters"]["grad_counts"])
+            parts.changed_on_resume = list(state.get("changed_on_resume", []))
+            parts.epoch_seconds = list(state.get("epoch_seconds", []))
+            parts.remedy.load(state.get("remedy"))
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
+            raise RunConflict(f"{last_path} does not fit this run ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:120] if str(err) else ''}): {START_OVER}") from None
+        log.info("resumed from %s at epoch %d%s", last_path, parts.start_epoch,
+                 f", step {parts.resume_inside[0]}" if parts.resume_inside else "")
+        for key, before in (state.get("runtime") or {}).items():
+            now = runtime(run.device)[key]
+            if before != now:
+                change = f"{key} {before} -> {now} at epoch {parts.start_epoch}"
+                parts.changed_on_resume.append(change)
+                log.warning("resumed with %s: from here the run is not bit-reproducible (recorded in summary.json)",
+                            change)
+
+    def wrap(self) -> None:
+        """DDP across processes, then torch.compile when asked."""
+        parts = self.parts
+        if self.run.world > 1:
+            device_ids = [self.run.device.index] if self.run.device.type == "cuda" else None
+            parts.net = torch.nn.parallel.DistributedDataParallel(parts.model, device_ids=device_ids)
+        if self.cfg.trainer.compile:
+            try:
+                parts.net = torch.compile(parts.net, dynamic=False)  # shapes are fixed per run
+            except Exception as err:  # noqa: BLE001 - compile is an optional speed-up
+                log.warning("torch.compile unavailable (%s); training eagerly", err)
+
+    def evaluate(self, epoch: int) -> dict:
+        """Evaluate on the test set with the meters: the record's test/* fields; keeps the layer table
+        and the energy report in ``parts.snapshot``."""
+        parts, cfg = self.parts, self.cfg
+        test = evaluate(parts.model, self.loader(parts.data[2], False, epoch), self.run, cfg.loss,
+                        cfg.trainer.limit_eval_batches, (parts.eval_spikes, parts.eval_ops))
+        spikes, energy, layers = parts.eval_spikes.summary(), parts.eval_ops.report(), parts.eval_spikes.layer_table()
+        parts.snapshot = (layers, energy)
+        fields = {f"test/{k}": v for k, v in test.items() if k != "samples"}
+        fields.update({"test/firing_rate": spikes["firing_rate"], "test/occupancy": spikes.get("occupancy"),
+                       "test/silent": spikes["silent"], "test/saturated": spikes["saturated"],
+                       "test/rate_per_step": spikes["rate_per_step"],
+                       "test/layer_rates": {r["layer"]: r["firing_rate"] for r in layers},
+                       "test/energy_uj": energy["totals"]["snn_energy_pj"] / 1e6,
+                       "test/ann_energy_uj": energy["totals"]["ann_energy_pj"] / 1e6,
+                       "test/snn_ann_ratio": energy["totals"]["snn_ann_ratio"],
+                       "test/state_energy_uj": energy["totals"]["state_energy_pj"] / 1e6})
+        return fields
+
+    def train_epoch(self, epoch: int, stop: StopFlag) -> dict:
+        """Train one epoch (from where a mid-epoch checkpoint left it), step the schedule, check that the
+        model state is finite, evaluate (validation, then test): the epoch's record. A single-process
+        run also writes a mid-epoch checkpoint every ``trainer.checkpoint_every_min``."""
+        parts, cfg, run, tcfg = self.parts, self.cfg, self.run, self.cfg.trainer
+        train_set, val_set, _, _ = parts.data
+        inside, parts.resume_inside = parts.resume_inside, None
+        if inside is None:
+            parts.train_spikes.reset()
+            parts.grad_meter.reset()
+            parts.remedy.start_epoch(epoch, tcfg.epochs)
+        parts.train_spikes.set_enabled(tcfg.train_meter)
+        record = {"epoch": epoch, "lr": parts.optimizer.param_groups[0]["lr"]}
+        train_loader = self.loader(train_set, True, epoch, inside[0] if inside else 0)
+        save_mid = functools.partial(self.save_inside_epoch, epoch) if self.saves_inside_epochs() else None
+        record.update(train_one_epoch(parts.net, parts.model, train_loader, parts.optimizer, run, cfg, epoch,
+                                      parts.train_spikes, stop, inside, save_mid, parts.remedy))
+        record.update(parts.remedy.record())
+        parts.train_spikes.set_enabled(False)
+        parts.scheduler.step()
+        check_finite_state(parts.model, f"after epoch {epoch}")
+        if tcfg.train_meter:
+            if run.world > 1:
+                parts.train_spikes.all_reduce()
+            record["train/firing_rate"] = parts.train_spikes.summary().get("firing_rate")
+        if tcfg.grad_diagnostics:
+            record["grad/weight_norms"] = weight_grad_norms(parts.model)
+            record["grad/temporal_ratio"] = parts.grad_meter.network_ratio()
+            record["grad/temporal_ratio_layers"] = parts.grad_meter.ratios()
+        if val_set is not None:
+            val = evaluate(parts.model, self.loader(val_set, False, epoch), run, cfg.loss, tcfg.limit_eval_batches)
+            record.update({f"val/{k}": v for k, v in val.items() if k != "samples"})
+        record.update(self.evaluate(epoch))
+        return record
+
+    def saves_inside_epochs(self) -> bool:
+        """Whether this run writes mid-epoch checkpoints (``trainer.checkpoint_every_min``, one process)."""
+        return self.cfg.trainer.checkpoint_every_min > 0 and self.run.is_main and self.run.world == 1
+
+    def update_best(self, record: dict, selector: str) -> bool:
+        """Keep the epoch with the highest ``selector`` (val/acc1 or test/acc1); True if ``record`` is it."""
+        best = self.parts.best
+        if best is not None and record[selector] <= best["metrics"][selector]:
+            return False
+        self.parts.best = {"epoch": record["epoch"],
+                           "metrics": {k: v for k, v in record.items() if isinstance(v, (int, float))}}
+        return True
+
+    def state(self, epoch: int) -> dict:
+        """What ``last.pt`` holds after epoch ``epoch``: everything a resume restores."""
+        parts, run = self.parts, self.run
+        return {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+                "scheduler": parts.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+                "rng": checkpoint.rng_state(), "epoch": epoch, "best": parts.best, "config_hash": self.identity_hash,
+                "runtime": runtime(run.device), "changed_on_resume": parts.changed_on_resume,
+                "epoch_seconds": parts.epoch_seconds, "remedy": parts.remedy.state()}
+
+    def save_inside_epoch(self, epoch: int, step: int, sums: list) -> None:
+        """A mid-epoch ``last.pt``: the state after ``step`` batches of epoch ``epoch``, with the epoch's
+        running sums and meter counts, from which a resume trains the rest of the epoch exactly."""
+        parts = self.parts
+        state = self.state(epoch - 1)
+        state.update(epoch=epoch, step=step, sums=list(sums),
+                     meters={"spikes": parts.train_spikes.counts, "grad_sums": parts.grad_meter.sums,
+                             "grad_counts": parts.grad_meter.counts})
+        checkpoint.save_atomic(state, self.run_dir / "last.pt")
+
+    def save(self, epoch: int, is_best: bool) -> None:
+        """``last.pt`` (everything needed to resume) and, for a new best epoch, ``best.pt`` (the weights)."""
+        state = self.state(epoch)
+        if is_best:  # best.pt first: a kill between the two leaves last.pt at the previous epoch, which redoes this one
+            checkpoint.save_atomic({"model": self.parts.model.state_dict(), "epoch": epoch,
+                                    "config_hash": self.identity_hash}, self.run_dir / "best.pt")
+        checkpoint.save_atomic(state, self.run_dir / "last.pt")
+
+    def summary(self, record: dict) -> RunSummary:
+        """summary.json's content: final and best metrics, layer and energy tables, data, provenance, config."""
+        parts, cfg, run = self.parts, self.cfg, self.run
+        layers, energy = parts.snapshot
+        train_set, val_set, test_set, info = parts.data
+        return RunSummary(
+            config_hash=self.identity_hash, run_name=run_name(cfg), final=dict(record), best=parts.best,
+            experiment_name=cfg.experiment_name, neuron=cfg.neuron.name, dataset=cfg.dataset.name,
+            gamma=cfg.surrogate.gamma, seed=cfg.seed,
+            layers=layers, energy_layers=energy["layers"], neuron_state_ops=energy["neurons"],
+            energy_totals=energy["totals"], surrogate=surrogate_of(cfg).describe(),
+            dataset_info={"name": info.name, "split": info.split, "train_size": len(train_set),
+                          "val_size": len(val_set) if val_set is not None else 0, "test_size": len(test_set),
+                          **info.details},
+            world_size=run.world, provenance={**provenance(run.device), "changed_on_resume": parts.changed_on_resume,
+                                              "epoch_seconds": parts.epoch_seconds},
+            config=identity(cfg))
+
+    def fit(self, stop: StopFlag) -> RunSummary:
+        """Resume when ``last.pt`` is there, train the remaining epochs (a record, a checkpoint and a
+        wandb step after each), and write the summary."""
+        cfg, run, parts, run_dir = self.cfg, self.run, self.parts, self.run_dir
+        if cfg.trainer.resume and (run_dir / "last.pt").exists():
+            self.resume()
+        self.wrap()
+        self.loader = loader_factory(cfg, run)
+        metrics = MetricsFile(run_dir / "metrics.jsonl", keep_epochs_below=parts.start_epoch) if run.is_main else None
+        if run.is_main:
+            write_text_atomic(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
+            wandb = WandbLogger(cfg.logger.wandb, run_dir, OmegaConf.to_container(cfg, resolve=True),
+                                self.identity_hash, run_name(cfg))
+        selector = "val/acc1" if parts.data[1] is not None else "test/acc1"
+        record = None
+        bar = tqdm(range(parts.start_epoch, cfg.trainer.epochs), desc=run_name(cfg), dynamic_ncols=True,
+                   disable=not (cfg.trainer.progress and run.is_main))
+        if cfg.trainer.checkpoint_every_min > 0 and run.is_main and run.world > 1:
+            log.warning("trainer.checkpoint_every_min: mid-epoch checkpoints are written by single-process runs only; "
+                        "this DDP run checkpoints at the end of each epoch")
+        for epoch in bar:
+            started = time.perf_counter()
+            with deterministic_ops_only(cfg.trainer.deterministic, run.device):
+                record = self.train_epoch(epoch, stop)
+            parts.epoch_seconds.append(round(time.perf_counter() - started, 3))
+            is_best = self.update_best(record, selector)
+            log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | firing rate %.4f | energy %.4f µJ",
+                     epoch, record["train/loss"], record["train/acc1"], record["test/loss"], record["test/acc1"],
+                     record["test/firing_rate"], record["test/energy_uj"])
+            if run.is_main:
+                metrics.append(record)
+                wandb.log(record)
+                self.save(epoch, is_best)
+                bar.set_postfix(test_acc=f"{record['test/acc1']:.3f}", rate=f"{record['test/firing_rate']:.3f}")
+        if record is None:  # resumed a run whose epochs were all done, or epochs = 0
+            record = {"epoch": cfg.trainer.epochs - 1, **self.evaluate(cfg.trainer.epochs)}
+            if parts.best is None:
+                self.update_best(record, "test/acc1")
+        summary = self.summary(record)
+        if run.is_main:
+            write_json_atomic(summary.to_json(), run_dir / "summary.json")
+            wandb.finish(summary)
+            report_finish(summary, run_dir)
+        return summary
+
+
 def train(cfg: DictConfig, run_dir: Path) -> RunSummary:
     """Train (or resume, or skip when finished) the run ``cfg`` describes into ``run_dir``, with
     ``trainer.threads`` torch threads; its summary."""
@@ -348,65 +410,17 @@ def train(cfg: DictConfig, run_dir: Path) -> RunSummary:
     lock = RunLock(run_dir) if rank == 0 else None  # rank 0 owns the directory
     try:
         with torch_threads(cfg.trainer.threads), StopFlag() as stop:
-            return train_run(cfg, run_dir, stop)
+            run = Run(cfg, stop)
+            identity_hash = config_hash(cfg)
+            if run.is_main:
+                claim(run_dir, identity_hash)
+                if not cfg.trainer.resume:
+                    aside = set_aside(run_dir)
+                    if aside is not None:
+                        log.warning("trainer.resume=false: the earlier run's files were moved to %s", aside)
+            return Trainer(cfg, run, build_parts(cfg, run), run_dir, identity_hash).fit(stop)
     finally:
         if lock is not None:
             lock.release()
 
 
-def train_run(cfg: DictConfig, run_dir: Path, stop: StopFlag) -> RunSummary:
-    """The body of :func:`train`: build, resume, the epochs, the summary."""
-    identity_hash = config_hash(cfg)
-    run = Run(cfg, stop)
-    if run.is_main:
-        claim(run_dir, identity_hash)
-        if not cfg.trainer.resume:
-            aside = set_aside(run_dir)
-            if aside is not None:
-                log.warning("trainer.resume=false: the earlier run's files were moved to %s", aside)
-    parts = build_parts(cfg, run)
-    if cfg.trainer.resume and (run_dir / "last.pt").exists():
-        resume(parts, run_dir / "last.pt", run, identity_hash)
-    wrap(parts, cfg, run)
-    loader = loader_factory(cfg, run)
-    metrics = MetricsFile(run_dir / "metrics.jsonl", keep_epochs_below=parts.start_epoch) if run.is_main else None
-    if run.is_main:
-        write_text_atomic(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
-        wandb = WandbLogger(cfg.logger.wandb, run_dir, OmegaConf.to_container(cfg, resolve=True), identity_hash,
-                            run_name(cfg))
-    selector = "val/acc1" if parts.data[1] is not None else "test/acc1"
-    record = None
-    bar = tqdm(range(parts.start_epoch, cfg.trainer.epochs), desc=run_name(cfg), dynamic_ncols=True,
-               disable=not (cfg.trainer.progress and run.is_main))
-    save_mid = None
-    if cfg.trainer.checkpoint_every_min > 0 and run.is_main:
-        if run.world > 1:
-            log.warning("trainer.checkpoint_every_min: mid-epoch checkpoints are written by single-process runs only; "
-                        "this DDP run checkpoints at the end of each epoch")
-        else:
-            save_mid = functools.partial(save_inside_epoch, parts, run, run_dir, identity_hash)
-    for epoch in bar:
-        started = time.perf_counter()
-        with deterministic_ops_only(cfg.trainer.deterministic, run.device):
-            record = run_epoch(parts, cfg, run, loader, epoch, stop, save_mid)
-        parts.epoch_seconds.append(round(time.perf_counter() - started, 3))
-        is_best = update_best(parts, record, selector)
-        log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | firing rate %.4f | energy %.4f µJ",
-                 epoch, record["train/loss"], record["train/acc1"], record["test/loss"], record["test/acc1"],
-                 record["test/firing_rate"], record["test/energy_uj"])
-        if run.is_main:
-            metrics.append(record)
-            wandb.log(record)
-            save_checkpoints(parts, run, run_dir, epoch, is_best, identity_hash)
-            bar.set_postfix(test_acc=f"{record['test/acc1']:.3f}", rate=f"{record['test/firing_rate']:.3f}")
-    if record is None:  # resumed a run whose epochs were all done, or epochs = 0
-        record = {"epoch": cfg.trainer.epochs - 1, **test_record(parts, cfg, run, loader(parts.data[2], False,
-                                                                                       cfg.trainer.epochs))}
-        if parts.best is None:
-            update_best(parts, record, "test/acc1")
-    summary = make_summary(parts, cfg, run, record, identity_hash)
-    if run.is_main:
-        write_json_atomic(summary.to_json(), run_dir / "summary.json")
-        wandb.finish(summary)
-        report_finish(summary, run_dir)
-    return summary
