@@ -181,3 +181,62 @@ def test_the_run_record_has_one_schema_that_writer_and_readers_share(train_run):
     (run_dir / "summary.json").write_text(json.dumps({**older, "written_by_a_later_version": 1}))
     again = finished_summary(run_dir)
     assert (again.schema, again.neuron_state_ops, again.final) == (1, [], summary.final)
+
+
+def test_a_neuron_written_as_one_step_gets_the_rest_from_its_base():
+    """An adaptive-threshold LIF in a dozen lines: multi-step and single-step runs agree, the meters
+    count its spikes and its support occupancy (h_seq), a reset clears its state, and autograd reaches
+    the input through its surrogate."""
+    import torch
+    from spikingjelly.activation_based import functional
+
+    from ilif.metrics import SpikeMeter
+    from ilif.neurons import NeuronParams, StepNeuron, Surrogate
+
+    class AdaptiveLIF(StepNeuron):
+        memory_names = ("v", "a")
+
+        def __init__(self, tau=2.0, v_threshold=1.0, beta=0.2, surrogate=None, step_mode="s", store_membrane=False):
+            super().__init__(step_mode, store_membrane)
+            self.params = NeuronParams(tau=tau, v_threshold=v_threshold, surrogate=surrogate or Surrogate()).validated()
+            self.beta = beta
+
+        def step(self, x, state):
+            p = self.params
+            h = p.decay * state["v"] + x
+            s = p.surrogate(h - p.v_threshold - state["a"])
+            return s, h, {"v": h - s * p.v_threshold, "a": 0.9 * state["a"] + self.beta * s}
+
+        def state_ops(self):
+            return 3, 4
+
+    torch.manual_seed(0)
+    x = (torch.randn(6, 4, 10) + 0.9).requires_grad_()
+    multi = AdaptiveLIF(surrogate=Surrogate("sigmoid"), step_mode="m")
+    meter = SpikeMeter(torch.nn.Sequential(multi))
+    spikes = multi(x)
+    single = AdaptiveLIF(surrogate=Surrogate("sigmoid"))
+    assert torch.equal(torch.stack([single(x_t) for x_t in x.detach()]), spikes.detach())
+    summary = meter.summary()
+    assert summary["firing_rate"] == spikes.sum().item() / x.numel() and summary["occupancy"] is not None
+    spikes.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    functional.reset_net(multi)
+    assert isinstance(multi.v, float) and torch.equal(multi(x.detach()), spikes.detach())
+
+
+def test_the_fused_ops_take_the_kernel_params_by_their_field_names_and_one_family_enum():
+    import inspect
+
+    from ilif.neurons import FAMILIES, Surrogate
+    from ilif.neurons._contract import KernelParams
+    from ilif.neurons._cpu_kernel import _source
+    from ilif.neurons._ops import neuron_backward, neuron_forward
+    from ilif.neurons.surrogate import Family
+
+    for op, first in ((neuron_forward, "gamma"), (neuron_backward, "g_sum")):
+        names = list(inspect.signature(op._init_fn).parameters)
+        assert names[names.index(first) + 1:] == [*KernelParams._fields, "count", "backend"]
+    assert FAMILIES == ("rectangle", "triangle", "sigmoid", "atan")
+    assert [Surrogate(name).family_id for name in FAMILIES] == list(Family)
+    assert all(f"#define FAMILY_{member.name} {int(member)}\n" in _source() for member in Family)

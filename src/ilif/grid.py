@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -14,10 +15,21 @@ from omegaconf import DictConfig, OmegaConf
 from .conf import compose_config, group_options, is_group, parse_value, run_leaf, sweep_axes
 
 SCALES = ("full", "mini", "smoke")
-#: table number -> the experiment files whose runs it reads (Table 4 reads Table 1's runs)
-TABLES = {1: ("table1",), 2: ("table2",), 3: ("table3", "table3_kappa"), 4: ("table1",), 5: ("table5",)}
-#: the experiments behind the figures: Figures 1, 2 and 4 read Table 2's runs, 3 and 5 Table 1's
-FIGURES = ("table1", "table2")
+#: the tables that read the runs of another table's experiment (Table 4: Table 1's)
+BORROWED = {4: ("table1",)}
+#: the experiments behind the figures: Figures 1, 2 and 4 read Table 2's runs (γ), 3 and 5 Table 1's (neurons)
+FIGURES = {"neurons": "table1", "gamma": "table2"}
+
+
+def tables() -> dict[int, tuple[str, ...]]:
+    """Table number -> the experiment files whose runs it reads: an experiment file ``table<N>`` or
+    ``table<N>_<variant>`` (configs/experiment/) makes Table N, and :data:`BORROWED`."""
+    found: dict[int, tuple[str, ...]] = dict(BORROWED)
+    for name in group_options("experiment"):
+        match = re.fullmatch(r"table(\d+)(_\w+)?", name)
+        if match:
+            found[int(match.group(1))] = (*found.get(int(match.group(1)), ()), name)
+    return dict(sorted(found.items()))
 
 Job = tuple[str, DictConfig, Path]
 
@@ -32,23 +44,24 @@ def experiment_names(patterns: list[str]) -> list[str]:
 
 
 def table_numbers(values: list[str]) -> list[int]:
-    """Table numbers as written on a command line (``1 3``, or ``all`` for every table of :data:`TABLES`).
+    """Table numbers as written on a command line (``1 3``, or ``all`` for every table of :func:`tables`).
     Raises ValueError naming the first value that is not a table."""
-    numbers = []
+    known, numbers = tables(), []
     for value in values:
         if value != "all":
-            if not (value.isascii() and value.isdigit()) or int(value) not in TABLES:
-                raise ValueError(f"table={value!r} is not allowed: choose from {sorted(TABLES)} or all")
+            if not (value.isascii() and value.isdigit()) or int(value) not in known:
+                raise ValueError(f"table={value!r} is not allowed: choose from {sorted(known)} or all")
             numbers.append(int(value))
-    return sorted(TABLES) if "all" in values else numbers
+    return sorted(known) if "all" in values else numbers
 
 
 def table_experiments(numbers: list[int], figures: bool = False) -> list[str]:
     """The experiment files behind tables ``numbers`` (and the figures), each once."""
-    unknown = [n for n in numbers if n not in TABLES]
+    known = tables()
+    unknown = [n for n in numbers if n not in known]
     if unknown:
-        raise ValueError(f"table={unknown[0]!r} is not allowed: choose one of {sorted(TABLES)}")
-    return sorted({name for n in numbers for name in TABLES[n]} | (set(FIGURES) if figures else set()))
+        raise ValueError(f"table={unknown[0]!r} is not allowed: choose one of {sorted(known)}")
+    return sorted({name for n in numbers for name in known[n]} | (set(FIGURES.values()) if figures else set()))
 
 
 def run_dir_of(cfg: DictConfig) -> Path:

@@ -29,7 +29,7 @@ import ilif
 from ilif.conf import use_config_dirs
 from ilif.data import build as build_data
 from ilif.errors import ConfigError, DatasetError, Interrupted, TrainingDiverged, bad_input, entry_point
-from ilif.grid import SCALES, TABLES, experiment_names, plan, table_jobs, table_numbers
+from ilif.grid import SCALES, experiment_names, plan, table_jobs, table_numbers, tables
 from ilif.rundir import finished_summary
 
 log = logging.getLogger("ilif.train")
@@ -297,7 +297,7 @@ def main(argv=None) -> int:
                              "searched after the package's")
     parser.add_argument("experiments", nargs="*", help="experiment config names or globs (configs/experiment/)")
     parser.add_argument("--table", nargs="+", default=[], metavar="N",
-                        help=f"the experiments behind these tables (with --scale): {sorted(TABLES)} or all")
+                        help=f"the experiments behind these tables (with --scale): {sorted(tables())} or all")
     parser.add_argument("--figures", action="store_true", help="the experiments behind the figures (with --scale)")
     parser.add_argument("--scale", choices=SCALES, default="full", help="the scale of --table (default full)")
     parser.add_argument("--override", action="append", default=[], help="a Hydra override applied to every run")

@@ -4,7 +4,7 @@
     neuron = ILIF(tau=2.0, surrogate=Surrogate("rectangle", gamma=1.0), step_mode="m")
 """
 
-from .base import SpikingNeuron
+from .base import SpikingNeuron, StepNeuron
 from .clif import CLIF
 from .functional import NeuronParams, NeuronState, multistep, step, zero_state
 from .modules import ILIF, LIF
@@ -21,6 +21,7 @@ __all__ = [
     "NeuronState",
     "PLIF",
     "SpikingNeuron",
+    "StepNeuron",
     "Surrogate",
     "heaviside",
     "multistep",

@@ -32,7 +32,9 @@ INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class KernelParams(NamedTuple):
-    """The resolved constants a kernel needs (see ``NeuronParams.kernel_params``)."""
+    """The resolved constants a kernel needs (see ``NeuronParams.kernel_params``). The custom ops take
+    them as scalar arguments named and ordered as these fields (then ``count`` and ``backend``):
+    :meth:`from_op` reads them back; the C and Triton kernels receive these fields by name."""
 
     lam: float
     vth: float
@@ -47,6 +49,11 @@ class KernelParams(NamedTuple):
     half_width: float
     height: float
     alpha: float
+
+    @classmethod
+    def from_op(cls, scalars) -> "KernelParams":
+        """The params among a custom op's scalar arguments (the fields, in order, then the rest)."""
+        return cls(*scalars[:len(cls._fields)])
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -24,15 +24,16 @@ from typing import Optional
 import torch
 
 from ._contract import KernelParams, compute_dtype, unused
+from .surrogate import Family
 
 BLOCK = 512
 
 _BODY = r"""
 static inline __attribute__((always_inline)) REAL SFX(surrogate_grad)(
         REAL z, const int family, REAL half_width, REAL height, REAL alpha) {
-    if (family == 0) return FABS(z) <= half_width ? height : (REAL)0;
-    if (family == 1) { REAL r = (REAL)1 - FABS(z) / half_width; return r > 0 ? r * height : (REAL)0; }
-    if (family == 2) { REAL sg = (REAL)1 / ((REAL)1 + EXP(-(z * alpha)));
+    if (family == FAMILY_RECTANGLE) return FABS(z) <= half_width ? height : (REAL)0;
+    if (family == FAMILY_TRIANGLE) { REAL r = (REAL)1 - FABS(z) / half_width; return r > 0 ? r * height : (REAL)0; }
+    if (family == FAMILY_SIGMOID) { REAL sg = (REAL)1 / ((REAL)1 + EXP(-(z * alpha)));
                        return sg * ((REAL)1 - sg) * ((REAL)4 * height); }
     REAL q = z * ((REAL)(3.14159265358979323846 / 2.0) * alpha);
     return height / ((REAL)1 + q * q);
@@ -185,7 +186,7 @@ def _cases() -> tuple[str, str]:
             f"        case {key}: SFX(forward_block)(x, spikes, h_seq, m_seq, i_grad, v_io, i_io, m_io, xs_io, "
             f"T, N, b, (REAL)lam, (REAL)vth, (REAL)kc, (REAL)km, {c}, {m}, {hd}, {ge}); break;"
         )
-    for key in range(64):
+    for key in range(16 * len(Family)):
         fam, c, m, hd, det = key >> 4, key >> 3 & 1, key >> 2 & 1, key >> 1 & 1, key & 1
         bwd.append(
             f"        case {key}: SFX(backward_block)(grad_s, x, h_seq, m_seq, i_grad, grad_x, gv_io, gi_io, gm_io, "
@@ -200,6 +201,7 @@ def _source() -> str:
     # vectorised loops without -ffast-math.
     head = (
         f"#include <stdint.h>\n#include <math.h>\n#define BLOCK {BLOCK}\n"
+        + "".join(f"#define FAMILY_{member.name} {int(member)}\n" for member in Family) +
         '__attribute__((simd("notinbranch"))) float expf(float);\n'
         '__attribute__((simd("notinbranch"))) double exp(double);\n'
     )

@@ -73,7 +73,8 @@ def neuron_forward(
     constant. Returns spikes [T, N] (x's dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or
     [0], the final v, i, m, xs [N], and with ``count`` the number of spikes (0-dim float64, exact; its
     gradient reaches every spike inside the backward pass), else [0]."""
-    kp = KernelParams(lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height, alpha)
+    kp = KernelParams.from_op((lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height,
+                               alpha))
     v, i, m, xs = (t.clone() for t in (v, i, m, xs))
     spikes, h_seq, m_seq, i_grad = backend_module(backend, x).forward(x, v, i, m, xs, kp)
     spike_sum = spikes.sum(dtype=torch.float64) if count else x.new_empty((0,), dtype=torch.float64)
@@ -103,7 +104,8 @@ def neuron_backward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """BPTT through all T steps. Returns grad_x [T, N] (grad_s's dtype), the grads of the initial
     v, i, m, xs [N], and gz_z [N] (``_contract``); ``g_sum``: the gradient of the spike count, or [0]."""
-    kp = KernelParams(lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height, alpha)
+    kp = KernelParams.from_op((lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height,
+                               alpha))
     gv, gi, gm, gxs = (g.contiguous().clone() for g in (gv, gi, gm, gxs))
     grad_x, gz_z = backend_module(backend, h_seq).backward(grad_s.contiguous(), x, h_seq, m_seq, i_grad, gv, gi, gm,
                                                            gxs, g_sum, kp)
@@ -118,8 +120,7 @@ def _(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, *scalars):
 def _setup_context(ctx, inputs, output):
     x, _v, _i, _m, _xs, gamma, *scalars = inputs
     _spikes, h_seq, m_seq, i_grad, *_state, _spike_sum = output
-    current = scalars[4]
-    ctx.save_for_backward(x if current else x.new_empty((0,)), h_seq, m_seq, i_grad)
+    ctx.save_for_backward(x if KernelParams.from_op(scalars).current else x.new_empty((0,)), h_seq, m_seq, i_grad)
     ctx.scalars = scalars
     ctx.gamma_dtype = gamma.dtype
     ctx.mark_non_differentiable(h_seq, m_seq, i_grad)
@@ -135,7 +136,7 @@ def _backward(ctx, grad_s, _grad_h, _grad_m_seq, _grad_i_grad, gv, gi, gm, gxs, 
     *grads, gz_z = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, *ctx.scalars)
     grad_gamma = None
     if ctx.needs_input_grad[5]:
-        grad_gamma = width_grad(gz_z, 2.0 * KernelParams(*ctx.scalars[:-2]).half_width).to(ctx.gamma_dtype)
+        grad_gamma = width_grad(gz_z, 2.0 * KernelParams.from_op(ctx.scalars).half_width).to(ctx.gamma_dtype)
     return (*grads, grad_gamma, *([None] * len(ctx.scalars)))
 
 

@@ -35,6 +35,12 @@ import triton.language as tl
 from triton.language.extra.cuda import libdevice
 
 from ._contract import KernelParams, compute_dtype, unused
+from .surrogate import Family
+
+# the surrogate families as the kernels compare them (a jitted function reads only constexpr globals)
+_RECTANGLE = tl.constexpr(int(Family.RECTANGLE))
+_TRIANGLE = tl.constexpr(int(Family.TRIANGLE))
+_SIGMOID = tl.constexpr(int(Family.SIGMOID))
 
 BLOCK = 256
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -65,12 +71,12 @@ def _sigmoid(x, PRECISE: tl.constexpr):
 
 @triton.jit
 def _surrogate_grad(z, half_width, height, alpha, atan_scale, FAMILY: tl.constexpr, PRECISE: tl.constexpr):
-    if FAMILY == 0:
+    if FAMILY == _RECTANGLE:
         g = tl.where(tl.abs(z) <= half_width, height, 0.0)
-    elif FAMILY == 1:
+    elif FAMILY == _TRIANGLE:
         r = 1.0 - _div(tl.abs(z), half_width)
         g = tl.where(r > 0, r * height, 0.0)
-    elif FAMILY == 2:
+    elif FAMILY == _SIGMOID:
         sg = _sigmoid(z * alpha, PRECISE)
         g = sg * (1.0 - sg) * (4.0 * height)
     else:

@@ -97,7 +97,7 @@ class NeuronParams(NamedTuple):
         return KernelParams(
             lam=self.decay, vth=self.v_threshold, kc=self.kappa_current, km=self.kappa_membrane,
             current=self.current_inhibition, membrane=self.membrane_inhibition, hard=self.reset == "hard",
-            detach=self.detach_reset, clamp_ge=self.clamp_grad_at_zero == 1.0, family=sg.family_id,
+            detach=self.detach_reset, clamp_ge=self.clamp_grad_at_zero == 1.0, family=int(sg.family_id),
             half_width=sg.half_width, height=sg.height, alpha=sg.alpha,
         )
 

@@ -26,11 +26,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Optional
 
 import torch
 
-FAMILIES = ("rectangle", "triangle", "sigmoid", "atan")
+
+class Family(IntEnum):
+    """The surrogate families, numbered as every kernel takes them: the torch loop compares with these
+    members, the C kernel with ``FAMILY_*`` macros and the Triton kernel with constants made from them."""
+
+    RECTANGLE = 0
+    TRIANGLE = 1
+    SIGMOID = 2
+    ATAN = 3
+
+
+FAMILIES = tuple(member.name.lower() for member in Family)
 NORMALIZATIONS = ("area", "peak")
 
 # FWHM of σ'(x) = σ(x)(1 − σ(x)) is 2·ln(3 + 2√2) ≈ 3.5255 (half maximum where σ = (1 ± 1/√2)/2).
@@ -104,8 +116,8 @@ class Surrogate:
         return self.gamma / 2.0
 
     @property
-    def family_id(self) -> int:
-        return FAMILIES.index(self.family)
+    def family_id(self) -> Family:
+        return Family[self.family.upper()]
 
     def __deepcopy__(self, memo) -> "Surrogate":
         return Surrogate(self.family, self.gamma, self.normalize)
@@ -131,13 +143,13 @@ class Surrogate:
 
 
 def surrogate_grad(z: torch.Tensor, family_id: int, half_width: float, height: float, alpha: float) -> torch.Tensor:
-    """g(z) for the family with index ``family_id`` in :data:`FAMILIES`, from the resolved constants
-    (what the kernels receive). ``z``: any shape; returns the same shape and dtype."""
-    if family_id == 0:
+    """g(z) for the :class:`Family` ``family_id``, from the resolved constants (what the kernels
+    receive). ``z``: any shape; returns the same shape and dtype."""
+    if family_id == Family.RECTANGLE:
         return (z.abs() <= half_width).to(z.dtype) * height
-    if family_id == 1:
+    if family_id == Family.TRIANGLE:
         return (1.0 - z.abs() / half_width).clamp_(min=0.0) * height
-    if family_id == 2:
+    if family_id == Family.SIGMOID:
         sg = torch.sigmoid(z * alpha)
         return sg * (1.0 - sg) * (4.0 * height)
     scaled = z * (math.pi / 2.0 * alpha)

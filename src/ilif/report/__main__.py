@@ -101,7 +101,7 @@ def figures_finished_in(out: Path) -> Optional[int]:
 def build_figures(scale: str, out: Path, runs_root: str, force: bool = False) -> list[Path]:
     """The five figures, redrawn only from at least as many finished runs as the ones they replace
     (or with ``force``), like the tables."""
-    main_name, gamma_name = FIGURES
+    main_name, gamma_name = FIGURES["neurons"], FIGURES["gamma"]
     overrides = [f"scale={scale}", f"runs_root={runs_root}"]
     gamma_runs = load_runs(plan([gamma_name], overrides))
     main_runs = load_runs(plan([main_name], overrides))

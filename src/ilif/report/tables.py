@@ -296,7 +296,7 @@ def git_commit() -> str:
     return commit if commit == "unknown" else commit[:7]
 
 
-#: table number -> its builder (which runs each table reads: ilif.grid.TABLES)
+#: table number -> its builder (which runs each table reads: ilif.grid.tables)
 BUILDERS = {1: table1, 2: table2, 3: table3, 4: table4, 5: table5}
 
 
