@@ -36,8 +36,8 @@ demo: $(STAMP)
 	@echo "  $(VENV)/bin/ilif-report --upload-wandb runs/demo/*"
 
 # Tables and figures: make reproduce-tableN SCALE=full|mini|smoke (each runs its grid, skipping
-# finished runs, then builds the report into results/<scale>/). Which experiments make which table is
-# defined once, in src/ilif/grid.py. Table 4 reads the Table 1 runs.
+# finished runs, then builds the report into results/<scale>/). An experiment file's name says which
+# table it makes (table<N>, table<N>_<variant>; src/ilif/grid.py). Table 4 reads the Table 1 runs.
 reproduce-table%: $(STAMP)
 	$(PY) -m ilif.study --table $* --scale $(SCALE)
 	$(PY) -m ilif.report --scale $(SCALE) --tables $*
