@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ilif.conf import compose_config, identity, run_leaf, use_config_dirs
+from ilif.models import model_names
 from ilif.train.build import build_datasets, build_model
 from ilif.errors import ConfigError
 from ilif.train.config import validate
@@ -36,8 +37,8 @@ def two_layer(neuron, num_classes, in_channels, T, input_size, hidden=64):
 
 @pytest.fixture
 def mine(tmp_path, monkeypatch):
-    """A user's folder: ``mine/model/mlp.yaml`` (a backbone outside the package with its own ``hidden``),
-    ``mine/neuron/mylif.yaml`` (LIF's file without ``name``), ``mine/dataset/noisy.yaml`` (a dataset
+    """A user's folder: ``mine/model/user_mlp.yaml`` (a backbone outside the package with its own ``hidden``),
+    ``mine/neuron/user_lif.yaml`` (LIF's file without ``name``), ``mine/dataset/user_noisy.yaml`` (a dataset
     function with its own ``noise``) and the module ``user_parts`` they name."""
     (tmp_path / "user_parts.py").write_text(BACKBONE + '''
 
@@ -50,9 +51,9 @@ def noisy(cfg):
     return train, test, dataclasses.replace(info, split=f"noise={cfg['noise']}")
 ''')
     monkeypatch.syspath_prepend(str(tmp_path))
-    for group, text in (("model/mlp", "_target_: user_parts.two_layer\nhidden: 16\n"),
-                        ("neuron/mylif", "_target_: ilif.neurons.LIF\ntau: 2.0\n"),
-                        ("dataset/noisy", "builder: user_parts.noisy\nnoise: 0.5\n")):
+    for group, text in (("model/user_mlp", "_target_: user_parts.two_layer\nhidden: 16\n"),
+                        ("neuron/user_lif", "_target_: ilif.neurons.LIF\ntau: 2.0\n"),
+                        ("dataset/user_noisy", "builder: user_parts.noisy\nnoise: 0.5\n")):
         (tmp_path / "mine" / group).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "mine" / f"{group}.yaml").write_text(text)
     use_config_dirs([tmp_path / "mine"])
@@ -60,20 +61,20 @@ def noisy(cfg):
 
 
 def test_a_component_is_named_by_its_file_and_its_keys_reach_it(mine):
-    cfg = compose_config(["model=mlp", "neuron=mylif", "model.hidden=8"])
+    cfg = compose_config(["model=user_mlp", "neuron=user_lif", "model.hidden=8"])
     validate(cfg)
-    assert (cfg.model.name, cfg.neuron.name, cfg.dataset.name) == ("mlp", "mylif", "digits")
+    assert (cfg.model.name, cfg.neuron.name, cfg.dataset.name) == ("user_mlp", "user_lif", "digits")
     _, _, _, info = build_datasets(cfg)
     assert build_model(cfg, info).fc1.out_features == 8
-    assert run_leaf(cfg).startswith("digits-mylif-g1-s0-")
-    assert identity(cfg)["model"] == {"name": "mlp", "_target_": "user_parts.two_layer", "hidden": 8,
+    assert run_leaf(cfg).startswith("digits-user_lif-g1-s0-")
+    assert identity(cfg)["model"] == {"name": "user_mlp", "_target_": "user_parts.two_layer", "hidden": 8,
                                       "dropout": 0.0, "bn_per_step": False}
-    assert run_leaf(compose_config(["model=mlp", "neuron=mylif"])) != run_leaf(cfg)  # hidden is in its hash
+    assert run_leaf(compose_config(["model=user_mlp", "neuron=user_lif"])) != run_leaf(cfg)  # hidden is in its hash
     assert identity(compose_config([]))["model"] == {"name": "convnet_small", "dropout": 0.0, "bn_per_step": False}
 
 
 def test_a_dataset_function_gets_its_own_keys(mine):
-    cfg = compose_config(["dataset=noisy", "dataset.noise=0.25"])
+    cfg = compose_config(["dataset=user_noisy", "dataset.noise=0.25"])
     validate(cfg)
     assert build_datasets(cfg)[3].split == "noise=0.25"
     assert identity(cfg)["dataset"]["noise"] == 0.25 and "noise" not in identity(compose_config([]))["dataset"]
@@ -82,30 +83,30 @@ def test_a_dataset_function_gets_its_own_keys(mine):
 def test_the_trainer_runs_a_users_backbone_and_neuron_from_their_folder(mine, tmp_path, cli):
     from ilif.train.app import main as train_main
 
-    proc = cli(train_main, "--config-dir", str(mine), "model=mlp", "neuron=mylif", "trainer.epochs=1",
+    proc = cli(train_main, "--config-dir", str(mine), "model=user_mlp", "neuron=user_lif", "trainer.epochs=1",
                "trainer.progress=false", "trainer.limit_train_batches=2", "trainer.limit_eval_batches=1")
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (tmp_path / "runs" / "default").iterdir()
-    assert run_dir.name.startswith("digits-mylif-g1-s0-")
+    assert run_dir.name.startswith("digits-user_lif-g1-s0-")
     saved = OmegaConf.load(run_dir / "config.yaml")
-    assert (saved.model.name, saved.model.hidden, saved.neuron.name) == ("mlp", 16, "mylif")
+    assert (saved.model.name, saved.model.hidden, saved.neuron.name) == ("user_mlp", 16, "user_lif")
     assert run_dir.name == run_leaf(saved)  # the directory's hash is the hash of the config it holds
-    assert json.loads((run_dir / "summary.json").read_text())["neuron"] == "mylif"
+    assert json.loads((run_dir / "summary.json").read_text())["neuron"] == "user_lif"
 
 
 @pytest.mark.parametrize("overrides, message", [
     (["+model.hidden=3"], "model.hidden=3 is not allowed: convnet_small takes ['dropout', 'bn_per_step']"),
-    (["model=mlp", "model.dropout=0.1"], "model.dropout=0.1 is not allowed: two_layer takes ['hidden']"),
+    (["model=user_mlp", "model.dropout=0.1"], "model.dropout=0.1 is not allowed: two_layer takes ['hidden']"),
     (["model.bn_per_step=1"], "model.bn_per_step=1 is not allowed: a value of type bool"),
     (["dataset.root=3"], "dataset.root=3 is not allowed: a value of type str or None"),
     (["+dataset.noise=1"], "dataset.noise=1 is not allowed: dataset digits takes ['augment', 'builder', 'download', "
                            "'name', 'preprocess', 'root', 'split', 'split_seed', 'stand_in', 'stand_in_samples', "
                            "'stand_in_size', 'val_fraction'] (a dataset.builder function gets keys of its own)"),
-    (["model.name=vgg16"], "model.name='vgg16' is not allowed: choose one of ['convnet_small', 'preact_resnet18', "
-                           "'resnet34', 'vgg11_bn'], or give model._target_ (a backbone function outside the package)"),
-    (["model=mlp", "model._target_=user_parts.nothing"], "model._target_='user_parts.nothing' is not allowed: it must "
-                                                         "name an importable function (AttributeError: module "
-                                                         "'user_parts' has no attribute 'nothing')"),
+    (["model.name=vgg16"], f"model.name='vgg16' is not allowed: choose one of {model_names()}, or give "
+                           "model._target_ (a backbone function outside the package)"),
+    (["model=user_mlp", "model._target_=user_parts.nothing"],
+     "model._target_='user_parts.nothing' is not allowed: it must name an importable function (AttributeError: "
+     "module 'user_parts' has no attribute 'nothing')"),
 ])
 def test_a_key_a_component_does_not_take_is_one_line(mine, overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -191,14 +192,14 @@ def test_a_neuron_written_as_one_step_gets_the_rest_from_its_base():
     from spikingjelly.activation_based import functional
 
     from ilif.metrics import SpikeMeter
-    from ilif.neurons import NeuronParams, StepNeuron, Surrogate
+    from ilif.neurons import LIFParams, StepNeuron, Surrogate
 
     class AdaptiveLIF(StepNeuron):
         memory_names = ("v", "a")
 
         def __init__(self, tau=2.0, v_threshold=1.0, beta=0.2, surrogate=None, step_mode="s", store_membrane=False):
             super().__init__(step_mode, store_membrane)
-            self.params = NeuronParams(tau=tau, v_threshold=v_threshold, surrogate=surrogate or Surrogate()).validated()
+            self.params = LIFParams(tau=tau, v_threshold=v_threshold, surrogate=surrogate or Surrogate()).validated()
             self.beta = beta
 
         def step(self, x, state):

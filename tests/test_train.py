@@ -10,6 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ilif.conf import group_options
 from ilif.data import build as build_data
 from ilif.train.build import build_model, neuron_factory
 from ilif.errors import ConfigError
@@ -50,7 +51,7 @@ def run_dirs(cwd: Path, experiment: str = "default"):
     "override, message",
     [("surrogate.gamma=-1", "surrogate.gamma=-1.0 is not allowed: a finite number > 0"),
      ("neuron=foo",
-      "neuron='foo' is not allowed: choose one of ['clif', 'ilif', 'ilif_current', 'ilif_membrane', 'lif', 'plif']"),
+      f"neuron='foo' is not allowed: choose one of {group_options('neuron')}"),
      ("trainer.T=0", "trainer.T=0 is not allowed: an integer > 0"),
      ("optim.name=adam", "optim.name='adam' is not allowed: choose one of ['sgd', 'adamw']"),
      ("loss.name=mse", "loss.name='mse' is not allowed: choose one of ['ce', 'tet']"),
@@ -67,8 +68,7 @@ def test_the_command_prints_only_the_error_line_and_exits_2(tmp_path):
     proc = run_train(tmp_path, "neuron=foo")  # a new process: nothing else reaches its stderr
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: neuron='foo' is not allowed: "
-        "choose one of ['clif', 'ilif', 'ilif_current', 'ilif_membrane', 'lif', 'plif']"]
+        f"error: neuron='foo' is not allowed: choose one of {group_options('neuron')}"]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "outputs").exists()
 
 

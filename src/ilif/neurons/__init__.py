@@ -6,7 +6,7 @@
 
 from .base import SpikingNeuron, StepNeuron
 from .clif import CLIF
-from .functional import NeuronParams, NeuronState, multistep, step, zero_state
+from .functional import LIFParams, NeuronParams, NeuronState, multistep, step, zero_state
 from .modules import ILIF, LIF
 from .plif import PLIF
 from .surrogate import FAMILIES, NORMALIZATIONS, Surrogate, heaviside
@@ -16,6 +16,7 @@ __all__ = [
     "FAMILIES",
     "ILIF",
     "LIF",
+    "LIFParams",
     "NORMALIZATIONS",
     "NeuronParams",
     "NeuronState",

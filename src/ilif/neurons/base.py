@@ -7,7 +7,7 @@ operations) and exposes its threshold and surrogate (the spike meter's support o
 find neuron layers with ``isinstance(module, SpikingNeuron)``.
 
 A new neuron subclasses :class:`StepNeuron`: it names its state (``memory_names``), checks its
-parameters into ``self.params`` (a :class:`~ilif.neurons.functional.NeuronParams`, or anything with
+parameters into ``self.params`` (a :class:`~ilif.neurons.functional.LIFParams`, or anything with
 ``v_threshold`` and ``surrogate``), and writes one step, charge, fire and reset (:meth:`StepNeuron.step`).
 It gets the rest: single- and multi-step execution over [T, B, ...], the state set-up and reset,
 ``h_seq`` for the meters (``store_membrane``), autograd through its surrogate (so ``torch.compile`` traces
@@ -42,7 +42,8 @@ class SpikingNeuron:
 
     @property
     def surrogate(self) -> Surrogate:
-        """The surrogate of the layer's ``params`` (a :class:`~ilif.neurons.functional.NeuronParams`)."""
+        """The surrogate of the layer's ``params`` (:class:`~ilif.neurons.functional.LIFParams` or
+        :class:`~ilif.neurons.functional.NeuronParams`)."""
         return self.params.surrogate
 
     def set_surrogate(self, surrogate: Surrogate) -> None:

@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from .base import StepNeuron
-from .functional import NeuronParams
+from .functional import LIFParams
 from .surrogate import Surrogate
 
 
@@ -51,7 +51,7 @@ class CLIF(StepNeuron):
         store_membrane: bool = False,
     ):
         super().__init__(step_mode, store_membrane)
-        self.params = NeuronParams(tau=tau, v_threshold=v_threshold, reset=reset, detach_reset=detach_reset,
+        self.params = LIFParams(tau=tau, v_threshold=v_threshold, reset=reset, detach_reset=detach_reset,
                                    surrogate=Surrogate() if surrogate is None else surrogate).validated()
 
     def state_ops(self) -> tuple[int, int]:

@@ -46,8 +46,47 @@ def _finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+class LIFParams(NamedTuple):
+    """Constants of a LIF layer, and of the neurons built on its charge (CLIF, PLIF, a
+    :class:`~ilif.neurons.base.StepNeuron`); nothing here is learnable."""
+
+    tau: float = 2.0
+    v_threshold: float = 1.0
+    reset: str = "soft"
+    detach_reset: bool = False
+    surrogate: Surrogate = Surrogate()
+
+    @property
+    def decay(self) -> float:
+        """λ = 1 − 1/τ."""
+        return 1.0 - 1.0 / self.tau
+
+    def validated(self) -> "LIFParams":
+        """Return ``self`` after checking every value; raises ValueError naming the bad parameter."""
+        if not _finite_number(self.tau) or self.tau <= 1.0:
+            raise ValueError(f"tau={self.tau!r} is not allowed: it must be a finite float > 1")
+        if not _finite_number(self.v_threshold) or self.v_threshold <= 0.0:
+            raise ValueError(f"v_threshold={self.v_threshold!r} is not allowed: it must be a finite float > 0")
+        if not isinstance(self.detach_reset, bool):
+            raise ValueError(f"detach_reset={self.detach_reset!r} is not allowed: it must be true or false")
+        if self.reset not in RESETS:
+            raise ValueError(f"reset={self.reset!r} is not allowed: choose one of {RESETS}")
+        if not isinstance(self.surrogate, Surrogate):
+            raise ValueError(f"surrogate={self.surrogate!r} is not allowed: it must be an ilif.neurons.Surrogate")
+        return self._replace(tau=float(self.tau), v_threshold=float(self.v_threshold))
+
+    def core(self) -> "NeuronParams":
+        """These constants as the fused core's: ILIF with both inhibitory units off."""
+        return NeuronParams(*self)
+
+    def kernel_params(self) -> KernelParams:
+        """The resolved constants the fused kernels take."""
+        return self.core().kernel_params()
+
+
 class NeuronParams(NamedTuple):
-    """Constants of one neuron layer (nothing here is learnable)."""
+    """Constants of an ILIF layer, the fused core's: LIF's (:class:`LIFParams`, the first five fields)
+    and the two inhibitory units (both off: LIF). Nothing here is learnable."""
 
     tau: float = 2.0
     v_threshold: float = 1.0
@@ -65,31 +104,28 @@ class NeuronParams(NamedTuple):
         """λ = 1 − 1/τ."""
         return 1.0 - 1.0 / self.tau
 
+    def core(self) -> "NeuronParams":
+        """Itself: these are the fused core's constants."""
+        return self
+
     def validated(self) -> "NeuronParams":
-        """Return ``self`` after checking every value; raises ValueError naming the bad parameter."""
-        if not _finite_number(self.tau) or self.tau <= 1.0:
-            raise ValueError(f"tau={self.tau!r} is not allowed: it must be a finite float > 1")
-        if not _finite_number(self.v_threshold) or self.v_threshold <= 0.0:
-            raise ValueError(f"v_threshold={self.v_threshold!r} is not allowed: it must be a finite float > 0")
-        for name in ("detach_reset", "current_inhibition", "membrane_inhibition"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed: it must be true or false")
-        if self.reset not in RESETS:
-            raise ValueError(f"reset={self.reset!r} is not allowed: choose one of {RESETS}")
-        if not isinstance(self.surrogate, Surrogate):
-            raise ValueError(f"surrogate={self.surrogate!r} is not allowed: it must be an ilif.neurons.Surrogate")
+        """Return ``self`` after checking every value (LIF's first); raises ValueError naming the bad one."""
+        lif = len(LIFParams._fields)
+        p = NeuronParams(*LIFParams(*self[:lif]).validated(), *self[lif:])
+        for name in ("current_inhibition", "membrane_inhibition"):
+            if not isinstance(getattr(p, name), bool):
+                raise ValueError(f"{name}={getattr(p, name)!r} is not allowed: it must be true or false")
         for name in ("kappa_current", "kappa_membrane"):
-            value = getattr(self, name)
+            value = getattr(p, name)
             if not _finite_number(value) or value < 0.0:
                 raise ValueError(f"{name}={value!r} is not allowed: it must be a finite float >= 0")
-        if self.clamp_grad_at_zero not in CLAMP_GRADS or isinstance(self.clamp_grad_at_zero, bool):
+        if p.clamp_grad_at_zero not in CLAMP_GRADS or isinstance(p.clamp_grad_at_zero, bool):
             raise ValueError(
-                f"clamp_grad_at_zero={self.clamp_grad_at_zero!r} is not allowed: choose 1.0 (the release's "
+                f"clamp_grad_at_zero={p.clamp_grad_at_zero!r} is not allowed: choose 1.0 (the release's "
                 "gradient of max(i, 0) at i = 0) or 0.0"
             )
-        return self._replace(tau=float(self.tau), v_threshold=float(self.v_threshold),
-                             kappa_current=float(self.kappa_current), kappa_membrane=float(self.kappa_membrane),
-                             clamp_grad_at_zero=float(self.clamp_grad_at_zero))
+        return p._replace(kappa_current=float(p.kappa_current), kappa_membrane=float(p.kappa_membrane),
+                          clamp_grad_at_zero=float(p.clamp_grad_at_zero))
 
     def kernel_params(self) -> KernelParams:
         """The resolved constants the fused kernels take."""
@@ -129,11 +165,11 @@ def step(x: torch.Tensor, state: Optional[NeuronState], params: NeuronParams) ->
     Args:
         x: input current [B, ...].
         state: previous state (None: all zeros).
-        params: neuron constants.
+        params: neuron constants (:class:`NeuronParams`, or :class:`LIFParams` for LIF).
     Returns:
         spikes [B, ...] and the new state.
     """
-    p = params
+    p = params.core()
     v, i, m, xs = zero_state(x) if state is None else state
     h = p.decay * v + x
     if p.current_inhibition:
@@ -155,7 +191,7 @@ def step(x: torch.Tensor, state: Optional[NeuronState], params: NeuronParams) ->
 def multistep(
     x_seq: torch.Tensor,
     state: Optional[NeuronState],
-    params: NeuronParams,
+    params: NeuronParams | LIFParams,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, NeuronState, Optional[torch.Tensor]]:
     """All T steps of equations (1)–(6) in one fused custom op: :func:`multistep_with_count` without
@@ -166,7 +202,7 @@ def multistep(
 def multistep_with_count(
     x_seq: torch.Tensor,
     state: Optional[NeuronState],
-    params: NeuronParams,
+    params: NeuronParams | LIFParams,
     backend: str = "auto",
     count: bool = True,
 ) -> tuple[torch.Tensor, NeuronState, Optional[torch.Tensor], Optional[torch.Tensor]]:
@@ -175,7 +211,7 @@ def multistep_with_count(
     Args:
         x_seq: input currents [T, B, ...] (at least 2 dims), float16, bfloat16, float32 or float64.
         state: state before the first step, each [B, ...] (None: all zeros).
-        params: neuron constants.
+        params: neuron constants (:class:`NeuronParams`, or :class:`LIFParams` for LIF).
         backend: ``auto`` (the C kernel for CPU tensors, Triton for CUDA tensors, the torch loop where
             neither runs), ``c``, ``triton``, ``torch``, or ``reference``: :func:`step` in a Python loop
             with autograd on every op, the way the authors' release runs (slow; for checks and benchmarks).
@@ -193,6 +229,7 @@ def multistep_with_count(
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not allowed: choose one of {BACKENDS}")
     check_dtype(x_seq)
+    params = params.core()
     if backend == "reference":
         spikes, state, h_seq = _reference(x_seq, state, params)
         return spikes, state, h_seq, spikes.sum(dtype=torch.float64) if count else None

@@ -16,7 +16,7 @@ from spikingjelly.activation_based import base
 
 from ._contract import compute_dtype
 from .base import SpikingNeuron
-from .functional import NeuronParams, NeuronState, multistep_with_count
+from .functional import LIFParams, NeuronParams, NeuronState, multistep_with_count
 from .surrogate import Surrogate
 
 # (multiply-class, add-class) operations per neuron-step: LIF charge (λ·v, +x), compare, soft reset;
@@ -53,7 +53,7 @@ class LIF(base.MemoryModule, SpikingNeuron):
         backend: str = "auto",
     ):
         super().__init__()
-        self.params = NeuronParams(
+        self.params = LIFParams(
             tau=tau,
             v_threshold=v_threshold,
             reset=reset,
@@ -72,25 +72,16 @@ class LIF(base.MemoryModule, SpikingNeuron):
         return self.params.v_threshold
 
     def state_ops(self) -> tuple[int, int]:
-        """(multiply-class, add-class) operations of one neuron-step: LIF's plus each inhibitory unit's."""
-        p = self.params
-        parts = ["lif"] + ["current"] * p.current_inhibition + ["membrane"] * p.membrane_inhibition
-        return tuple(sum(STATE_OPS[part][k] for part in parts) for k in range(2))
+        """(multiply-class, add-class) operations of one neuron-step."""
+        return STATE_OPS["lif"]
 
     def extra_repr(self) -> str:
         p = self.params
         sg = p.surrogate
-        text = (
+        return (
             f"tau={p.tau}, v_threshold={p.v_threshold}, reset={p.reset}, detach_reset={p.detach_reset}, "
             f"surrogate={sg.family}(gamma={sg.gamma}, normalize={sg.normalize}), step_mode={self.step_mode}"
         )
-        if p.current_inhibition or p.membrane_inhibition:
-            text += (
-                f", current_inhibition={p.current_inhibition}, kappa_current={p.kappa_current}, "
-                f"membrane_inhibition={p.membrane_inhibition}, kappa_membrane={p.kappa_membrane}, "
-                f"clamp_grad_at_zero={p.clamp_grad_at_zero}"
-            )
-        return text
 
     def materialize_states(self, inputs, states, step_mode):
         x = inputs[0]
@@ -159,10 +150,28 @@ class ILIF(LIF):
             store_membrane=store_membrane,
             backend=backend,
         )
-        self.params = self.params._replace(
+        self.params = NeuronParams(
+            *self.params,
             kappa_current=kappa_current,
             kappa_membrane=kappa_membrane,
             current_inhibition=current_inhibition,
             membrane_inhibition=membrane_inhibition,
             clamp_grad_at_zero=clamp_grad_at_zero,
         ).validated()
+
+    def state_ops(self) -> tuple[int, int]:
+        """(multiply-class, add-class) operations of one neuron-step: LIF's plus each inhibitory unit's."""
+        p = self.params
+        parts = ["lif"] + ["current"] * p.current_inhibition + ["membrane"] * p.membrane_inhibition
+        return tuple(sum(STATE_OPS[part][k] for part in parts) for k in range(2))
+
+    def extra_repr(self) -> str:
+        p = self.params
+        text = super().extra_repr()
+        if p.current_inhibition or p.membrane_inhibition:
+            text += (
+                f", current_inhibition={p.current_inhibition}, kappa_current={p.kappa_current}, "
+                f"membrane_inhibition={p.membrane_inhibition}, kappa_membrane={p.kappa_membrane}, "
+                f"clamp_grad_at_zero={p.clamp_grad_at_zero}"
+            )
+        return text

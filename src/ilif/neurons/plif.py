@@ -10,7 +10,7 @@ from typing import Optional
 from spikingjelly.activation_based.neuron import ParametricLIFNode
 
 from .base import SpikingNeuron
-from .functional import NeuronParams
+from .functional import LIFParams
 from .surrogate import Surrogate
 
 
@@ -38,7 +38,7 @@ class PLIF(ParametricLIFNode, SpikingNeuron):
         decay_input: bool = True,
         step_mode: str = "s",
     ):
-        params = NeuronParams(tau=tau, v_threshold=v_threshold, reset=reset, detach_reset=detach_reset,
+        params = LIFParams(tau=tau, v_threshold=v_threshold, reset=reset, detach_reset=detach_reset,
                               surrogate=Surrogate() if surrogate is None else surrogate).validated()
         if not isinstance(decay_input, bool):
             raise ValueError(f"decay_input={decay_input!r} is not allowed: it must be true or false")
