@@ -9,7 +9,7 @@ from spikingjelly.activation_based import functional
 
 from devices import DEVICE, FUSED
 from ilif.models import create_model
-from ilif.neurons import FAMILIES, ILIF, LIF, NeuronParams, NeuronState, Surrogate, multistep
+from ilif.neurons import CLIF, FAMILIES, ILIF, LIF, NeuronParams, NeuronState, Surrogate, multistep
 from ilif.neurons.surrogate import SIGMOID_FWHM
 
 ALL_BACKENDS = (*FUSED, "reference")
@@ -174,7 +174,7 @@ def _network(model: str, neuron_cls):
 
 
 @pytest.mark.parametrize("neuron_cls, model, size", [(LIF, "convnet_small", 8), (ILIF, "convnet_small", 8),
-                                                     (ILIF, "preact_resnet18", 32)])
+                                                     (ILIF, "preact_resnet18", 32), (CLIF, "convnet_small", 8)])
 def test_compile_traces_a_whole_network_without_graph_breaks(neuron_cls, model, size):
     net = _network(model, neuron_cls)
     x = torch.randn(2, 3, size, size, device=DEVICE)

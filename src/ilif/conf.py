@@ -47,15 +47,20 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING  # a registered backbone (ilif.models), or anything with _target_
+    name: str = MISSING  # the config choice unless set; a registered backbone (ilif.models), or any with _target_
     dropout: float = 0.0
     bn_per_step: bool = False  # true: per-time-step BatchNorm statistics, as the release
     # _target_ (optional): the dotted path of a backbone function outside the package (docs: Extending)
 
 
-def _open(schema) -> Any:
-    """A field whose value is a dict holding ``schema``'s keys and defaults, open to a component's own keys."""
-    return field(default_factory=lambda: asdict(schema()))
+#: a component's ``name`` where no file sets it: its config choice (``ilif-train --cfg job`` shows this)
+CHOICE = "${ilif_choice:%s}"
+
+
+def _open(group: str, schema=None) -> Any:
+    """A field whose value is a dict of ``schema``'s keys and defaults (none: the neuron's), open to a
+    component's own keys, and named after the group's config choice unless a file sets ``name``."""
+    return field(default_factory=lambda: {**(asdict(schema()) if schema else {}), "name": CHOICE % group})
 
 
 #: the open groups (their YAML files may add keys) and the keys every option of the group has
@@ -143,10 +148,9 @@ class CompareConfig:
 
 @dataclass
 class TrainConfig:
-    dataset: Dict[str, Any] = _open(DatasetConfig)
-    model: Dict[str, Any] = _open(ModelConfig)
-    neuron: Dict[str, Any] = field(default_factory=lambda: {"name": MISSING})  # _target_ (a neuron class) and
-    # the class's own arguments
+    dataset: Dict[str, Any] = _open("dataset", DatasetConfig)
+    model: Dict[str, Any] = _open("model", ModelConfig)
+    neuron: Dict[str, Any] = _open("neuron")  # _target_ (a neuron class) and the class's own arguments
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -166,15 +170,27 @@ def register() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     if not OmegaConf.has_resolver("ilif_run_leaf"):
         OmegaConf.register_new_resolver("ilif_run_leaf", lambda *, _root_: run_leaf(name_components(_root_.copy())))
+    if not OmegaConf.has_resolver("ilif_choice"):
+        OmegaConf.register_new_resolver("ilif_choice", _choice)
+
+
+def _choice(group: str, *, _root_: DictConfig) -> str:
+    """The config choice of ``group``: from the config's own ``hydra`` node, or from Hydra's job."""
+    if "hydra" in _root_:
+        return _root_.hydra.runtime.choices[group]
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices[group]
 
 
 def name_components(cfg: DictConfig, choices: Optional[DictConfig] = None) -> DictConfig:
-    """``cfg`` with the ``name`` of each open group (:data:`COMPONENTS`) that has none set to its config
-    choice, from ``choices`` or ``cfg.hydra.runtime.choices``; in place, and returned."""
+    """``cfg`` with the ``name`` of each open group (:data:`COMPONENTS`) that no file set (it is still
+    :data:`CHOICE`) set to its config choice, from ``choices`` or ``cfg.hydra.runtime.choices``; in
+    place, and returned. Copies of the result need no Hydra to resolve their names."""
     choices = cfg.hydra.runtime.choices if choices is None else choices
     with read_write(cfg):
         for group in COMPONENTS:
-            if OmegaConf.is_missing(cfg[group], "name") and choices.get(group):
+            if OmegaConf.to_container(cfg[group], resolve=False).get("name") == CHOICE % group and choices.get(group):
                 cfg[group].name = choices[group]
     return cfg
 
