@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 
 CONFIG_DIR = Path(os.environ.get("ILIF_CONFIGS") or Path(__file__).resolve().parent / "configs")
 
@@ -57,10 +59,23 @@ class ModelConfig:
 CHOICE = "${ilif_choice:%s}"
 
 
+_NODES = {bool: BooleanNode, int: IntegerNode, float: FloatNode, str: StringNode}
+
+
+def _typed_defaults(schema) -> dict:
+    """``schema``'s keys and defaults as typed OmegaConf nodes: inside an open dict, a value given for
+    one of them (a YAML file, an override, a sweep) is converted and checked as in a structured config."""
+    hints, nodes = typing.get_type_hints(schema), {}
+    for f in fields(schema):
+        kinds = [k for k in typing.get_args(hints[f.name]) or [hints[f.name]] if k is not type(None)]
+        nodes[f.name] = _NODES[kinds[0]](f.default, is_optional=len(kinds) < len(typing.get_args(hints[f.name])))
+    return nodes
+
+
 def _open(group: str, schema=None) -> Any:
-    """A field whose value is a dict of ``schema``'s keys and defaults (none: the neuron's), open to a
-    component's own keys, and named after the group's config choice unless a file sets ``name``."""
-    return field(default_factory=lambda: {**(asdict(schema()) if schema else {}), "name": CHOICE % group})
+    """A field whose value is a dict of ``schema``'s keys and defaults, typed (none: the neuron's), open
+    to a component's own keys, and named after the group's config choice unless a file sets ``name``."""
+    return field(default_factory=lambda: {**(_typed_defaults(schema) if schema else {}), "name": CHOICE % group})
 
 
 #: the open groups (their YAML files may add keys) and the keys every option of the group has

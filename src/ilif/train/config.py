@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import typing
 from dataclasses import fields
 from typing import Any, Callable, Optional
 
@@ -194,34 +193,22 @@ def check_frames(cfg: DictConfig) -> None:
                           f"{ROWS}×{ROWS} digits; recipe=mini_seqdigits sets it)")
 
 
-def _of_type(value: Any, hint: Any) -> bool:
-    """Whether ``value`` is of the type ``hint`` of a schema field (an int is a float, a bool no number)."""
-    if typing.get_origin(hint) is typing.Union:
-        return any(_of_type(value, h) for h in typing.get_args(hint))
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
 def check_components(cfg: DictConfig) -> None:
-    """The open groups' keys: those every dataset and model has keep their schema's type; a built-in
-    dataset takes no other key (a ``dataset.builder`` function gets them all); a backbone takes every
-    key of its model config (:func:`ilif.train.build.model_arguments`)."""
+    """The open groups' keys: every dataset and model has those of its schema (their types are the
+    schema's nodes, :mod:`ilif.conf`); a built-in dataset takes no other key (a ``dataset.builder``
+    function gets them all); a backbone takes every key of its model config
+    (:func:`ilif.train.build.model_arguments`)."""
     for group, schema in COMPONENTS.items():
         if schema is None:
             continue
         spec = OmegaConf.to_container(cfg[group], resolve=True)
-        hints = typing.get_type_hints(schema)
-        for key, hint in hints.items():
-            names = [getattr(h, "__name__", str(h)).replace("NoneType", "None")
-                     for h in typing.get_args(hint) or [hint]]
-            _require(_of_type(spec[key], hint), f"{group}.{key}", spec[key], f"a value of type {' or '.join(names)}")
+        common = [f.name for f in fields(schema)]
+        for key in common:
+            _require(key in spec, f"{group}.{key}", None, f"every {group} has it (it was removed)")
         if group == "dataset" and not spec["builder"]:
-            extra = sorted(set(spec) - set(hints))
+            extra = sorted(set(spec) - set(common))
             _require(not extra, f"dataset.{extra[0] if extra else ''}", spec.get(extra[0]) if extra else None,
-                     f"dataset {spec['name']} takes {sorted(hints)} (a dataset.builder function gets keys of its own)")
+                     f"dataset {spec['name']} takes {sorted(common)} (a dataset.builder function gets keys of its own)")
     try:
         model_arguments(cfg, backbone(cfg.model))
     except ValueError as err:
