@@ -254,3 +254,27 @@ def test_the_fused_ops_take_the_kernel_params_by_their_field_names_and_one_famil
     assert FAMILIES == ("rectangle", "triangle", "sigmoid", "atan")
     assert [Surrogate(name).family_id for name in FAMILIES] == list(Family)
     assert all(f"#define FAMILY_{member.name} {int(member)}\n" in _source() for member in Family)
+
+
+def test_a_backbone_gets_input_size_and_the_keys_it_names_or_takes_with_kwargs(mine, tmp_path):
+    import torch
+
+    from ilif.models import create_model
+    from ilif.neurons import LIF
+    from ilif.train.build import model_arguments
+
+    resnet = create_model("preact_resnet18", lambda: LIF(step_mode="m"), num_classes=10, in_channels=3, T=2,
+                          input_size=32)  # as scripts/bench_train.py asks; this backbone does not need the size
+    assert resnet(torch.zeros(1, 3, 32, 32)).shape == (2, 1, 10)
+    cfg = compose_config(["model=user_mlp", "+model.width=3"])
+
+    def open_backbone(neuron, num_classes, in_channels, T, *layers, hidden=8, **options):
+        return None
+
+    def positional_only(neuron, num_classes, in_channels, T, *layers):
+        return None
+
+    assert model_arguments(cfg, open_backbone) == {"hidden": 16, "width": 3}
+    with pytest.raises(ValueError) as err:
+        model_arguments(compose_config(["model=user_mlp", "~model.hidden", "+model.layers=2"]), positional_only)
+    assert str(err.value) == "model.layers=2 is not allowed: positional_only takes []"

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import inspect
+from typing import Any, Callable, Mapping, Optional
 
 from torch import nn
 
@@ -50,7 +51,17 @@ def create_model(name: str, neuron: Callable[[], nn.Module], num_classes: int, i
     Returns:
         a module mapping [B, C, H, W] (static) or [B, T, C, H, W] (events) to logits [T, B, num_classes].
     """
-    return backbone({"name": name})(neuron=neuron, num_classes=num_classes, in_channels=in_channels, **kwargs)
+    return call_backbone(backbone({"name": name}), neuron=neuron, num_classes=num_classes, in_channels=in_channels,
+                         **kwargs)
+
+
+def call_backbone(function: Callable[..., nn.Module], input_size: Optional[int] = None, **kwargs) -> nn.Module:
+    """``function`` (a backbone) with ``kwargs``, and with ``input_size`` (the input's side in pixels;
+    None: the backbone's default) only when it names it: the trainer knows the size of every dataset,
+    few backbones need it."""
+    if input_size is not None and "input_size" in inspect.signature(function).parameters:
+        kwargs["input_size"] = input_size
+    return function(**kwargs)
 
 
 def spiking(neuron: Callable[[], nn.Module]) -> nn.Module:

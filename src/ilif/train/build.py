@@ -21,6 +21,7 @@ from torch.utils.data import Subset
 from ilif.conf import ModelConfig
 from ilif.data import build as build_data
 from ilif.models import backbone
+from ilif.models.registry import call_backbone
 from ilif.neurons import Surrogate
 
 
@@ -41,14 +42,17 @@ MODEL_GIVEN = ("neuron", "num_classes", "in_channels", "T")
 def model_arguments(cfg: DictConfig, function: Callable) -> dict:
     """The keys of ``cfg.model`` that ``function`` (a backbone) is called with: all but ``name`` and
     ``_target_``; a key every model config has (ModelConfig) is left out, at its default, where the
-    backbone does not take it. Raises ValueError naming ``model.<key>`` that the backbone does not take."""
-    takes = [k for k, p in inspect.signature(function).parameters.items() if p.kind != p.VAR_KEYWORD]
+    backbone does not name it; a backbone with ``**kwargs`` takes any other key. Raises ValueError naming
+    ``model.<key>`` that the backbone does not take."""
+    parameters = inspect.signature(function).parameters.values()
+    takes = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters)
     common = asdict(ModelConfig())
     arguments = {}
     for key, value in OmegaConf.to_container(cfg.model, resolve=True).items():
         if key in ("name", "_target_") or (key not in takes and key in common and value == common[key]):
             continue
-        if key not in takes or key in MODEL_GIVEN:
+        if (key not in takes and not takes_any) or key in MODEL_GIVEN:
             allowed = [k for k in takes if k not in (*MODEL_GIVEN, "input_size")]
             raise ValueError(f"model.{key}={value!r} is not allowed: {function.__name__} takes {allowed}")
         arguments[key] = value
@@ -59,9 +63,8 @@ def build_model(cfg: DictConfig, info) -> nn.Module:
     """The configured backbone with the configured neuron, for a dataset described by ``info``; it maps
     [B, C, H, W] (static) or [B, T, C, H, W] (events) to logits [T, B, classes]."""
     function = backbone(cfg.model)
-    size = {"input_size": info.input_size} if "input_size" in inspect.signature(function).parameters else {}
-    return function(neuron=neuron_factory(cfg), num_classes=info.num_classes, in_channels=info.in_channels,
-                    T=cfg.trainer.T, **model_arguments(cfg, function), **size)
+    return call_backbone(function, info.input_size, neuron=neuron_factory(cfg), num_classes=info.num_classes,
+                         in_channels=info.in_channels, T=cfg.trainer.T, **model_arguments(cfg, function))
 
 
 #: optim.name -> (parameters, cfg.optim) -> optimiser (the config check reads its names)
