@@ -278,3 +278,12 @@ def test_a_backbone_gets_input_size_and_the_keys_it_names_or_takes_with_kwargs(m
     with pytest.raises(ValueError) as err:
         model_arguments(compose_config(["model=user_mlp", "~model.hidden", "+model.layers=2"]), positional_only)
     assert str(err.value) == "model.layers=2 is not allowed: positional_only takes []"
+
+
+def test_an_old_or_odd_summary_reads_with_empty_tables():
+    from ilif.rundir import RunSummary
+
+    odd = RunSummary.from_json({"status": "finished", "final": {"test/acc1": 0.5}, "provenance": None,
+                                "config": None, "layers": {"not": "a list"}, "best": None})
+    assert (odd.provenance, odd.config, odd.layers, odd.best, odd.schema) == ({}, {}, [], None, 1)
+    assert odd.best_metrics == {"test/acc1": 0.5}

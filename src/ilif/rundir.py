@@ -15,6 +15,7 @@ import os
 import subprocess
 import warnings
 from contextlib import contextmanager
+from dataclasses import MISSING as MISSING_FIELD
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -122,10 +123,18 @@ class RunSummary:
 
     @classmethod
     def from_json(cls, data: dict) -> "RunSummary":
-        """The summary in ``data`` (a finished record, :func:`summary_problem` is None for it)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known and key != "schema"},
-                   schema=data.get("schema", 1))
+        """The summary in ``data`` (a finished record, :func:`summary_problem` is None for it); a table
+        or object field that is null or of another type takes its default (an empty one)."""
+        known = {f.name: f for f in fields(cls)}
+        values = {}
+        for key, value in data.items():
+            if key not in known or key == "schema":
+                continue
+            factory = known[key].default_factory
+            if factory is not MISSING_FIELD and not isinstance(value, type(factory())):
+                value = factory()
+            values[key] = value
+        return cls(**values, schema=data.get("schema", 1))
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from ilif.conf import CompareConfig, hash_of_run_dir, identity
+from ilif.errors import ConfigError
 from ilif.grid import Job
 from ilif.rundir import RunSummary, finished_summary, read_history
 
@@ -56,11 +57,11 @@ def load_runs(jobs: list[Job]) -> list[RunRecord]:
 
 def compared(records: list[RunRecord]) -> CompareConfig:
     """What the experiment behind ``records`` compares (its ``compare`` keys; the defaults for no runs).
-    Raises ValueError when the records come from experiments that compare different neurons."""
+    Raises ConfigError when the records come from experiments that compare different neurons."""
     declared = {(r.compare.baseline, r.compare.subject) for r in records}
     if len(declared) > 1:
-        raise ValueError(f"compare={sorted(declared)} is not allowed: one table compares one baseline with one "
-                         "subject (its experiments must declare the same)")
+        raise ConfigError("compare", sorted(declared), "one table compares one baseline with one subject (its "
+                          "experiments must declare the same)")
     return records[0].compare if records else CompareConfig()
 
 
