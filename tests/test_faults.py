@@ -200,7 +200,12 @@ def test_wandb_without_network_falls_back_to_offline_quickly(tmp_path, monkeypat
     assert elapsed < 45
     assert logger.run is None or logger.run.settings.mode == "offline"
     if logger.run is not None:
-        logger.finish({"final": {}})
+        from ilif.rundir import RunSummary
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            logger.finish(RunSummary(final={"test": {"acc1": 0.5}}))
+        assert [str(w.message) for w in caught if "wandb disabled" in str(w.message)] == []
 
 
 # ------------------------------------------------------------------------------------ one failure stops everything

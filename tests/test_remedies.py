@@ -410,6 +410,7 @@ def _ddp_rank(rank: int, init_file: str, out: str) -> None:
     remedy.after_step(1.0, skipped=False)
     moment = remedy.optimizer.state[remedy.gammas]["exp_avg"].item()
     torch.save({"gamma": remedy.record()["remedy/gamma"], "moment": moment}, f"{out}.{rank}")
+    dist.barrier()
     dist.destroy_process_group()
 
 
