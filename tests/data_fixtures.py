@@ -115,7 +115,7 @@ def write_imagenet(root: Path, classes=("n01440764", "n01443537"), per_class: in
     return base
 
 
-def tiny_dataset(cfg: dict):
+def tiny_dataset(name: str):
     """A dataset from outside the package for the ``dataset.builder`` tests: 40 train / 20 test digits."""
     import torch.utils.data as tud
 
@@ -124,10 +124,10 @@ def tiny_dataset(cfg: dict):
 
     train, test, info = build({"name": "digits"})
     return (tud.Subset(train, range(40)), tud.Subset(test, range(20)),
-            DatasetInfo(cfg["name"], 10, 1, 8, False, "first-40-20", 40, 20, {}))
+            DatasetInfo(name, 10, 1, 8, False, "first-40-20", 40, 20, {}))
 
 
-def killed_once_dataset(cfg: dict):
+def killed_once_dataset(name: str):
     """:func:`tiny_dataset`, except that the first worker process (of a study) to build it is killed
     with SIGKILL, as the out-of-memory killer does; the file named by $ILIF_TEST_KILL_FLAG records that
     it happened."""
@@ -137,20 +137,20 @@ def killed_once_dataset(cfg: dict):
 
     flag = os.environ["ILIF_TEST_KILL_FLAG"]
     if multiprocessing.parent_process() is None:  # the study's own data check
-        return tiny_dataset(cfg)
+        return tiny_dataset(name)
     try:
         os.close(os.open(flag, os.O_CREAT | os.O_EXCL))
     except FileExistsError:
-        return tiny_dataset(cfg)
+        return tiny_dataset(name)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def killed_in_job_dataset(cfg: dict):
+def killed_in_job_dataset(name: str, split_seed: int):
     """:func:`tiny_dataset`, except that a submitit job with ``dataset.split_seed=1`` is killed with
     SIGKILL as it builds it (as the out-of-memory killer does): a failed job that leaves no note."""
     import os
     import signal
 
-    if os.environ.get("SUBMITIT_EXECUTOR") and cfg.get("split_seed") == 1:
+    if os.environ.get("SUBMITIT_EXECUTOR") and split_seed == 1:
         os.kill(os.getpid(), signal.SIGKILL)
-    return tiny_dataset(cfg)
+    return tiny_dataset(name)

@@ -3,12 +3,14 @@ option is tested the moment its file exists, and no test here lists options by h
 composed and validated, then instantiated and used the way the trainer uses it."""
 
 import dataclasses
+import inspect
 
 import pytest
 import torch
 from spikingjelly.activation_based import functional
 
 from ilif.conf import compose_config, group_options
+from ilif.data import COMMON, GIVEN, dataset_function
 from ilif.grid import plan
 from ilif.metrics import SpikeMeter
 from ilif.neurons import SpikingNeuron
@@ -74,6 +76,9 @@ def test_every_dataset_builds_samples_of_the_shape_its_info_gives(option):
         x, y = data[0]
         assert x.shape == (2,) * info.events + (info.in_channels, info.input_size, info.input_size)
         assert 0 <= int(y) < info.num_classes
+    parameters = inspect.signature(dataset_function(cfg.dataset)).parameters.values()
+    own = {p.name: p.default for p in parameters if p.name not in (*COMMON, *GIVEN)}
+    assert all(type(default) in (bool, int, float, str) for default in own.values()), own  # each a YAML value
 
 
 @pytest.mark.parametrize("option", group_options("surrogate"))

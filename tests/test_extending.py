@@ -42,13 +42,13 @@ def mine(tmp_path, monkeypatch):
     function with its own ``noise``) and the module ``user_parts`` they name."""
     (tmp_path / "user_parts.py").write_text(BACKBONE + '''
 
-def noisy(cfg):
+def noisy(name, noise=0.5):
     import dataclasses
 
     from data_fixtures import tiny_dataset
 
-    train, test, info = tiny_dataset(cfg)
-    return train, test, dataclasses.replace(info, split=f"noise={cfg['noise']}")
+    train, test, info = tiny_dataset(name)
+    return train, test, dataclasses.replace(info, split=f"noise={noise}")
 ''')
     monkeypatch.syspath_prepend(str(tmp_path))
     for group, text in (("model/user_mlp", "_target_: user_parts.two_layer\nhidden: 16\n"),
@@ -80,6 +80,15 @@ def test_a_dataset_function_gets_its_own_keys(mine):
     assert identity(cfg)["dataset"]["noise"] == 0.25 and "noise" not in identity(compose_config([]))["dataset"]
 
 
+def test_a_parameter_of_a_shipped_dataset_function_is_a_key_of_its_dataset():
+    """digits(split_seed, test_fraction): test_fraction, not in DatasetConfig, is digits' own key."""
+    cfg = compose_config(["+dataset.test_fraction=0.5"])
+    validate(cfg)
+    train, _, test, info = build_datasets(cfg)
+    assert (len(train), len(test), info.train_size) == (898, 899, 898)
+    assert identity(cfg)["dataset"]["test_fraction"] == 0.5 and run_leaf(cfg) != run_leaf(compose_config([]))
+
+
 def test_the_trainer_runs_a_users_backbone_and_neuron_from_their_folder(mine, tmp_path, cli):
     from ilif.train.app import main as train_main
 
@@ -108,13 +117,21 @@ def test_the_keys_every_component_has_keep_their_types_and_the_hash():
         OmegaConf.update(job, "dataset.augment", "sideways", merge=False)
 
 
+EVERY_DATASET = ("augment, builder, download, name, preprocess, root, split, split_seed, stand_in, "
+                 "stand_in_samples, stand_in_size, val_fraction")
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["+model.hidden=3"], "model.hidden=3 is not allowed: convnet_small takes ['dropout', 'bn_per_step']"),
     (["model=user_mlp", "model.dropout=0.1"], "model.dropout=0.1 is not allowed: two_layer takes ['hidden']"),
     (["~model.bn_per_step"], "model.bn_per_step=None is not allowed: every model has it (it was removed)"),
-    (["+dataset.noise=1"], "dataset.noise=1 is not allowed: dataset digits takes ['augment', 'builder', 'download', "
-                           "'name', 'preprocess', 'root', 'split', 'split_seed', 'stand_in', 'stand_in_samples', "
-                           "'stand_in_size', 'val_fraction'] (a dataset.builder function gets keys of its own)"),
+    (["+dataset.noise=1"], "dataset.noise=1 is not allowed: dataset digits takes ['test_fraction'] besides the keys "
+                           f"every dataset has ({EVERY_DATASET})"),
+    (["dataset=user_noisy", "+dataset.nosie=1"], "dataset.nosie=1 is not allowed: dataset user_noisy takes ['noise'] "
+                                                 f"besides the keys every dataset has ({EVERY_DATASET})"),
+    (["dataset=user_noisy", "dataset.stand_in=true"], "dataset.stand_in=True is not allowed: user_parts.noisy makes "
+                                                      "no stand-in data (it takes no stand_in)"),
+    (["+dataset.T=4"], "dataset.T=4 is not allowed: not a dataset key (trainer.T gives it)"),
     (["model.name=vgg16"], f"model.name='vgg16' is not allowed: choose one of {model_names()}, or give "
                            "model._target_ (a backbone function outside the package)"),
     (["model=user_mlp", "model._target_=user_parts.nothing"],

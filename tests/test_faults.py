@@ -509,11 +509,11 @@ class _FaultyInWorker(torch.utils.data.Dataset):
         return self.inner[index]
 
 
-def _with_faulty_worker(cfg: dict, fault):
+def _with_faulty_worker(name: str, fault):
     """:func:`data_fixtures.tiny_dataset` whose training set runs ``fault`` in loader workers."""
     from data_fixtures import tiny_dataset
 
-    train, test, info = tiny_dataset(cfg)
+    train, test, info = tiny_dataset(name)
     return _FaultyInWorker(train, fault), test, info
 
 
@@ -525,14 +525,14 @@ def _crash():
     os._exit(3)
 
 
-def hanging_dataset(cfg: dict):
+def hanging_dataset(name: str):
     """A ``dataset.builder`` whose samples never come in a loader worker process."""
-    return _with_faulty_worker(cfg, _hang)
+    return _with_faulty_worker(name, _hang)
 
 
-def crashing_dataset(cfg: dict):
+def crashing_dataset(name: str):
     """A ``dataset.builder`` whose loader worker process dies at its first sample."""
-    return _with_faulty_worker(cfg, _crash)
+    return _with_faulty_worker(name, _crash)
 
 
 @pytest.mark.parametrize("how", ["timeout", "sigterm"])
@@ -599,9 +599,10 @@ def test_a_history_line_that_is_not_an_object_ends_the_history(tmp_path):
 def test_the_report_leaves_out_absurd_values_and_says_when_runs_differ(tmp_path):
     from ilif.report.runs import RunRecord, cell, provenance_note
 
-    def record(name, acc, commit, torch_version, device):
+    def record(name, acc, commit, torch_version, device, isa=None):
         summary = {"status": "finished", "final": {"test/acc1": acc},
-                   "provenance": {"git_commit": commit, "versions": {"torch": torch_version}, "device": device}}
+                   "provenance": {"git_commit": commit, "versions": {"torch": torch_version}, "device": device,
+                                  **({"cpu_capability": isa} if isa else {})}}
         return RunRecord({}, tmp_path / name, RunSummary.from_json(summary))
 
     records = [record("a", 0.9, "aaaaaaa1", "2.14.1", "cpu (x86_64, 1 threads)"),
@@ -614,6 +615,10 @@ def test_the_report_leaves_out_absurd_values_and_says_when_runs_differ(tmp_path)
     assert provenance_note(records) == (
         "These runs come from 2 commits (aaaaaaa, bbbbbbb); 2 torch versions (2.13.0, 2.14.1); 2 devices (cpu, "
         "cuda:0): numbers from different code, packages or devices may not be comparable.")
+    same = [record(n, 0.9, "aaaaaaa1", "2.14.1", "cpu (x86_64, 1 threads)", isa) for n, isa in
+            (("e", "AVX512"), ("f", "AVX2"), ("g", None))]
+    assert provenance_note(same) == ("These runs come from 2 CPU instruction sets (AVX2, AVX512): numbers from "
+                                     "different code, packages or devices may not be comparable.")
 
 
 def test_imagenet_classes_that_differ_between_train_and_val_are_refused(tmp_path):

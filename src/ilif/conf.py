@@ -371,6 +371,16 @@ def import_dotted(key: str, path: str):
     return found
 
 
+def keyword_parameters(function) -> tuple[list[str], bool]:
+    """The parameter names ``function`` (a component's factory) takes by keyword, and whether it takes
+    any other keyword (``**kwargs``)."""
+    import inspect
+
+    parameters = inspect.signature(function).parameters.values()
+    return ([p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)],
+            any(p.kind == p.VAR_KEYWORD for p in parameters))
+
+
 def hash_of_run_dir(run_dir: Path) -> str:
     """The config hash a run directory's name ends with (the inverse of :func:`run_leaf`'s suffix)."""
     return Path(run_dir).name.rsplit("-", 1)[-1]

@@ -1,19 +1,21 @@
 """Datasets: the offline digits default and its two temporal forms (seqdigits, ndigits), CIFAR-10/100,
 CIFAR10-DVS, DVS128 Gesture and ImageNet.
 
-``build(cfg)`` returns (train, test, info) for ``cfg.name``; ``make_loader`` wraps a dataset in a
-DataLoader with the configured workers and pinned memory. Static samples are [C, H, W] images, event
-samples [T, C, H, W] frames; models take batches of either.
+``build(cfg)`` returns (train, test, info) for a dataset config (BUILTIN: name -> function);
+``make_loader`` wraps a dataset in a DataLoader with the configured workers and pinned memory.
+Static samples are [C, H, W] images, event samples [T, C, H, W] frames; models take batches of either.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+import functools
+from dataclasses import fields
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ilif.conf import import_dotted
+from ilif.conf import DatasetConfig, import_dotted, keyword_parameters
 from ilif.rundir import close_inherited_locks
 
 from .common import DatasetError, DatasetInfo, data_root
@@ -22,49 +24,70 @@ from .standin import stand_in
 from .static import Cutout, cifar, digits, imagenet
 from .temporal import ndigits, seqdigits
 
-NAMES = ("digits", "seqdigits", "ndigits", "cifar10", "cifar100", "cifar10_dvs", "dvs_gesture", "imagenet")
+#: dataset name -> its function (train, test, DatasetInfo); each is called with the keys of its config
+#: that it names (:func:`dataset_arguments`), so a parameter of the function is a key of the dataset
+BUILTIN = {
+    "digits": digits, "seqdigits": seqdigits, "ndigits": ndigits,
+    "cifar10": functools.partial(cifar, "cifar10"), "cifar100": functools.partial(cifar, "cifar100"),
+    "cifar10_dvs": cifar10_dvs, "dvs_gesture": dvs_gesture, "imagenet": imagenet,
+}
+NAMES = tuple(BUILTIN)
+
+#: the keys every dataset config has (ilif.conf.DatasetConfig)
+COMMON = tuple(f.name for f in fields(DatasetConfig))
+#: what the trainer adds to a dataset config (``T`` is trainer.T)
+GIVEN = ("T",)
 
 
 def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
-    """Build the train and test sets named by ``cfg["name"]``.
+    """Build the train and test sets of the dataset config ``cfg`` (its keys, and ``T``: frames of
+    event data): the function :func:`dataset_function` finds, called with the keys it names.
 
-    Keys (all optional but ``name``): ``root`` (data root; default $ILIF_DATA or ./data), ``T`` (frames
-    of event data), ``split`` (cifar10_dvs: reference | random), ``split_seed``, ``preprocess``
-    (event frames: clean | reference), ``download`` (CIFAR: fetch when missing), ``augment``, and
-    ``stand_in`` (tiny random data of the dataset's kind, for smoke runs; ``stand_in_size``, ``stand_in_samples``),
-    and ``builder``: the dotted path of a function ``(cfg: dict) -> (train, test, DatasetInfo)`` for a
-    dataset that lives outside this package (then ``name`` may be anything; the function gets the
-    whole dict and honours ``stand_in`` itself).
-    Raises DatasetError (one line: dataset, path, expected files, source) when data is missing or corrupt.
+    Every config has the keys of DatasetConfig (``root``: data root, default $ILIF_DATA or ./data;
+    ``split``, ``split_seed``, ``preprocess``, ``download``, ``augment``, ``stand_in``: tiny random data of
+    the dataset's kind for smoke runs, with ``stand_in_size`` and ``stand_in_samples``); a built-in
+    dataset uses those it names. ``builder`` names a function outside this package instead (then
+    ``name`` may be anything, and the function makes its own stand-in data if it names ``stand_in``).
+    Raises DatasetError (one line: dataset, path, expected files, source) when data is missing or
+    corrupt; ValueError naming ``dataset.<key>`` for a key the function does not take.
     """
-    name = cfg["name"]
-    if cfg.get("builder"):
-        return builder_function(cfg["builder"])(dict(cfg))
-    if name not in NAMES:
-        raise ValueError(f"dataset={name!r} is not allowed: choose one of {NAMES}")
-    root = data_root(cfg.get("root"))
-    if cfg.get("stand_in"):
-        return stand_in(name, T=cfg.get("T", 4), size=cfg.get("stand_in_size", 16),
+    function = dataset_function(cfg)
+    if cfg.get("stand_in") and not cfg.get("builder"):
+        return stand_in(cfg["name"], T=cfg.get("T", 4), size=cfg.get("stand_in_size", 16),
                         samples=cfg.get("stand_in_samples", 16))
-    if name == "digits":
-        return digits(split_seed=cfg.get("split_seed", 0))
-    if name == "seqdigits":
-        return seqdigits(T=cfg.get("T", 8), split_seed=cfg.get("split_seed", 0))
-    if name == "ndigits":
-        return ndigits(root, T=cfg.get("T", 6), split_seed=cfg.get("split_seed", 0))
-    if name in ("cifar10", "cifar100"):
-        return cifar(name, root, download=cfg.get("download", True), augment=cfg.get("augment", True))
-    if name == "cifar10_dvs":
-        return cifar10_dvs(root, T=cfg.get("T", 10), split=cfg.get("split", "reference"),
-                           preprocess=cfg.get("preprocess", "clean"), seed=cfg.get("split_seed", 0))
-    if name == "dvs_gesture":
-        return dvs_gesture(root, T=cfg.get("T", 20), preprocess=cfg.get("preprocess", "clean"))
-    return imagenet(root)
+    return function(**dataset_arguments(cfg, function))
 
 
-def builder_function(path: str):
-    """The dataset function at dotted ``path``; ValueError naming ``dataset.builder`` when there is none."""
-    return import_dotted("dataset.builder", path)
+def dataset_function(cfg: Mapping[str, Any]) -> Callable[..., tuple[Dataset, Dataset, DatasetInfo]]:
+    """The function of a dataset config: the one at dotted ``cfg["builder"]``, else the built-in named
+    ``cfg["name"]``. Raises ValueError naming the key and what is allowed."""
+    if cfg.get("builder"):
+        return import_dotted("dataset.builder", cfg["builder"])
+    if cfg["name"] not in BUILTIN:
+        raise ValueError(f"dataset={cfg['name']!r} is not allowed: choose one of {NAMES}, or give dataset.builder "
+                         "(a dataset function outside the package)")
+    return BUILTIN[cfg["name"]]
+
+
+def dataset_arguments(cfg: Mapping[str, Any], function: Callable) -> dict:
+    """The keyword arguments ``function`` (a dataset function) gets from ``cfg``: every key it names
+    (``root`` resolved by :func:`data_root`, also when ``cfg`` has none); a key of every dataset
+    (COMMON) or one the trainer adds (GIVEN) is left out where it does not name it, except a true
+    ``stand_in`` for a ``builder`` function; any other key must be named, or taken by ``**kwargs``.
+    Raises ValueError naming ``dataset.<key>``."""
+    takes, takes_any = keyword_parameters(function)
+    arguments = {"root": data_root(cfg.get("root"))} if "root" in takes else {}
+    for key, value in cfg.items():
+        if key in takes or (takes_any and key not in (*COMMON, *GIVEN)):
+            arguments.setdefault(key, value)
+        elif key not in (*COMMON, *GIVEN):
+            own = sorted(set(takes) - set(COMMON))
+            raise ValueError(f"dataset.{key}={value!r} is not allowed: dataset {cfg['name']} takes {own} besides "
+                             f"the keys every dataset has ({', '.join(sorted(COMMON))})")
+    if cfg.get("builder") and cfg.get("stand_in") and "stand_in" not in takes:
+        raise ValueError(f"dataset.stand_in=True is not allowed: {cfg['builder']} makes no stand-in data (it "
+                         "takes no stand_in)")
+    return arguments
 
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int = 0, pin_memory: bool = False,
@@ -79,4 +102,5 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
                       worker_init_fn=close_inherited_locks if num_workers > 0 else None)
 
 
-__all__ = ["NAMES", "Cutout", "DatasetError", "DatasetInfo", "build", "data_root", "make_loader"]
+__all__ = ["BUILTIN", "COMMON", "GIVEN", "NAMES", "Cutout", "DatasetError", "DatasetInfo", "build", "data_root",
+           "dataset_arguments", "dataset_function", "make_loader"]

@@ -201,7 +201,7 @@ def _extract_cifar10_dvs(download_root: Path, out: Path) -> None:
 
 
 def cifar10_dvs(root: Path, T: int = 10, split: str = "reference", preprocess: str = "clean", size: int = 48,
-                seed: int = 0):
+                split_seed: int = 0):
     """CIFAR10-DVS as [T, 2, size, size] frames (equal events per frame), 10 classes. Returns (train, test, info).
     ``preprocess="reference"`` also places the events as the release's reader does (:func:`release_orientation`)."""
     from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
@@ -215,10 +215,10 @@ def cifar10_dvs(root: Path, T: int = 10, split: str = "reference", preprocess: s
                      "download/<class>.zip for the 10 classes (or extract/<class>/*.aedat)",
                      CIFAR10_DVS_SOURCE, _extract_cifar10_dvs, _check_cifar10_dvs_extract)
     folder = _frames(base, CIFAR10DVS, T)
-    train, test = split_cifar10_dvs(folder.samples, split, seed)
+    train, test = split_cifar10_dvs(folder.samples, split, split_seed)
     loader = folder.loader
     info = DatasetInfo("cifar10_dvs", 10, 2, size, True, split, len(train), len(test),
-                       {"T": T, "preprocess": preprocess, "split_seed": seed if split == "random" else None})
+                       {"T": T, "preprocess": preprocess, "split_seed": split_seed if split == "random" else None})
     orient = release_orientation if preprocess == "reference" else None
     return (EventFrames(train, loader, size, preprocess, "cifar10_dvs", orient),
             EventFrames(test, loader, size, preprocess, "cifar10_dvs", orient), info)

@@ -217,9 +217,10 @@ def integrate(events: dict[str, np.ndarray], T: int, size: int) -> torch.Tensor:
     return torch.from_numpy(integrate_events_by_fixed_frames_number(events, "number", T, size, size).astype(np.float32))
 
 
-def ndigits(root: Path, T: int = 6, split_seed: int = 0, spec: SaccadeSpec = SaccadeSpec()):
-    """The saccade-event digits as [T, 2, canvas, canvas] frames, with the split of
-    :func:`ilif.data.static.digits`. Returns (train, test, info)."""
+def ndigits(root: Path, T: int = 6, split_seed: int = 0):
+    """The saccade-event digits (the events of SaccadeSpec()) as [T, 2, canvas, canvas] frames, with the
+    split of :func:`ilif.data.static.digits`. Returns (train, test, info)."""
+    spec = SaccadeSpec()
     folder = events_folder(root, spec)
     files = sorted(folder.glob("*/*.npz"), key=lambda p: int(p.stem))
     labels = np.array([int(p.parent.name) for p in files])

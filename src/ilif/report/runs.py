@@ -104,15 +104,18 @@ def values(runs: list[RunRecord], getter) -> list[float]:
 
 
 def provenance_note(records: list[RunRecord]) -> Optional[str]:
-    """A warning for a table built from runs of several commits, torch versions or devices (None
-    when they agree)."""
-    seen = {"commits": set(), "torch versions": set(), "devices": set()}
+    """A warning for a table built from runs of several commits, torch versions, devices or CPU
+    instruction sets (None when they agree; a record from before the instruction set was kept is
+    left out of that count)."""
+    seen = {"commits": set(), "torch versions": set(), "devices": set(), "CPU instruction sets": set()}
     for record in records:
         if record.done and isinstance(record.summary.provenance, dict):
             prov = record.summary.provenance
             seen["commits"].add(str(prov.get("git_commit"))[:7])
             seen["torch versions"].add(str((prov.get("versions") or {}).get("torch")))
             seen["devices"].add(str(prov.get("device")).split(" ")[0])
+            if prov.get("cpu_capability") is not None:
+                seen["CPU instruction sets"].add(str(prov["cpu_capability"]))
     mixed = [f"{len(v)} {k} ({', '.join(sorted(v))})" for k, v in seen.items() if len(v) > 1]
     if not mixed:
         return None

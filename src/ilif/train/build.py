@@ -8,7 +8,6 @@ constructor argument, so a neuron's parameters and their checks live in its clas
 from __future__ import annotations
 
 import functools
-import inspect
 from dataclasses import asdict
 from typing import Callable
 
@@ -18,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Subset
 
-from ilif.conf import ModelConfig
+from ilif.conf import ModelConfig, keyword_parameters
 from ilif.data import build as build_data
 from ilif.models import backbone
 from ilif.models.registry import call_backbone
@@ -44,9 +43,7 @@ def model_arguments(cfg: DictConfig, function: Callable) -> dict:
     ``_target_``; a key every model config has (ModelConfig) is left out, at its default, where the
     backbone does not name it; a backbone with ``**kwargs`` takes any other key. Raises ValueError naming
     ``model.<key>`` that the backbone does not take."""
-    parameters = inspect.signature(function).parameters.values()
-    takes = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters)
+    takes, takes_any = keyword_parameters(function)
     common = asdict(ModelConfig())
     arguments = {}
     for key, value in OmegaConf.to_container(cfg.model, resolve=True).items():

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ilif.conf import COMPONENTS, TrainConfig
 from ilif.errors import ConfigError
-from ilif.data import NAMES as DATASETS
+from ilif.data import GIVEN as DATASET_GIVEN, NAMES as DATASETS, dataset_arguments, dataset_function
 from ilif.models import backbone
 from ilif.neurons import FAMILIES, NORMALIZATIONS
 
@@ -75,10 +75,10 @@ def importable(key: str, value: Any) -> None:
     """A check: None, or the dotted path of an importable function."""
     if value is None:
         return
-    from ilif.data import builder_function
+    from ilif.conf import import_dotted
 
     try:
-        builder_function(value)
+        import_dotted(key, value)
     except ValueError as err:
         raise ConfigError.from_message(str(err)) from None
 
@@ -195,21 +195,20 @@ def check_frames(cfg: DictConfig) -> None:
 
 def check_components(cfg: DictConfig) -> None:
     """The open groups' keys: every dataset and model has those of its schema (their types are the
-    schema's nodes, :mod:`ilif.conf`); a built-in dataset takes no other key (a ``dataset.builder``
-    function gets them all); a backbone takes every key of its model config
+    schema's nodes, :mod:`ilif.conf`); a dataset function takes every other key of its dataset config
+    (:func:`ilif.data.dataset_arguments`), a backbone every key of its model config
     (:func:`ilif.train.build.model_arguments`)."""
     for group, schema in COMPONENTS.items():
         if schema is None:
             continue
         spec = OmegaConf.to_container(cfg[group], resolve=True)
-        common = [f.name for f in fields(schema)]
-        for key in common:
+        for key in (f.name for f in fields(schema)):
             _require(key in spec, f"{group}.{key}", None, f"every {group} has it (it was removed)")
-        if group == "dataset" and not spec["builder"]:
-            extra = sorted(set(spec) - set(common))
-            _require(not extra, f"dataset.{extra[0] if extra else ''}", spec.get(extra[0]) if extra else None,
-                     f"dataset {spec['name']} takes {sorted(common)} (a dataset.builder function gets keys of its own)")
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    for key in DATASET_GIVEN:
+        _require(key not in dataset, f"dataset.{key}", dataset.get(key), f"not a dataset key (trainer.{key} gives it)")
     try:
+        dataset_arguments({**dataset, "T": cfg.trainer.T}, dataset_function(dataset))
         model_arguments(cfg, backbone(cfg.model))
     except ValueError as err:
         raise ConfigError.from_message(str(err)) from None

@@ -137,7 +137,8 @@ def runtime(device) -> dict:
 
 
 def provenance(device: torch.device) -> dict:
-    """Git commit (and whether the tree was dirty), package versions, device and command."""
+    """Git commit (and whether the tree was dirty), package versions, device, the vector instructions
+    torch's CPU kernels use (their rounding, so the last digits, depend on it) and command."""
     commit, dirty = git_state()
     from importlib.metadata import version
 
@@ -147,6 +148,7 @@ def provenance(device: torch.device) -> dict:
                      "hydra": version("hydra-core"), "numpy": np.__version__, "python": platform.python_version()},
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                  f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
