@@ -18,6 +18,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def finite_number(value: Any) -> bool:
+    """Whether ``value`` is a finite int or float (a bool is not a number here)."""
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class IlifError(Exception):
     """A failure the user can act on. ``str()`` is one line; a CLI that ends with it exits with
     ``exit_code`` and prints :meth:`advice`."""

@@ -28,10 +28,11 @@ Two implementations of the same equations:
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple, Optional
 
 import torch
+
+from ilif.errors import finite_number
 
 from ._contract import KernelParams, check_dtype, compute_dtype
 from ._ops import FUSED_BACKENDS, neuron_forward
@@ -40,10 +41,6 @@ from .surrogate import Surrogate
 RESETS = ("soft", "hard")
 BACKENDS = (*FUSED_BACKENDS, "reference")
 CLAMP_GRADS = (0.0, 1.0)
-
-
-def _finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class LIFParams(NamedTuple):
@@ -63,9 +60,9 @@ class LIFParams(NamedTuple):
 
     def validated(self) -> "LIFParams":
         """Return ``self`` after checking every value; raises ValueError naming the bad parameter."""
-        if not _finite_number(self.tau) or self.tau <= 1.0:
+        if not finite_number(self.tau) or self.tau <= 1.0:
             raise ValueError(f"tau={self.tau!r} is not allowed: it must be a finite float > 1")
-        if not _finite_number(self.v_threshold) or self.v_threshold <= 0.0:
+        if not finite_number(self.v_threshold) or self.v_threshold <= 0.0:
             raise ValueError(f"v_threshold={self.v_threshold!r} is not allowed: it must be a finite float > 0")
         if not isinstance(self.detach_reset, bool):
             raise ValueError(f"detach_reset={self.detach_reset!r} is not allowed: it must be true or false")
@@ -117,7 +114,7 @@ class NeuronParams(NamedTuple):
                 raise ValueError(f"{name}={getattr(p, name)!r} is not allowed: it must be true or false")
         for name in ("kappa_current", "kappa_membrane"):
             value = getattr(p, name)
-            if not _finite_number(value) or value < 0.0:
+            if not finite_number(value) or value < 0.0:
                 raise ValueError(f"{name}={value!r} is not allowed: it must be a finite float >= 0")
         if p.clamp_grad_at_zero not in CLAMP_GRADS or isinstance(p.clamp_grad_at_zero, bool):
             raise ValueError(

@@ -7,7 +7,6 @@ allowed; neuron values are checked by the neuron's own class.
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import fields
 from typing import Any, Callable, Optional
 
@@ -15,7 +14,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from ilif.conf import COMPONENTS, TrainConfig
-from ilif.errors import ConfigError
+from ilif.errors import ConfigError, finite_number
 from ilif.data import GIVEN as DATASET_GIVEN, NAMES as DATASETS, dataset_arguments, dataset_function
 from ilif.models import backbone
 from ilif.neurons import FAMILIES, NORMALIZATIONS
@@ -30,10 +29,6 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def choice(options: Callable[[], tuple] | tuple):
     """A check: the value is one of ``options`` (or of what the callable returns)."""
     def check(key: str, value: Any) -> None:
@@ -46,7 +41,7 @@ def choice(options: Callable[[], tuple] | tuple):
 def positive(minimum: float = 0.0, strict: bool = True, integer: bool = False):
     """A check: a finite number (an integer when ``integer``) above ``minimum`` (or equal, not ``strict``)."""
     def check(key: str, value: Any) -> None:
-        ok = _finite(value) and (not integer or float(value).is_integer())
+        ok = finite_number(value) and (not integer or float(value).is_integer())
         ok = ok and (value > minimum if strict else value >= minimum)
         kind = "an integer" if integer else "a finite number"
         _require(ok, key, value, f"{kind} {'>' if strict else '>='} {minimum:g}")
@@ -57,7 +52,7 @@ def positive(minimum: float = 0.0, strict: bool = True, integer: bool = False):
 def within(low: float, high: float, high_inclusive: bool = False):
     """A check: a finite number in [low, high) (or [low, high])."""
     def check(key: str, value: Any) -> None:
-        ok = _finite(value) and low <= value and (value <= high if high_inclusive else value < high)
+        ok = finite_number(value) and low <= value and (value <= high if high_inclusive else value < high)
         _require(ok, key, value, f"a number in [{low:g}, {high:g}{']' if high_inclusive else ')'}")
 
     return check
