@@ -342,6 +342,8 @@ def test_a_lock_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path):
     ("dataset.builder=no_such_module.build", "dataset.builder='no_such_module.build' is not allowed: it must name an "
                                              "importable function (ModuleNotFoundError: No module named "
                                              "'no_such_module')"),
+    ("-m dataset.builder=ilif.data.digits,no_such_module.build", "dataset.builder='no_such_module.build' is not "
+     "allowed: it must name an importable function (ModuleNotFoundError: No module named 'no_such_module')"),
     ("--experimental-rerun config.pickle", "--experimental-rerun is not allowed: it unpickles the file it is given"),
 ])
 def test_values_that_mean_nothing_are_refused_before_anything_runs(tmp_path, cli, override, message):

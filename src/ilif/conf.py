@@ -371,6 +371,18 @@ def import_dotted(key: str, path: str):
     return found
 
 
+def component_function(group: str, spec, registry: dict, path_key: str, noun: str, name_key: str = ""):
+    """The function of a ``group`` component config ``spec`` (a dataset's, a model's): the one at dotted
+    ``spec[path_key]``, else ``registry[spec["name"]]``. Raises ValueError naming the key
+    (``<group>.<path_key>``, or ``name_key``: default ``<group>.name``) and what is allowed."""
+    if spec.get(path_key):
+        return import_dotted(f"{group}.{path_key}", spec[path_key])
+    if spec["name"] not in registry:
+        raise ValueError(f"{name_key or group + '.name'}={spec['name']!r} is not allowed: choose one of "
+                         f"{sorted(registry)}, or give {group}.{path_key} (a {noun} function outside the package)")
+    return registry[spec["name"]]
+
+
 def keyword_parameters(function) -> tuple[list[str], bool]:
     """The parameter names ``function`` (a component's factory) takes by keyword, and whether it takes
     any other keyword (``**kwargs``)."""

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ilif.conf import DatasetConfig, import_dotted, keyword_parameters
+from ilif.conf import DatasetConfig, component_function, keyword_parameters
 from ilif.rundir import close_inherited_locks
 
 from .common import DatasetError, DatasetInfo, data_root
@@ -61,12 +61,7 @@ def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
 def dataset_function(cfg: Mapping[str, Any]) -> Callable[..., tuple[Dataset, Dataset, DatasetInfo]]:
     """The function of a dataset config: the one at dotted ``cfg["builder"]``, else the built-in named
     ``cfg["name"]``. Raises ValueError naming the key and what is allowed."""
-    if cfg.get("builder"):
-        return import_dotted("dataset.builder", cfg["builder"])
-    if cfg["name"] not in BUILTIN:
-        raise ValueError(f"dataset={cfg['name']!r} is not allowed: choose one of {NAMES}, or give dataset.builder "
-                         "(a dataset function outside the package)")
-    return BUILTIN[cfg["name"]]
+    return component_function("dataset", cfg, BUILTIN, "builder", "dataset", name_key="dataset")
 
 
 def dataset_arguments(cfg: Mapping[str, Any], function: Callable) -> dict:

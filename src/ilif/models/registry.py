@@ -28,14 +28,9 @@ def model_names() -> list[str]:
 def backbone(spec: Mapping[str, Any]) -> Callable[..., nn.Module]:
     """The backbone function of a model config: the one at dotted ``spec["_target_"]``, else the one
     registered as ``spec["name"]``. Raises ValueError naming the key and what is allowed."""
-    from ilif.conf import import_dotted
+    from ilif.conf import component_function
 
-    if spec.get("_target_"):
-        return import_dotted("model._target_", spec["_target_"])
-    if spec["name"] not in _MODELS:
-        raise ValueError(f"model.name={spec['name']!r} is not allowed: choose one of {model_names()}, or give "
-                         "model._target_ (a backbone function outside the package)")
-    return _MODELS[spec["name"]]
+    return component_function("model", spec, _MODELS, "_target_", "backbone")
 
 
 def create_model(name: str, neuron: Callable[[], nn.Module], num_classes: int, in_channels: int, **kwargs) -> nn.Module:

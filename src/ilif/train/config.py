@@ -66,23 +66,10 @@ def path_segment(key: str, value: Any) -> None:
     _require(ok, key, value, "one folder name (no '/', not '.' or '..')")
 
 
-def importable(key: str, value: Any) -> None:
-    """A check: None, or the dotted path of an importable function."""
-    if value is None:
-        return
-    from ilif.conf import import_dotted
-
-    try:
-        import_dotted(key, value)
-    except ValueError as err:
-        raise ConfigError.from_message(str(err)) from None
-
-
 #: every checked key and its check (neuron keys are checked by the neuron's class: check_neuron)
 CHECKS: dict[str, Callable[[str, Any], None]] = {
     "seed": within(0, 2**32),
     "experiment_name": path_segment,
-    "dataset.builder": importable,
     "dataset.name": choice(lambda: DATASETS),
     "dataset.split": choice(("reference", "random")),
     "dataset.preprocess": choice(("clean", "reference")),
