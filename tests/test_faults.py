@@ -150,7 +150,9 @@ def test_non_finite_model_state_is_divergence():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("+foo=1", "foo=1 is not allowed: it is not a config key"),
+    ("+foo=1", "foo=1 is not allowed: the config takes ['dataset', 'model', 'neuron', 'surrogate', 'optim', "
+               "'schedule', 'loss', 'remedy', 'trainer', 'logger', 'compare', 'seed', 'experiment_name', 'scale_name', "
+               "'runs_root']"),
     ("schedule.eta_min=nan", "schedule.eta_min=nan is not allowed: a finite number >= 0"),
     ("seed=-1", "seed=-1 is not allowed: a number in [0, 4.29497e+09)"),
     ("optim.momentum=1.5", "optim.momentum=1.5 is not allowed: a number in [0, 1)"),

@@ -271,7 +271,7 @@ def test_the_adaptive_rule_reaches_its_target_occupancy_on_a_fixed_input():
     ("remedy=rate_reg remedy.form=l3", "remedy.form='l3' is not allowed: choose one of ['l2', 'l1']"),
     ("remedy=rate_reg remedy.target=1.5", "remedy.target=1.5 is not allowed: a number in [0, 1]"),
     ("remedy=rate_reg +remedy.start=1.0",
-     "remedy.start=1.0 is not allowed: remedy rate_reg takes ['form', 'target', 'weight']"),
+     "remedy.start=1.0 is not allowed: did you mean target? remedy rate_reg takes ['form', 'target', 'weight']"),
     ("remedy=anneal_gamma remedy.end=0", "remedy.end=0 is not allowed: a finite number > 0"),
     ("remedy=anneal_gamma remedy.shape=step",
      "remedy.shape='step' is not allowed: choose one of ['linear', 'cosine', 'geometric']"),

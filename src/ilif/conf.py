@@ -12,7 +12,8 @@ import hashlib
 import json
 import os
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING as MISSING_FIELD
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -31,14 +32,32 @@ CONFIG_DIR = Path(os.environ.get("ILIF_CONFIGS") or Path(__file__).resolve().par
 # the config hash of its runs only. A component's ``name`` defaults to its config choice (the file name).
 
 
+# What a run computes is its identity (:func:`identity`, hashed into its directory's name). Each key of the
+# schema says how it enters: by default with its value; ``outside()`` never (where the data lives, the
+# device, logging: they do not change the numbers); ``neutral(v)`` only where its value is not ``v``, the
+# value at which the key changes nothing. A key added later is declared ``neutral``, so the runs made
+# before it keep their names, and a run that sets it gets a new one (tests/test_identity.py).
+
+
+def outside(default: Any = MISSING_FIELD, default_factory: Any = MISSING_FIELD) -> Any:
+    """A schema field not in any run's identity (its value does not change what the run computes)."""
+    return field(default=default, default_factory=default_factory, metadata={"identity": False})
+
+
+def neutral(default: Any) -> Any:
+    """A schema field in a run's identity only where its value is not ``default``, the value at which
+    it changes nothing (so adding it renames no existing run)."""
+    return field(default=default, metadata={"neutral": default})
+
+
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    root: Optional[str] = None  # None: $ILIF_DATA, else ./data
+    root: Optional[str] = outside(None)  # None: $ILIF_DATA, else ./data
     split: str = "reference"  # cifar10_dvs: reference | random
     split_seed: int = 0
     preprocess: str = "clean"  # event frames: clean | reference
-    download: bool = True
+    download: bool = outside(True)
     augment: bool = True
     val_fraction: float = 0.0  # held out of train for model selection (0: select on test, as the release)
     stand_in: bool = False  # smoke scale: tiny random data of this dataset's kind
@@ -119,24 +138,24 @@ class TrainerConfig:
     T: int = 4
     epochs: int = 20
     batch_size: int = 64
-    eval_batch_size: int = 256
-    num_workers: int = 0
-    pin_memory: bool = False
+    eval_batch_size: int = outside(256)
+    num_workers: int = outside(0)
+    pin_memory: bool = outside(False)
     drop_last: bool = False  # drop the last incomplete training batch (the release does on DVS Gesture)
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = outside("auto")  # auto | cpu | cuda
     amp: str = "auto"  # auto (fp16 on CUDA, off on CPU) | off | fp16 | bf16
     compile: bool = False
     grad_clip: float = 0.0  # max gradient norm; 0 disables
     deterministic: bool = False
-    resume: bool = True  # continue from last.pt when the run directory has one
+    resume: bool = outside(True)  # continue from last.pt when the run directory has one
     grad_diagnostics: bool = False
     train_meter: bool = True  # count spikes during training (cheap) for the training firing rate
-    progress: bool = True
+    progress: bool = outside(True)
     limit_train_batches: int = 0  # 0: all
     limit_eval_batches: int = 0
-    threads: int = 1  # torch intra-op threads of the run (results are bit-reproducible per count); 0: all cores
-    timeout_s: int = 1800  # the longest wait for DDP peers (rendezvous, collectives) and for one loader batch
-    checkpoint_every_min: float = 0.0  # also write last.pt inside an epoch this often (it resumes exactly); 0: off
+    threads: int = outside(1)  # torch intra-op threads of the run (results are bit-reproducible per count); 0: all cores
+    timeout_s: int = outside(1800)  # the longest wait for DDP peers (rendezvous, collectives) and for one loader batch
+    checkpoint_every_min: float = outside(0.0)  # also write last.pt inside an epoch this often (it resumes exactly); 0: off
 
 
 @dataclass
@@ -172,12 +191,12 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     remedy: Any = MISSING  # name and the remedy's own keys (configs/remedy/; ilif/train/remedies.py)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    compare: CompareConfig = field(default_factory=CompareConfig)
+    logger: LoggerConfig = outside(default_factory=LoggerConfig)
+    compare: CompareConfig = outside(default_factory=CompareConfig)
     seed: int = 0
     experiment_name: str = "default"
     scale_name: str = "none"  # set by the scale group: full | mini | smoke
-    runs_root: str = "runs"
+    runs_root: str = outside("runs")
 
 
 def register() -> None:
@@ -285,10 +304,6 @@ def parse_value(text: str) -> Any:
     return str(value) if type(value).__name__ == "QuotedString" else value
 
 
-IDENTITY_EXCLUDED = ("hydra", "logger", "runs_root", "compare")
-DATASET_EXCLUDED = ("root", "download")
-TRAINER_EXCLUDED = ("resume", "progress", "num_workers", "pin_memory", "device", "eval_batch_size", "threads",
-                    "timeout_s", "checkpoint_every_min")
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -324,20 +339,40 @@ def distributed_env(environ=None) -> tuple[int, int, int]:
 
 
 def identity(cfg: DictConfig) -> dict:
-    """The resolved config without the keys that do not change what a run computes (logging, paths,
-    where the data lives, the device, resume, progress bars, loader workers, the evaluation batch size,
-    threads, what the report compares). The number of processes is not part of it either:
-    ``trainer.batch_size`` is the global batch, split over the processes, so a run trained on 1 or 4
-    GPUs is the same run."""
+    """The resolved config less what does not change what a run computes: the keys declared
+    :func:`outside` (logging, paths, where the data lives, the device, resume, progress bars, loader
+    workers, the evaluation batch size, threads, what the report compares), the keys declared
+    :func:`neutral` at their neutral value, Hydra's own node, and a remedy that is ``none``. The number of
+    processes is not part of it either: ``trainer.batch_size`` is the global batch, split over the
+    processes, so a run trained on 1 or 4 GPUs is the same run."""
     container = OmegaConf.to_container(cfg, resolve=False)
-    for key in IDENTITY_EXCLUDED:
-        container.pop(key, None)
+    container.pop("hydra", None)
     if container.get("remedy", {}).get("name") == "none":  # a component's keys count only where it is used
         container.pop("remedy")
-    for section, keys in (("dataset", DATASET_EXCLUDED), ("trainer", TRAINER_EXCLUDED)):
-        for key in keys:
-            container.get(section, {}).pop(key, None)
+    _drop_outside(container, TrainConfig)
     return OmegaConf.to_container(OmegaConf.create(container), resolve=True)
+
+
+def _drop_outside(container: dict, schema) -> None:
+    """Remove from ``container`` (one level of a config, in place) the keys of ``schema`` declared
+    outside the identity or at their neutral value, and likewise in the groups below."""
+    for f in fields(schema):
+        if f.name not in container:
+            continue
+        if f.metadata.get("identity") is False or ("neutral" in f.metadata and container[f.name] == f.metadata["neutral"]):
+            container.pop(f.name)
+        elif isinstance(container[f.name], dict) and _schema_below(schema, f) is not None:
+            _drop_outside(container[f.name], _schema_below(schema, f))
+
+
+def _schema_below(schema, f):
+    """The schema of field ``f``'s group: its dataclass, or an open group's common keys (:data:`COMPONENTS`)."""
+    if schema is TrainConfig and f.name in COMPONENTS:
+        return COMPONENTS[f.name]
+    if f.default_factory is not MISSING_FIELD:
+        made = f.default_factory()
+        return type(made) if is_dataclass(made) else None
+    return None
 
 
 def config_hash(cfg: DictConfig) -> str:

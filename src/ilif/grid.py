@@ -81,7 +81,8 @@ def grid_items(head: list[str], items: list[tuple[str, str]]) -> list[tuple[str,
 def plan(names: list[str], overrides: list[str]) -> list[Job]:
     """Every job of the experiments' grids: (experiment, composed config, run directory).
 
-    Hydra composes one config per combination of config-group choices (``neuron=lif``); plain values
+    Hydra composes one config per combination of config-group choices (``neuron=lif``) and of keys
+    added or removed (``+key``, ``~key``, composed as on ``ilif-train``'s command line); plain values
     of the grid (``seed=1``, ``surrogate.gamma=0.5``) are then set on a copy, which gives the same
     config as composing each job and is much faster for large grids. An override of a grid key
     replaces that axis, as on Hydra's command line.
@@ -91,15 +92,20 @@ def plan(names: list[str], overrides: list[str]) -> list[Job]:
     for name in names:
         composed = {}
         for combo in itertools.product(*sweep_axes(grid_items([f"experiment={name}"], override_items))):
-            choices = tuple(f"{k}={v}" for k, v in combo if is_group(k))
+            choices = tuple(f"{k}={v}" for k, v in combo if _composed(k))
             if choices not in composed:
                 composed[choices] = compose_config([f"experiment={name}", *choices])
             cfg = composed[choices].copy()
             for key, value in combo:
-                if not is_group(key):
-                    OmegaConf.update(cfg, key.lstrip("+"), parse_value(value), merge=False)
+                if not _composed(key):
+                    OmegaConf.update(cfg, key, parse_value(value), merge=False)
             jobs.append((name, cfg, run_dir_of(cfg)))
     return jobs
+
+
+def _composed(key: str) -> bool:
+    """Whether a grid key is composed by Hydra (a group choice, a key added or removed) rather than set."""
+    return is_group(key) or key.startswith(("+", "~"))
 
 
 def table_jobs(numbers: list[int], scale: str, overrides: list[str] = (), figures: bool = False) -> list[Job]:

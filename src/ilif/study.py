@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import ilif
 from ilif.conf import use_config_dirs
-from ilif.data import build as build_data
+from ilif.data import missing_datasets, setting_of
 from ilif.errors import ConfigError, DatasetError, Interrupted, TrainingDiverged, bad_input, entry_point
 from ilif.grid import SCALES, experiment_names, plan, table_jobs, table_numbers, tables
 from ilif.rundir import finished_summary
@@ -69,24 +69,6 @@ def validate_jobs(jobs) -> None:
 
     for _, cfg, _ in jobs:
         validate(cfg)
-
-
-def missing_data(jobs) -> dict[tuple, str]:
-    """Build each dataset of the plan once; every one that is missing or corrupt, with its one-line error."""
-    missing, seen = {}, set()
-    for _, cfg, _ in jobs:
-        key = _data_key(cfg)
-        if key not in seen:
-            seen.add(key)
-            try:
-                build_data({**OmegaConf.to_container(cfg.dataset, resolve=True), "T": cfg.trainer.T})
-            except DatasetError as err:
-                missing[key] = str(err)
-    return missing
-
-
-def _data_key(cfg) -> tuple:
-    return cfg.dataset.name, cfg.dataset.stand_in, cfg.trainer.T, cfg.dataset.get("root")
 
 
 def describe(jobs) -> str:
@@ -322,7 +304,7 @@ def main(argv=None) -> int:
         print(f"{len(jobs)} runs:\n{describe(jobs)}", flush=True)
         if args.dry_run:
             return 0
-        missing = missing_data(jobs)
+        missing = missing_datasets([cfg for _, cfg, _ in jobs])
     if missing and not args.skip_missing:
         for message in missing.values():
             print(f"error: {message}", file=sys.stderr)
@@ -330,7 +312,7 @@ def main(argv=None) -> int:
                                        "the rest with --skip-missing")
     for message in missing.values():
         print(f"skipped (--skip-missing): {message}", file=sys.stderr)
-    jobs = [job for job in jobs if _data_key(job[1]) not in missing]
+    jobs = [job for job in jobs if setting_of(job[1]) not in missing]
     workers = args.jobs if args.jobs is not None else default_jobs()
     if workers < 1:
         raise ConfigError("--jobs", workers, "use 1 or more")

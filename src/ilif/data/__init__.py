@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ilif.checks import nearest
 from ilif.conf import DatasetConfig, component_function, keyword_parameters
 from ilif.rundir import close_inherited_locks
 
@@ -77,12 +78,36 @@ def dataset_arguments(cfg: Mapping[str, Any], function: Callable) -> dict:
             arguments.setdefault(key, value)
         elif key not in (*COMMON, *GIVEN):
             own = sorted(set(takes) - set(COMMON))
-            raise ValueError(f"dataset.{key}={value!r} is not allowed: dataset {cfg['name']} takes {own} besides "
+            close = nearest(key, [*own, *COMMON])
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise ValueError(f"dataset.{key}={value!r} is not allowed: {hint}dataset {cfg['name']} takes {own} besides "
                              f"the keys every dataset has ({', '.join(sorted(COMMON))})")
     if cfg.get("builder") and cfg.get("stand_in") and "stand_in" not in takes:
         raise ValueError(f"dataset.stand_in=True is not allowed: {cfg['builder']} makes no stand-in data (it "
                          "takes no stand_in)")
     return arguments
+
+
+def setting_of(cfg) -> tuple:
+    """What a trainer config's data depends on: (dataset name, stand-in, T, root)."""
+    return cfg.dataset.name, cfg.dataset.stand_in, cfg.trainer.T, cfg.dataset.get("root")
+
+
+def missing_datasets(configs) -> dict[tuple, str]:
+    """Build each dataset of ``configs`` (trainer configs) once: every one that is missing or corrupt,
+    keyed by :func:`setting_of`, with its one-line error."""
+    from omegaconf import OmegaConf
+
+    missing, seen = {}, set()
+    for cfg in configs:
+        key = setting_of(cfg)
+        if key not in seen:
+            seen.add(key)
+            try:
+                build({**OmegaConf.to_container(cfg.dataset, resolve=True), "T": cfg.trainer.T})
+            except DatasetError as err:
+                missing[key] = str(err)
+    return missing
 
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int = 0, pin_memory: bool = False,
@@ -98,4 +123,4 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
 
 
 __all__ = ["BUILTIN", "COMMON", "GIVEN", "NAMES", "Cutout", "DatasetError", "DatasetInfo", "build", "data_root",
-           "dataset_arguments", "dataset_function", "make_loader"]
+           "dataset_arguments", "dataset_function", "make_loader", "missing_datasets", "setting_of"]

@@ -30,16 +30,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 import ilif
 
-from ilif.conf import (CONFIG_DIR, compose_config, distributed_env, group_options, is_group, name_components,
+from ilif.checks import CHECKS, check_torch_free
+from ilif.conf import (CONFIG_DIR, EXTRA_CONFIG_DIRS, compose_config, distributed_env, group_options, is_group, name_components,
                        parse_value, register, sweep_axes)
 from ilif.grid import grid_items, run_dir_of
 from ilif.errors import (SIGNAL_EXIT, ConfigError, DatasetError, IlifError, TrainingDiverged, bad_input, debugging,
                          describe, entry_point, exit_code, one_line)
 from ilif.rundir import discard_untrained, symlink_in, symlink_message
-
-from .config import CHECKS, validate
-from .runtime import close_distributed
-from .loop import train
 
 log = logging.getLogger("ilif.train")
 HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
@@ -86,6 +83,27 @@ def _check_group_options(items: list[tuple[str, str]]) -> None:
                     raise ConfigError(group, option, f"choose one of {options}")
 
 
+def help_text(searchpath: list[str]) -> str:
+    """``ilif-train --help`` as Hydra writes it (train.yaml's ``hydra.help``, its config groups and their
+    options), read from the config folders without composing a config (Hydra's own takes seconds).
+    ``searchpath``: the ``hydra.searchpath=[...]`` override of :func:`parse_cli`, if any."""
+    from omegaconf import OmegaConf
+
+    folders = [CONFIG_DIR, *EXTRA_CONFIG_DIRS]
+    for entry in searchpath:
+        folders += [Path(p.strip().removeprefix("file://")) for p in entry.partition("=")[2].strip("[]").split(",")]
+    groups: dict[str, set] = {}
+    for folder in folders:
+        for path in folder.rglob("*.yaml"):
+            group = path.parent.relative_to(folder).as_posix()
+            if group != "." and not group.startswith("hydra"):
+                groups.setdefault(group, set()).add(path.stem)
+    listing = "\n".join(f"{group}: {', '.join(sorted(groups[group]))}" for group in sorted(groups))
+    spec = OmegaConf.load(CONFIG_DIR / "train.yaml").hydra.help
+    return (spec.template.replace("${hydra.help.header}", spec.header).replace("${hydra.help.footer}", spec.footer)
+            .replace("$APP_CONFIG_GROUPS", listing))
+
+
 def check_writable(runs_root: Path) -> None:
     """Raise ConfigError unless run directories can be made under ``runs_root``."""
     existing = runs_root.absolute()
@@ -103,9 +121,10 @@ def check_writable(runs_root: Path) -> None:
                           f"no folder can be made in {existing} ({err.strerror})") from None
 
 
-def precheck(argv: list[str]) -> None:
+def precheck(argv: list[str], torch_free: bool = False) -> None:
     """Compose and validate every job of ``argv`` (see the module docstring) and the launcher's
-    variables; raises ConfigError (exit 2) on the first error."""
+    variables; raises ConfigError (exit 2) on the first error. Every job passes the torch-free checks
+    (:mod:`ilif.checks`) before torch is imported for the components' own; ``torch_free``: only those."""
     rerun = next((arg for arg in argv if arg.partition("=")[0] == "--experimental-rerun"), None)
     if rerun is not None:
         raise ConfigError.from_message("--experimental-rerun is not allowed: it unpickles the file it is given (code "
@@ -119,12 +138,13 @@ def precheck(argv: list[str]) -> None:
             _check_group_options([(k, v) for k, v in items if "(" not in v])
         experiments = next((axis for axis in sweep_axes(items) if axis[0][0] == "experiment"), [None])
         run_dir = next((Path(arg.partition("=")[2]) for arg in argv if arg.startswith("hydra.run.dir=")), None)
-        composed = [cfg for experiment in experiments
-                    for cfg in _check_jobs(items, experiment, searchpath, multirun, run_dir)]
-    if multirun:  # every dataset of the sweep, before a job is launched (as ilif-study does)
-        from ilif.study import missing_data
+        for full in (False,) if torch_free else (False, True):
+            composed = [cfg for experiment in experiments
+                        for cfg in _check_jobs(items, experiment, searchpath, multirun, run_dir, full)]
+    if multirun and not torch_free:  # every dataset of the sweep, before a job is launched (as ilif-study does)
+        from ilif.data import missing_datasets
 
-        missing = missing_data([(None, cfg, None) for cfg in composed])
+        missing = missing_datasets(composed)
         for message in missing.values():
             print(f"error: {message}", file=sys.stderr)
         if missing:
@@ -132,11 +152,18 @@ def precheck(argv: list[str]) -> None:
                                            "(docs/full_scale.md), or leave them out of the sweep")
 
 
-def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_dir: Optional[Path] = None) -> list:
+def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_dir: Optional[Path] = None,
+                full: bool = True) -> list:
     """Validate every group-choice combination of one experiment's jobs, and on each every value of
     every other axis (the experiment's grid included when ``multirun``); ``run_dir``: a single run's
-    ``hydra.run.dir``, when the command line sets one. Returns the configs composed (one per
-    combination of group choices)."""
+    ``hydra.run.dir``, when the command line sets one; not ``full``: only the torch-free checks.
+    Returns the configs composed (one per combination of group choices)."""
+    if full:
+        from .config import validate
+    else:
+        def validate(cfg, keys=None):
+            if keys is None:
+                check_torch_free(cfg)
     composed = []
     items = [(k, v) for k, v in items if k != "experiment"]
     head = searchpath + ([f"{experiment[0]}={experiment[1]}"] if experiment else [])
@@ -163,7 +190,8 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_di
                 if key.startswith(("+", "~")):
                     validate(compose_config(head + [f"{k}={v}" for k, v in choices] + [f"{key}={value}"]))
                 elif key in CHECKS:  # a plain range or choice: check the value alone (fast for huge sweeps)
-                    CHECKS[key](key, parse_value(value))
+                    if full or not getattr(CHECKS[key], "lazy", False):
+                        CHECKS[key](key, parse_value(value))
                 else:  # a neuron key (its class checks it), or a key only the schema types
                     job = cfg.copy()
                     try:
@@ -212,6 +240,9 @@ def hydra_main(cfg: DictConfig) -> float:
     """One job. A single run ends the process with one line and an exit code on failure. A job of a
     sweep records its failure and the sweep goes on (the summary comes at the end); in a process of
     its own (submitit) it then ends that process with its exit code, so SLURM marks it failed."""
+    from .config import validate
+    from .loop import train
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     code, message = 0, ""
@@ -282,7 +313,12 @@ def main() -> None:
 
         print(f"ilif-train {ilif.__version__} (Hydra {version('hydra-core')})")
         return 0
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(help_text(parse_cli(argv)[1]))
+        return 0
     if any(arg.partition("=")[0] in HYDRA_FLAGS for arg in argv):
+        if any(arg.partition("=")[0] in ("--cfg", "-c") for arg in argv):
+            precheck(argv, torch_free=True)  # a config printed is one that would train (its keys and values)
         hydra_main()  # help, config printing, completion: Hydra's, unchanged
         return
     precheck(argv)
@@ -311,6 +347,8 @@ def main() -> None:
         for failure in FAILURES:
             print(f"  {failure}", file=sys.stderr)
         sys.exit(1)
+    from .runtime import close_distributed
+
     close_distributed()
 
 

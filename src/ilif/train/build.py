@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Subset
 
+from ilif.checks import unknown_key
 from ilif.conf import ModelConfig, keyword_parameters
 from ilif.data import build as build_data
 from ilif.models import backbone
@@ -51,7 +52,7 @@ def model_arguments(cfg: DictConfig, function: Callable) -> dict:
             continue
         if (key not in takes and not takes_any) or key in MODEL_GIVEN:
             allowed = [k for k in takes if k not in (*MODEL_GIVEN, "input_size")]
-            raise ValueError(f"model.{key}={value!r} is not allowed: {function.__name__} takes {allowed}")
+            raise unknown_key(f"model.{key}", value, function.__name__, allowed)
         arguments[key] = value
     return arguments
 

@@ -1,0 +1,182 @@
+"""The checks of a composed trainer config that need no torch: every key is a known key (in every group,
+whether it came from a file, an override or a ``+key``), and every range and choice of
+:data:`CHECKS`. ``ilif-train`` runs them before it imports torch, so a misspelt key or a bad value ends
+in about a second; :func:`ilif.train.config.validate` runs them first, then the checks that need the
+components themselves (their signatures, the neuron's own checks).
+
+A bad key or value raises :class:`ilif.errors.ConfigError`: one line naming the key, the value and what
+is allowed (for an unknown key, the nearest known keys).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+from typing import Any, Callable, Iterable, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from ilif.conf import COMPONENTS, TrainConfig
+from ilif.errors import ConfigError, finite_number
+
+#: keys whose values a component checks against its own signature (ilif.train.config): open groups
+OPEN_GROUPS = (*COMPONENTS, "remedy")
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise ConfigError(key, value, allowed) unless ``ok``."""
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def nearest(key: str, known: Iterable[str]) -> list[str]:
+    """The known keys closest to ``key`` in spelling (at most three, closest first)."""
+    return difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+
+
+def unknown_key(key: str, value: Any, owner: str, known: Iterable[str]) -> ConfigError:
+    """The error for ``key`` (dotted) that ``owner`` (``trainer``, ``LIF``, ...) does not take: it names
+    the nearest of ``known`` (the keys without their group) and lists them all, in their order."""
+    known = list(known)
+    close = nearest(key.rpartition(".")[2], known)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return ConfigError(key, value, f"{hint}{owner} takes {known}")
+
+
+def choice(options: tuple | str):
+    """A check: the value is one of ``options``, a tuple or the ``"module:attribute"`` of one (imported
+    when the check runs, so a registry that needs torch is read only then)."""
+    def check(key: str, value: Any) -> None:
+        allowed = options if isinstance(options, tuple) else _attribute(options)
+        require(value in allowed, key, value, f"choose one of {list(allowed)}")
+
+    check.lazy = isinstance(options, str)
+    return check
+
+
+def _attribute(path: str):
+    module, _, name = path.partition(":")
+    return tuple(getattr(importlib.import_module(module), name))
+
+
+def positive(minimum: float = 0.0, strict: bool = True, integer: bool = False, maximum: Optional[float] = None):
+    """A check: a finite number (an integer when ``integer``) above ``minimum`` (or equal, not
+    ``strict``), and at most ``maximum`` where one is given."""
+    def check(key: str, value: Any) -> None:
+        ok = finite_number(value) and (not integer or float(value).is_integer())
+        ok = ok and (value > minimum if strict else value >= minimum) and (maximum is None or value <= maximum)
+        kind = "an integer" if integer else "a finite number"
+        bound = f" and <= {maximum:g}" if maximum is not None else ""
+        require(ok, key, value, f"{kind} {'>' if strict else '>='} {minimum:g}{bound}")
+
+    return check
+
+
+def within(low: float, high: float, high_inclusive: bool = False):
+    """A check: a finite number in [low, high) (or [low, high])."""
+    def check(key: str, value: Any) -> None:
+        ok = finite_number(value) and low <= value and (value <= high if high_inclusive else value < high)
+        require(ok, key, value, f"a number in [{low:g}, {high:g}{']' if high_inclusive else ')'}")
+
+    return check
+
+
+def path_segment(key: str, value: Any) -> None:
+    """A check: one folder name (no separator, not '.' or '..', not empty), so the run directory stays
+    under ``runs_root``."""
+    ok = isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\\" not in value \
+        and "\0" not in value
+    require(ok, key, value, "one folder name (no '/', not '.' or '..')")
+
+
+#: every checked key and its check (the open groups' own keys are checked by their components)
+CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "seed": within(0, 2**32),
+    "experiment_name": path_segment,
+    "dataset.name": choice("ilif.data:NAMES"),
+    "dataset.split": choice(("reference", "random")),
+    "dataset.preprocess": choice(("clean", "reference")),
+    "dataset.val_fraction": within(0.0, 1.0),
+    "dataset.stand_in_size": positive(integer=True),
+    "dataset.stand_in_samples": positive(integer=True),
+    "model.dropout": within(0.0, 1.0),
+    "surrogate.family": choice("ilif.neurons:FAMILIES"),
+    "surrogate.gamma": positive(),
+    "surrogate.normalize": choice("ilif.neurons:NORMALIZATIONS"),
+    "optim.name": choice("ilif.train.build:OPTIMIZERS"),
+    "optim.lr": positive(),
+    "optim.momentum": within(0.0, 1.0),
+    "optim.weight_decay": positive(strict=False),
+    "schedule.name": choice("ilif.train.build:SCHEDULES"),
+    "schedule.eta_min": positive(strict=False),
+    "schedule.step_size": positive(integer=True),
+    "schedule.gamma": positive(),
+    "loss.name": choice("ilif.train.losses:LOSSES"),
+    "loss.lam": within(0.0, 1.0, high_inclusive=True),
+    "loss.mse_target": choice(("constant", "onehot")),
+    "loss.phi": within(-1e6, 1e6, high_inclusive=True),
+    "loss.label_smoothing": within(0.0, 1.0),
+    "trainer.T": positive(integer=True),
+    "trainer.epochs": positive(integer=True),
+    "trainer.timeout_s": positive(integer=True),
+    "trainer.checkpoint_every_min": positive(strict=False),
+    "trainer.batch_size": positive(integer=True),
+    "trainer.eval_batch_size": positive(integer=True),
+    "trainer.num_workers": positive(strict=False, integer=True),
+    "trainer.device": choice(("auto", "cpu", "cuda")),
+    "trainer.amp": choice(("auto", "off", "fp16", "bf16")),
+    "trainer.grad_clip": positive(strict=False),
+    "trainer.limit_train_batches": positive(strict=False, integer=True),
+    "trainer.limit_eval_batches": positive(strict=False, integer=True),
+    "trainer.threads": positive(strict=False, integer=True),
+    "logger.wandb.mode": choice(("auto", "online", "offline", "disabled")),
+}
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Every key of ``cfg`` is one its schema has (:class:`ilif.conf.TrainConfig`, its groups and their
+    groups), except inside the open groups, whose components check their own keys. Raises ConfigError
+    naming the first unknown key and the nearest known ones."""
+    _check_fields(cfg, TrainConfig, "", extra=("hydra",))
+
+
+def _check_fields(node: DictConfig, schema, prefix: str, extra: tuple = ()) -> None:
+    known = {f.name: f for f in dataclasses.fields(schema)}
+    for key in node.keys():
+        dotted = f"{prefix}{key}"
+        if key in extra or dotted in OPEN_GROUPS:
+            continue
+        if key not in known:
+            owner = prefix.rstrip(".") or "the config"
+            raise unknown_key(dotted, OmegaConf.select(node, str(key), throw_on_missing=False), owner, known)
+        kind = _dataclass_of(known[key])
+        if kind is not None and isinstance(node[key], DictConfig):
+            _check_fields(node[key], kind, f"{dotted}.")
+
+
+def _dataclass_of(f: dataclasses.Field):
+    if dataclasses.is_dataclass(f.type):
+        return f.type
+    if f.default_factory is not dataclasses.MISSING:
+        made = f.default_factory()
+        return type(made) if dataclasses.is_dataclass(made) else None
+    return None
+
+
+def check_values(cfg: DictConfig, keys: Optional[list[str]] = None, torch_free: bool = False) -> None:
+    """Run the check of every key of :data:`CHECKS` (or of ``keys``, dotted, where they have one); with
+    ``torch_free``, only those that need no registry. Raises ConfigError on the first bad value."""
+    for key in CHECKS if keys is None else [k for k in keys if k in CHECKS]:
+        check = CHECKS[key]
+        if key == "dataset.name" and cfg.dataset.get("builder") is not None:
+            continue
+        if torch_free and getattr(check, "lazy", False):
+            continue
+        check(key, OmegaConf.select(cfg, key))
+
+
+def check_torch_free(cfg: DictConfig) -> None:
+    """What can be checked before torch is imported: every key known, every plain range and choice."""
+    check_keys(cfg)
+    check_values(cfg, torch_free=True)
