@@ -70,3 +70,72 @@ def test_bad_value_in_an_experiment_grid_is_caught_before_any_run(tmp_path, cli)
     assert proc.stderr.strip().splitlines() == [
         "error: surrogate.normalize='sideways' is not allowed: choose one of ['area', 'peak']"]
     assert not (tmp_path / "runs").exists()
+
+
+MISSPELT = [
+    ("+surrogate.gama=2", "surrogate.gama=2 is not allowed: did you mean gamma? surrogate takes ['family', 'gamma', "
+                          "'normalize']"),
+    ("+trainer.epoch=1", "trainer.epoch=1 is not allowed: did you mean epochs? trainer takes ['T', 'epochs', "),
+    ("+optim.lrr=0.01", "optim.lrr=0.01 is not allowed: did you mean lr? optim takes ['name', 'lr', 'momentum', "
+                        "'weight_decay']"),
+    ("+loss.lamda=0.5", "loss.lamda=0.5 is not allowed: did you mean lam? loss takes ['name', 'lam', "),
+    ("+logger.wandb.mod=online", "logger.wandb.mod='online' is not allowed: did you mean mode? logger.wandb takes "),
+    ("+neuron.tauu=2", "neuron.tauu=2 is not allowed: did you mean tau? "),
+    ("+model.dropot=0.1", "model.dropot=0.1 is not allowed: did you mean dropout? "),
+]
+
+
+@pytest.mark.parametrize("override, message", MISSPELT)
+@pytest.mark.parametrize("how", ["run", "sweep", "cfg", "study"])
+def test_a_misspelt_key_of_any_group_is_one_line_naming_the_nearest_everywhere(tmp_path, cli, override, message,
+                                                                               how):
+    """With or without '+', in a single run, a sweep, --cfg and ilif-study --override: exit 2, one line,
+    nothing trained and no run directory (it trained at the default before: the key was stored unused)."""
+    from ilif.study import main as study_main
+
+    runs = f"runs_root={tmp_path / 'runs'}"
+    if how == "study":
+        proc = cli(study_main, "demo", "--override", override, "--override", runs, "--dry-run")
+    else:
+        key, _, value = override.partition("=")
+        argv = {"run": [override], "sweep": ["-m", f"{key}={value},{value}"], "cfg": [override, "--cfg", "job"]}[how]
+        proc = cli(main, *argv, runs)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_key_a_users_config_file_misspells_is_one_line(tmp_path, cli):
+    (tmp_path / "mine" / "optim").mkdir(parents=True)
+    (tmp_path / "mine" / "optim" / "fast.yaml").write_text("name: sgd\nlrr: 0.5\n")
+    proc = cli(main, "--config-dir", str(tmp_path / "mine"), "optim=fast", f"runs_root={tmp_path / 'runs'}")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "lrr" in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+TORCH_FREE = """
+import sys
+from ilif.train.app import main
+sys.argv = ["ilif-train", *sys.argv[1:]]
+try:
+    code = main()
+except SystemExit as stop:
+    code = stop.code
+print("torch imported" if "torch" in sys.modules else "torch not imported", code or 0)
+"""
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["--help"], 0), (["--version"], 0), (["--cfg", "job"], 0),
+    (["experiment=table1", "recipe=cifar10", "--cfg", "job"], 0),
+    (["-sc", "install=bash"], 0), (["+trainer.epoch=1"], 2), (["surrogate.gamma=-1"], 2), (["neuron=lfi"], 2),
+    (["-m", "seed=0,1", "+optim.lrr=1,2"], 2),
+])
+def test_the_cli_answers_without_importing_torch(argv, code):
+    """--help, --version, completion, --cfg and every error of a key or a plain value end before torch
+    is imported (importing it is most of a second-long start here; scripts/bench_cli.py times them)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", TORCH_FREE, *argv], capture_output=True, text=True)
+    assert proc.stdout.strip().splitlines()[-1] == f"torch not imported {code}", proc.stderr

@@ -127,8 +127,8 @@ EVERY_DATASET = ("augment, builder, download, name, preprocess, root, split, spl
     (["~model.bn_per_step"], "model.bn_per_step=None is not allowed: every model has it (it was removed)"),
     (["+dataset.noise=1"], "dataset.noise=1 is not allowed: dataset digits takes ['test_fraction'] besides the keys "
                            f"every dataset has ({EVERY_DATASET})"),
-    (["dataset=user_noisy", "+dataset.nosie=1"], "dataset.nosie=1 is not allowed: did you mean noise? dataset user_noisy takes "
-                                                 "['noise'] "
+    (["dataset=user_noisy", "+dataset.nosie=1"], "dataset.nosie=1 is not allowed: did you mean noise? dataset "
+                                                 "user_noisy takes ['noise'] "
                                                  f"besides the keys every dataset has ({EVERY_DATASET})"),
     (["dataset=user_noisy", "dataset.stand_in=true"], "dataset.stand_in=True is not allowed: user_parts.noisy makes "
                                                       "no stand-in data (it takes no stand_in)"),

@@ -153,9 +153,9 @@ class TrainerConfig:
     progress: bool = outside(True)
     limit_train_batches: int = 0  # 0: all
     limit_eval_batches: int = 0
-    threads: int = outside(1)  # torch intra-op threads of the run (results are bit-reproducible per count); 0: all cores
+    threads: int = outside(1)  # torch intra-op threads (results are bit-reproducible per count); 0: all cores
     timeout_s: int = outside(1800)  # the longest wait for DDP peers (rendezvous, collectives) and for one loader batch
-    checkpoint_every_min: float = outside(0.0)  # also write last.pt inside an epoch this often (it resumes exactly); 0: off
+    checkpoint_every_min: float = outside(0.0)  # also write last.pt inside an epoch this often (exact resume); 0: off
 
 
 @dataclass
@@ -359,7 +359,8 @@ def _drop_outside(container: dict, schema) -> None:
     for f in fields(schema):
         if f.name not in container:
             continue
-        if f.metadata.get("identity") is False or ("neutral" in f.metadata and container[f.name] == f.metadata["neutral"]):
+        at_neutral = "neutral" in f.metadata and container[f.name] == f.metadata["neutral"]
+        if f.metadata.get("identity") is False or at_neutral:
             container.pop(f.name)
         elif isinstance(container[f.name], dict) and _schema_below(schema, f) is not None:
             _drop_outside(container[f.name], _schema_below(schema, f))

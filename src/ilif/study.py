@@ -28,7 +28,7 @@ from tqdm import tqdm
 import ilif
 from ilif.conf import use_config_dirs
 from ilif.data import missing_datasets, setting_of
-from ilif.errors import ConfigError, DatasetError, Interrupted, TrainingDiverged, bad_input, entry_point
+from ilif.errors import ConfigError, Interrupted, TrainingDiverged, bad_input, entry_point
 from ilif.grid import SCALES, experiment_names, plan, table_jobs, table_numbers, tables
 from ilif.rundir import finished_summary
 
