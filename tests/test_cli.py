@@ -76,9 +76,8 @@ MISSPELT = [
     ("+surrogate.gama=2", "surrogate.gama=2 is not allowed: did you mean gamma? surrogate takes ['family', 'gamma', "
                           "'normalize']"),
     ("+trainer.epoch=1", "trainer.epoch=1 is not allowed: did you mean epochs? trainer takes ['T', 'epochs', "),
-    ("+optim.lrr=0.01", "optim.lrr=0.01 is not allowed: did you mean lr? optim takes ['name', 'lr', 'momentum', "
-                        "'weight_decay']"),
-    ("+loss.lamda=0.5", "loss.lamda=0.5 is not allowed: did you mean lam? loss takes ['name', 'lam', "),
+    ("+optim.lrr=0.01", "optim.lrr=0.01 is not allowed: did you mean lr? "),
+    ("+loss.lamda=0.5", "loss.lamda=0.5 is not allowed: did you mean lam? "),
     ("+logger.wandb.mod=online", "logger.wandb.mod='online' is not allowed: did you mean mode? logger.wandb takes "),
     ("+neuron.tauu=2", "neuron.tauu=2 is not allowed: did you mean tau? "),
     ("+model.dropot=0.1", "model.dropot=0.1 is not allowed: did you mean dropout? "),

@@ -34,7 +34,6 @@ ILIF_FULL = NeuronParams(tau=1.7, surrogate=Surrogate("sigmoid", 1.3), current_i
 # --- resume ------------------------------------------------------------------------------------------------
 
 def _parts(model):
-    from omegaconf import OmegaConf
 
     from ilif.train.remedies import Remedy
 
@@ -42,7 +41,7 @@ def _parts(model):
     return SimpleNamespace(model=model, optimizer=optimizer,
                            scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2), start_epoch=0, best=None,
                            changed_on_resume=[], epoch_seconds=[], resume_inside=None,
-                           remedy=Remedy(OmegaConf.create({"name": "none"}), model, None))
+                           remedy=Remedy(model, None))
 
 
 @pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")

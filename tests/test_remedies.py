@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from spikingjelly.activation_based import functional
 from torch import nn
 
@@ -18,20 +17,16 @@ from ilif.neurons import CLIF, FAMILIES, ILIF, LIF, NORMALIZATIONS, PLIF, Neuron
 from ilif.neurons.functional import multistep_with_count
 from ilif.errors import ConfigError
 from ilif.train.config import validate
-from ilif.train.remedies import (NAMES, AdaptiveGamma, AnnealedGamma, LearnableGamma, RateRegularisation,
+from ilif.train.remedies import (REMEDIES, AdaptiveGamma, AnnealedGamma, LearnableGamma, RateRegularisation,
                                  annealed_gamma, fitted_gamma)
 
-
-
-def _spec(**keys):
-    return OmegaConf.create(keys)
 
 
 @pytest.mark.parametrize("form", ["l2", "l1"])
 def test_the_rate_regulariser_gradient_by_hand(form):
     surrogate = Surrogate("rectangle", gamma=1.0, normalize="area")
     model = nn.Sequential(LIF(surrogate=surrogate, step_mode="m"))
-    remedy = RateRegularisation(_spec(name="rate_reg", target=0.2, weight=3.0, form=form), model, None)
+    remedy = RateRegularisation(model, None, target=0.2, weight=3.0, form=form)
     x = torch.tensor([[0.2, 0.7, 1.1, 1.4, 0.95, 2.0]], dtype=torch.float64, requires_grad=True)  # T = 1, B = 1
     model.train()
     spikes = model(x)
@@ -130,7 +125,7 @@ def test_every_fused_backend_gives_a_learnable_gamma_the_oracle_gradient(backend
 
 
 def _learnable(model, init=1.0, lr=0.01, low=0.05, high=16.0):
-    return LearnableGamma(_spec(name="learnable_gamma", init=init, lr=lr, min=low, max=high), model, None)
+    return LearnableGamma(model, None, init=init, lr=lr, min=low, max=high)
 
 
 @pytest.mark.parametrize("neuron", [LIF, ILIF, CLIF, PLIF])
@@ -196,7 +191,7 @@ def test_the_rate_regulariser_acts_the_same_under_torch_compile():
     sigmoid = Surrogate("sigmoid")
     model = nn.Sequential(nn.Linear(8, 16), ILIF(surrogate=sigmoid, step_mode="m"), nn.Linear(16, 4),
                           ILIF(surrogate=sigmoid, step_mode="m"))
-    remedy = RateRegularisation(_spec(name="rate_reg", target=0.1, weight=3.0, form="l2"), model, None)
+    remedy = RateRegularisation(model, None, target=0.1, weight=3.0, form="l2")
     x = torch.randn(4, 5, 8) * 2 + 0.5
     results = []
     for net in (model, torch.compile(model, dynamic=False)):
@@ -218,7 +213,7 @@ def test_the_annealed_gamma_at_each_epoch():
     assert annealed_gamma(4.0, 0.25, "linear", 0, 1) == 4.0  # one epoch: the start
     model = nn.Sequential(LIF(step_mode="m"), nn.Identity(), LIF(surrogate=Surrogate("sigmoid", normalize="peak"),
                                                                  step_mode="m"))
-    remedy = AnnealedGamma(_spec(name="anneal_gamma", start=4.0, end=1.0, shape="linear"), model, None)
+    remedy = AnnealedGamma(model, None, start=4.0, end=1.0, shape="linear")
     remedy.start_epoch(1, 3)
     record = remedy.record()
     assert record["remedy/gamma"] == {"0": 2.5, "2": 2.5} and record["remedy/gamma_mean"] == 2.5
@@ -247,7 +242,7 @@ def test_the_adaptive_rule_reaches_its_target_occupancy_on_a_fixed_input():
             return self.net(x.transpose(0, 1))
 
     net = TimeFirst(model)
-    remedy = AdaptiveGamma(_spec(name="adaptive_gamma", target=0.3, every=2, min=0.05, max=16.0), net, Frames())
+    remedy = AdaptiveGamma(net, Frames(), target=0.3, every=2, min=0.05, max=16.0)
     remedy.start_epoch(0, 4)
     assert remedy.record()["remedy/gamma"] == {"net.2": 1.0, "net.4": 1.0}  # the first epoch: the configured γ
     remedy.start_epoch(2, 4)
@@ -271,7 +266,7 @@ def test_the_adaptive_rule_reaches_its_target_occupancy_on_a_fixed_input():
     ("remedy=rate_reg remedy.form=l3", "remedy.form='l3' is not allowed: choose one of ['l2', 'l1']"),
     ("remedy=rate_reg remedy.target=1.5", "remedy.target=1.5 is not allowed: a number in [0, 1]"),
     ("remedy=rate_reg +remedy.start=1.0",
-     "remedy.start=1.0 is not allowed: did you mean target? remedy rate_reg takes ['form', 'target', 'weight']"),
+     "remedy.start=1.0 is not allowed: did you mean target? RateRegularisation takes ['target', 'weight', 'form']"),
     ("remedy=anneal_gamma remedy.end=0", "remedy.end=0 is not allowed: a finite number > 0"),
     ("remedy=anneal_gamma remedy.shape=step",
      "remedy.shape='step' is not allowed: choose one of ['linear', 'cosine', 'geometric']"),
@@ -292,8 +287,8 @@ def test_bad_remedy_values_are_refused_in_one_line(override, message):
 def test_no_remedy_is_not_part_of_the_run_hash_and_every_remedy_is():
     plain = compose_config([])
     assert "remedy" not in json.dumps(__import__("ilif.conf", fromlist=["identity"]).identity(plain))
-    hashes = {config_hash(compose_config([f"remedy={name}"])) for name in NAMES}
-    assert len(hashes) == len(NAMES) and config_hash(compose_config(["remedy=none"])) == config_hash(plain)
+    hashes = {config_hash(compose_config([f"remedy={name}"])) for name in REMEDIES}
+    assert len(hashes) == len(REMEDIES) and config_hash(compose_config(["remedy=none"])) == config_hash(plain)
 
 
 @pytest.mark.parametrize("remedy,expected", [
@@ -325,7 +320,7 @@ def test_table5_compares_each_row_with_ilif_without_a_remedy(tmp_path):
     from test_experiments import _write_summary
 
     jobs = table_jobs([5], "mini", [f"runs_root={tmp_path / 'runs'}"])
-    assert len(jobs) == 2 * 2 * len(NAMES) * 2 * 3  # datasets × neurons × remedies × γ × seeds
+    assert len(jobs) == 2 * 2 * len(REMEDIES) * 2 * 3  # datasets × neurons × remedies × γ × seeds
     acc = {("ilif", "none"): 0.95, ("lif", "none"): 0.93, ("lif", "rate_reg"): 0.94}
     for _, cfg, run_dir in jobs:
         remedy = cfg.get("remedy", {}).get("name", "none")
@@ -336,7 +331,7 @@ def test_table5_compares_each_row_with_ilif_without_a_remedy(tmp_path):
         (run_dir / "summary.json").write_text(json.dumps(summary))
     table = tables.table5(load_runs(jobs), "mini")
     rows = {tuple(row[:4]): row for row in table.rows}
-    assert list(rows)[:len(NAMES)] == [("digits", "0.25", "lif", name) for name in NAMES]
+    assert list(rows)[:len(REMEDIES)] == [("digits", "0.25", "lif", name) for name in REMEDIES]
     lif_reg = rows[("seqdigits", "4", "lif", "rate_reg")]
     assert lif_reg[-2:] == [f"+1.00 ± {100 * math.sqrt(2 * 0.01 ** 2 / 3):.2f}", "-0.1000 ± 0.0000"]
     assert rows[("digits", "4", "ilif", "none")][-2:] == ["—", "—"]
@@ -351,7 +346,7 @@ def test_a_resume_restores_the_gamma_each_layer_trained_with(tmp_path):
     def parts():
         model = nn.Sequential(LIF(step_mode="m"), LIF(step_mode="m"))
         optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
-        remedy = AdaptiveGamma(_spec(name="adaptive_gamma", target=0.3, every=1, min=0.05, max=16.0), model, None)
+        remedy = AdaptiveGamma(model, None, target=0.3, every=1, min=0.05, max=16.0)
         return SimpleNamespace(model=model, optimizer=optimizer,
                                scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2),
                                start_epoch=0, best=None, changed_on_resume=[], epoch_seconds=[], resume_inside=None,

@@ -53,12 +53,15 @@ def run_dirs(cwd: Path, experiment: str = "default"):
      ("neuron=foo",
       f"neuron='foo' is not allowed: choose one of {group_options('neuron')}"),
      ("trainer.T=0", "trainer.T=0 is not allowed: an integer > 0"),
-     ("optim.name=adam", "optim.name='adam' is not allowed: choose one of ['sgd', 'adamw']"),
-     ("loss.name=mse", "loss.name='mse' is not allowed: choose one of ['ce', 'tet']"),
+     ("optim.name=adam", "optim.name='adam' is not allowed: choose one of ['adamw', 'sgd'], or give optim._target_ "
+                         "(an optimiser function outside the package)"),
+     ("loss.name=mse", "loss.name='mse' is not allowed: choose one of ['ce', 'tet'], or give loss._target_ (a loss "
+                       "function outside the package)"),
+     ("optim=adamw optim.momentum=0.5", "optim.momentum=0.5 is not allowed: adamw takes ['lr', 'weight_decay']"),
      ("neuron.tau=1", "neuron.tau=1 is not allowed: it must be a finite float > 1")],
 )
 def test_bad_config_is_one_line_exit_2_and_no_run_dir(tmp_path, cli, override, message):
-    proc = cli(train_main, override)
+    proc = cli(train_main, *override.split())
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {message}"]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "outputs").exists()

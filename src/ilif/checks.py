@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from ilif.conf import COMPONENTS, TrainConfig
+from ilif.conf import COMPONENTS, TrainConfig, component_function, keyword_parameters
 from ilif.errors import ConfigError, finite_number
 
 #: keys whose values a component checks against its own signature (ilif.train.config): open groups
@@ -35,11 +35,12 @@ def nearest(key: str, known: Iterable[str]) -> list[str]:
     return difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
 
 
-def unknown_key(key: str, value: Any, owner: str, known: Iterable[str]) -> ConfigError:
+def unknown_key(key: str, value: Any, owner: str, known: Iterable[str], near: Iterable[str] = ()) -> ConfigError:
     """The error for ``key`` (dotted) that ``owner`` (``trainer``, ``LIF``, ...) does not take: it names
-    the nearest of ``known`` (the keys without their group) and lists them all, in their order."""
+    the nearest of ``known`` and ``near`` (keys without their group) and lists ``known``, in their order."""
     known = list(known)
-    close = nearest(key.rpartition(".")[2], known)
+    name = key.rpartition(".")[2]
+    close = nearest(name, [k for k in (*known, *(k for k in near if k not in known)) if k != name])
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     return ConfigError(key, value, f"{hint}{owner} takes {known}")
 
@@ -104,15 +105,12 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "surrogate.family": choice("ilif.neurons:FAMILIES"),
     "surrogate.gamma": positive(),
     "surrogate.normalize": choice("ilif.neurons:NORMALIZATIONS"),
-    "optim.name": choice("ilif.train.build:OPTIMIZERS"),
     "optim.lr": positive(),
     "optim.momentum": within(0.0, 1.0),
     "optim.weight_decay": positive(strict=False),
-    "schedule.name": choice("ilif.train.build:SCHEDULES"),
     "schedule.eta_min": positive(strict=False),
     "schedule.step_size": positive(integer=True),
     "schedule.gamma": positive(),
-    "loss.name": choice("ilif.train.losses:LOSSES"),
     "loss.lam": within(0.0, 1.0, high_inclusive=True),
     "loss.mse_target": choice(("constant", "onehot")),
     "loss.phi": within(-1e6, 1e6, high_inclusive=True),
@@ -176,7 +174,49 @@ def check_values(cfg: DictConfig, keys: Optional[list[str]] = None, torch_free: 
         check(key, OmegaConf.select(cfg, key))
 
 
+def component_arguments(group: str, spec: dict, function: Callable, given: tuple = ()) -> dict:
+    """The keyword arguments ``function`` (a component: a backbone, an optimiser, ...) is called with
+    from its config ``spec`` (a dict): every key but ``name`` and ``_target_``; a key every option of
+    the group has (its schema in :data:`ilif.conf.COMPONENTS`) is left out, at its default, where the
+    function does not name it; a function with ``**kwargs`` takes any other key. Raises ConfigError
+    naming ``<group>.<key>`` that the function does not take, or that the trainer gives (``given``)."""
+    takes, takes_any = keyword_parameters(function)
+    schema = COMPONENTS.get(group)
+    common = {f.name: f.default for f in dataclasses.fields(schema)} if schema else {}
+    arguments = {}
+    for key, value in spec.items():
+        if key in ("name", "_target_") or (key not in takes and key in common and value == common[key]):
+            continue
+        if (key not in takes and not takes_any) or key in given:
+            name = getattr(function, "__name__", str(function))
+            raise unknown_key(f"{group}.{key}", value, name, [k for k in takes if k not in given],
+                              near=[k for k in common if k not in ("name", "_target_")])
+        arguments[key] = value
+    return arguments
+
+
+NOUNS = {"optim": "optimiser", "schedule": "learning-rate schedule", "loss": "loss"}
+
+
+def part(group: str, spec: DictConfig | dict) -> tuple[Callable, dict]:
+    """(function, its keyword arguments) of ``spec``, the config of ``group``, one of the groups of
+    :data:`ilif.train.factories.PARTS` (optim, schedule, loss): the function at ``<group>._target_``,
+    else the built-in ``<group>.name``. Raises ConfigError naming the key and what is allowed."""
+    from ilif.train.factories import PARTS
+
+    registry, given = PARTS[group]
+    spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else spec
+    try:
+        function = component_function(group, spec, registry, "_target_", NOUNS[group])
+    except ValueError as err:
+        raise ConfigError.from_message(str(err)) from None
+    return function, component_arguments(group, spec, function, given)
+
+
 def check_torch_free(cfg: DictConfig) -> None:
-    """What can be checked before torch is imported: every key known, every plain range and choice."""
+    """What can be checked before torch is imported: every key known, every plain range and choice,
+    the optimiser's, schedule's and loss's keys against their functions."""
     check_keys(cfg)
     check_values(cfg, torch_free=True)
+    for group in ("optim", "schedule", "loss"):
+        part(group, cfg[group])

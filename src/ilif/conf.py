@@ -97,10 +97,6 @@ def _open(group: str, schema=None) -> Any:
     return field(default_factory=lambda: {**(_typed_defaults(schema) if schema else {}), "name": CHOICE % group})
 
 
-#: the open groups (their YAML files may add keys) and the keys every option of the group has
-COMPONENTS = {"dataset": DatasetConfig, "model": ModelConfig, "neuron": None}
-
-
 @dataclass
 class SurrogateConfig:
     family: str = "rectangle"  # rectangle | triangle | sigmoid | atan
@@ -110,7 +106,11 @@ class SurrogateConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adamw
+    """The keys every optimiser config has; a function of ilif.train.factories, or one at ``_target_``,
+    takes those it names and its file's own keys."""
+
+    name: str = MISSING  # the config choice unless set: sgd | adamw, or any with _target_
+    _target_: Optional[str] = neutral(None)  # the dotted path of an optimiser function outside the package
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -118,7 +118,8 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"  # cosine (per epoch, to eta_min) | step
+    name: str = MISSING  # the config choice unless set: cosine (per epoch, to eta_min) | step
+    _target_: Optional[str] = neutral(None)  # the dotted path of a schedule function outside the package
     eta_min: float = 0.0
     step_size: int = 100
     gamma: float = 0.1
@@ -126,7 +127,8 @@ class ScheduleConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "ce"  # ce on the time-averaged logits | tet
+    name: str = MISSING  # the config choice unless set: ce on the time-averaged logits | tet
+    _target_: Optional[str] = neutral(None)  # the dotted path of a loss function outside the package
     lam: float = 0.05  # tet: (1 - lam) * mean_t CE(o_t, y) + lam * MSE(o_t, target)
     mse_target: str = "constant"  # tet: constant (phi) | onehot
     phi: float = 1.0
@@ -158,6 +160,11 @@ class TrainerConfig:
     checkpoint_every_min: float = outside(0.0)  # also write last.pt inside an epoch this often (exact resume); 0: off
 
 
+#: the open groups (their YAML files may add keys) and the keys every option of the group has
+COMPONENTS = {"dataset": DatasetConfig, "model": ModelConfig, "neuron": None, "optim": OptimConfig,
+              "schedule": ScheduleConfig, "loss": LossConfig}
+
+
 @dataclass
 class WandbConfig:
     mode: str = "auto"  # auto: online with an API key, else offline (wandb sync later) | online | offline | disabled
@@ -186,9 +193,9 @@ class TrainConfig:
     model: Dict[str, Any] = _open("model", ModelConfig)
     neuron: Dict[str, Any] = _open("neuron")  # _target_ (a neuron class) and the class's own arguments
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    optim: Dict[str, Any] = _open("optim", OptimConfig)
+    schedule: Dict[str, Any] = _open("schedule", ScheduleConfig)
+    loss: Dict[str, Any] = _open("loss", LossConfig)
     remedy: Any = MISSING  # name and the remedy's own keys (configs/remedy/; ilif/train/remedies.py)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = outside(default_factory=LoggerConfig)
@@ -414,8 +421,10 @@ def component_function(group: str, spec, registry: dict, path_key: str, noun: st
     if spec.get(path_key):
         return import_dotted(f"{group}.{path_key}", spec[path_key])
     if spec["name"] not in registry:
+        article = "an" if noun[0] in "aeiou" else "a"
         raise ValueError(f"{name_key or group + '.name'}={spec['name']!r} is not allowed: choose one of "
-                         f"{sorted(registry)}, or give {group}.{path_key} (a {noun} function outside the package)")
+                         f"{sorted(registry)}, or give {group}.{path_key} ({article} {noun} function outside the "
+                         "package)")
     return registry[spec["name"]]
 
 

@@ -8,7 +8,6 @@ constructor argument, so a neuron's parameters and their checks live in its clas
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict
 from typing import Callable
 
 import torch
@@ -17,8 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Subset
 
-from ilif.checks import unknown_key
-from ilif.conf import ModelConfig, keyword_parameters
+from ilif.checks import component_arguments, part
+from ilif.conf import keyword_parameters
 from ilif.data import build as build_data
 from ilif.models import backbone
 from ilif.models.registry import call_backbone
@@ -36,25 +35,14 @@ def neuron_factory(cfg: DictConfig) -> Callable[[], nn.Module]:
 
 
 #: what the trainer gives every backbone (besides its config file's keys, and ``input_size`` where asked)
-MODEL_GIVEN = ("neuron", "num_classes", "in_channels", "T")
+MODEL_GIVEN = ("neuron", "num_classes", "in_channels", "T", "input_size")
 
 
 def model_arguments(cfg: DictConfig, function: Callable) -> dict:
-    """The keys of ``cfg.model`` that ``function`` (a backbone) is called with: all but ``name`` and
-    ``_target_``; a key every model config has (ModelConfig) is left out, at its default, where the
-    backbone does not name it; a backbone with ``**kwargs`` takes any other key. Raises ValueError naming
-    ``model.<key>`` that the backbone does not take."""
-    takes, takes_any = keyword_parameters(function)
-    common = asdict(ModelConfig())
-    arguments = {}
-    for key, value in OmegaConf.to_container(cfg.model, resolve=True).items():
-        if key in ("name", "_target_") or (key not in takes and key in common and value == common[key]):
-            continue
-        if (key not in takes and not takes_any) or key in MODEL_GIVEN:
-            allowed = [k for k in takes if k not in (*MODEL_GIVEN, "input_size")]
-            raise unknown_key(f"model.{key}", value, function.__name__, allowed)
-        arguments[key] = value
-    return arguments
+    """The keys of ``cfg.model`` that ``function`` (a backbone) is called with
+    (:func:`ilif.checks.component_arguments`). Raises ConfigError naming ``model.<key>`` that the backbone
+    does not take."""
+    return component_arguments("model", OmegaConf.to_container(cfg.model, resolve=True), function, MODEL_GIVEN)
 
 
 def build_model(cfg: DictConfig, info) -> nn.Module:
@@ -65,26 +53,16 @@ def build_model(cfg: DictConfig, info) -> nn.Module:
                          in_channels=info.in_channels, T=cfg.trainer.T, **model_arguments(cfg, function))
 
 
-#: optim.name -> (parameters, cfg.optim) -> optimiser (the config check reads its names)
-OPTIMIZERS = {
-    "sgd": lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
-    "adamw": lambda params, o: torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay),
-}
-#: schedule.name -> (optimiser, cfg) -> per-epoch learning-rate schedule
-SCHEDULES = {
-    "cosine": lambda optimizer, cfg: torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(cfg.trainer.epochs, 1), eta_min=cfg.schedule.eta_min),
-    "step": lambda optimizer, cfg: torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=cfg.schedule.step_size, gamma=cfg.schedule.gamma),
-}
-
-
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg.optim.name](model.parameters(), cfg.optim)
+    function, arguments = part("optim", cfg.optim)
+    return function(params=model.parameters(), **arguments)
 
 
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
-    return SCHEDULES[cfg.schedule.name](optimizer, cfg)
+    """The per-epoch learning-rate schedule; it is given ``epochs`` (the run's) where it names it."""
+    function, arguments = part("schedule", cfg.schedule)
+    given = {"epochs": cfg.trainer.epochs} if "epochs" in keyword_parameters(function)[0] else {}
+    return function(optimizer=optimizer, **given, **arguments)
 
 
 def build_datasets(cfg: DictConfig):

@@ -11,27 +11,30 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import fields
-from typing import Any, Callable, Optional
+from typing import Optional
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from ilif.checks import check_keys, check_values, choice, positive, require, unknown_key, within
+from ilif.checks import check_torch_free, check_values, part, require, unknown_key
 from ilif.conf import COMPONENTS
 from ilif.errors import ConfigError
 from ilif.data import GIVEN as DATASET_GIVEN, dataset_arguments, dataset_function
 from ilif.models import backbone
 
 from .build import model_arguments, neuron_factory
-from .remedies import FORMS, NAMES as REMEDIES, SHAPES
+from .remedies import remedy_class
 
 
 def validate(cfg: DictConfig, keys: Optional[list[str]] = None) -> None:
     """Check every range and choice of a composed config, or only ``keys`` (dotted; the ones a sweep
     changes); raises ConfigError on the first bad value."""
     if keys is None:
-        check_keys(cfg)
-    check_values(cfg, keys)
+        check_torch_free(cfg)
+    else:
+        check_values(cfg, keys)
+        for group in {k.partition(".")[0] for k in keys} & {"optim", "schedule", "loss"}:
+            part(group, cfg[group])
     if keys is None or any(k.startswith(("dataset.", "model.")) for k in keys):
         check_components(cfg)
     if keys is None or any(k.startswith("neuron.") or k.startswith("surrogate.") for k in keys):
@@ -42,37 +45,21 @@ def validate(cfg: DictConfig, keys: Optional[list[str]] = None) -> None:
         check_remedy(cfg)
 
 
-#: each remedy's own keys and their checks (the files of configs/remedy/ give their values)
-REMEDY_KEYS: dict[str, dict[str, Callable[[str, Any], None]]] = {
-    "none": {},
-    "rate_reg": {"target": within(0.0, 1.0, high_inclusive=True), "weight": positive(strict=False),
-                 "form": choice(FORMS)},
-    "learnable_gamma": {"init": positive(), "lr": positive(), "min": positive(), "max": positive()},
-    "anneal_gamma": {"start": positive(), "end": positive(), "shape": choice(SHAPES)},
-    "adaptive_gamma": {"target": within(0.0, 1.0), "every": positive(integer=True), "min": positive(),
-                       "max": positive()},
-}
-
-
 def check_remedy(cfg: DictConfig) -> None:
-    """The remedy's name, its keys (no other) and their values; ConfigError naming the ``remedy.*`` key."""
-    spec = OmegaConf.to_container(cfg.remedy, resolve=True)
-    name = spec.get("name")
-    require(name in REMEDIES, "remedy.name", name, f"choose one of {list(REMEDIES)}")
-    for key in spec:
-        if key != "name" and key not in REMEDY_KEYS[name]:
-            raise unknown_key(f"remedy.{key}", spec[key], f"remedy {name}", sorted(REMEDY_KEYS[name]))
-    for key, check in REMEDY_KEYS[name].items():
-        require(key in spec, f"remedy.{key}", None, f"remedy {name} needs it")
-        check(f"remedy.{key}", spec[key])
-    if name in ("adaptive_gamma", "learnable_gamma"):
-        require(spec["min"] < spec["max"], "remedy.min", spec["min"], f"below remedy.max={spec['max']!r}")
-    if name == "learnable_gamma":
-        require(spec["min"] <= spec["init"] <= spec["max"], "remedy.init", spec["init"],
-                 f"within [remedy.min, remedy.max] = [{spec['min']!r}, {spec['max']!r}]")
-        require(not cfg.trainer.compile, "trainer.compile", cfg.trainer.compile,
-                 "false with remedy=learnable_gamma (γ changes at every step, and torch.compile would recompile "
-                 "the network at each)")
+    """The remedy's class, its keys (no other, none missing) and their values (checked by the class on
+    a model without neuron layers); ConfigError naming the ``remedy.*`` key."""
+    import torch
+
+    cls, arguments = remedy_class(cfg)
+    require(cls.compiles or not cfg.trainer.compile, "trainer.compile", cfg.trainer.compile,
+            f"false with remedy={cfg.remedy.name} (γ changes at every step, and torch.compile would recompile "
+            "the network at each)")
+    try:
+        cls(model=torch.nn.Module(), train_set=None, **arguments)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError.from_message(f"remedy.{err}") from None
 
 
 def check_frames(cfg: DictConfig) -> None:

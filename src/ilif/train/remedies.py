@@ -1,6 +1,9 @@
 """Remedies for the γ dilemma that the literature uses, as rivals of ILIF (``remedy=...``).
 
-Each composes with any neuron, surrogate family and normalisation; the trainer calls
+A remedy is a class whose constructor takes the model, the training set and its config file's keys by
+name (``configs/remedy/<name>.yaml``; found by ``remedy.name`` in :data:`REMEDIES`, or at
+``remedy._target_``), and checks their values itself. Each composes with any neuron, surrogate family
+and normalisation; the trainer calls
 :meth:`Remedy.start_epoch` before an epoch trains, adds :meth:`Remedy.penalty` to each step's loss,
 and logs :meth:`Remedy.record` (the γ each neuron layer trains with) with the epoch's metrics.
 
@@ -25,18 +28,21 @@ and logs :meth:`Remedy.record` (the γ each neuron layer trains with) with the e
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Optional
 
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from spikingjelly.activation_based import functional as sj_functional
 
+from ilif.checks import choice, component_arguments, positive, require, within
+from ilif.conf import component_function
+from ilif.errors import ConfigError
 from ilif.metrics.base import neuron_layers
 from ilif.neurons import Surrogate
 
-NAMES = ("none", "rate_reg", "learnable_gamma", "anneal_gamma", "adaptive_gamma")
 SHAPES = ("linear", "cosine", "geometric")
 FORMS = ("l2", "l1")
 PROBE_SAMPLES = 256  # the fixed batch the adaptive rule measures on: the first samples of the training set
@@ -65,11 +71,19 @@ def rate_penalty(rates: list[torch.Tensor], form: str, target: float, weight: fl
     return weight * ((stacked - target) ** 2 if form == "l2" else stacked).mean()
 
 
+def _check_range(low: float, high: float) -> None:
+    """remedy.min < remedy.max (ConfigError naming remedy.min otherwise)."""
+    require(low < high, "remedy.min", low, f"below remedy.max={high!r}")
+
+
 class Remedy:
     """``remedy=none``: every layer keeps the configured surrogate."""
 
-    def __init__(self, spec: DictConfig, model: torch.nn.Module, train_set):
-        self.spec, self.layers = spec, neuron_layers(model)
+    #: whether the remedy works under ``trainer.compile`` (one whose γ changes at every step does not)
+    compiles = True
+
+    def __init__(self, model: torch.nn.Module, train_set):
+        self.layers = neuron_layers(model)
         self.model, self.train_set = model, train_set
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
@@ -113,8 +127,12 @@ class RateRegularisation(Remedy):
     The fused LIF and ILIF count their spikes in the op, whose backward adds the count's gradient to
     every spike's inside its own pass; other neurons' rates are means of their spikes."""
 
-    def __init__(self, spec, model, train_set):
-        super().__init__(spec, model, train_set)
+    def __init__(self, model, train_set, target: float, weight: float, form: str):
+        within(0.0, 1.0, high_inclusive=True)("remedy.target", target)
+        positive(strict=False)("remedy.weight", weight)
+        choice(FORMS)("remedy.form", form)
+        super().__init__(model, train_set)
+        self.target, self.weight, self.form = target, weight, form
         self.rates: list[torch.Tensor] = []
         for module in self.layers.values():
             module.count_spikes = True
@@ -127,7 +145,7 @@ class RateRegularisation(Remedy):
 
     def penalty(self) -> Optional[torch.Tensor]:
         rates, self.rates = self.rates, []
-        return rate_penalty(rates, self.spec.form, self.spec.target, self.spec.weight) if rates else None
+        return rate_penalty(rates, self.form, self.target, self.weight) if rates else None
 
 
 class LearnableGamma(Remedy):
@@ -135,12 +153,19 @@ class LearnableGamma(Remedy):
     outside the model's parameters (so the model's optimiser, weight decay and gradient clipping never
     see them); each layer's surrogate holds its entry as its ``parameter``."""
 
-    def __init__(self, spec, model, train_set):
-        super().__init__(spec, model, train_set)
+    compiles = False  # γ changes at every step, and torch.compile would recompile the network at each
+
+    def __init__(self, model, train_set, init: float, lr: float, min: float, max: float):  # noqa: A002 - the keys
+        for key, value in (("init", init), ("lr", lr), ("min", min), ("max", max)):
+            positive()(f"remedy.{key}", value)
+        _check_range(min, max)
+        require(min <= init <= max, "remedy.init", init, f"within [remedy.min, remedy.max] = [{min!r}, {max!r}]")
+        super().__init__(model, train_set)
+        self.min, self.max = min, max
         device = next(model.parameters(), torch.empty(0)).device
-        self.gammas = torch.full((len(self.layers),), float(spec.init), dtype=torch.float64, device=device,
+        self.gammas = torch.full((len(self.layers),), float(init), dtype=torch.float64, device=device,
                                  requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.gammas], lr=spec.lr)
+        self.optimizer = torch.optim.Adam([self.gammas], lr=lr)
         self._publish()
 
     def _publish(self) -> None:
@@ -165,7 +190,7 @@ class LearnableGamma(Remedy):
         if not skipped and bool(torch.isfinite(grads).all()):  # a step the scaler skipped moves no γ either
             self.optimizer.step()
             with torch.no_grad():
-                self.gammas.clamp_(self.spec.min, self.spec.max)
+                self.gammas.clamp_(self.min, self.max)
         self.optimizer.zero_grad(set_to_none=True)
         self._publish()
 
@@ -182,8 +207,15 @@ class LearnableGamma(Remedy):
 
 
 class AnnealedGamma(Remedy):
+    def __init__(self, model, train_set, start: float, end: float, shape: str):
+        positive()("remedy.start", start)
+        positive()("remedy.end", end)
+        choice(SHAPES)("remedy.shape", shape)
+        super().__init__(model, train_set)
+        self.start, self.end, self.shape = start, end, shape
+
     def start_epoch(self, epoch: int, epochs: int) -> None:
-        gamma = annealed_gamma(self.spec.start, self.spec.end, self.spec.shape, epoch, epochs)
+        gamma = annealed_gamma(self.start, self.end, self.shape, epoch, epochs)
         for name in self.layers:
             self.set_gamma(name, gamma)
 
@@ -191,8 +223,17 @@ class AnnealedGamma(Remedy):
 class AdaptiveGamma(Remedy):
     probe: Optional[torch.Tensor] = None  # the fixed batch, gathered at the first refit
 
+    def __init__(self, model, train_set, target: float, every: int, min: float, max: float):  # noqa: A002 - the keys
+        within(0.0, 1.0)("remedy.target", target)
+        positive(integer=True)("remedy.every", every)
+        positive()("remedy.min", min)
+        positive()("remedy.max", max)
+        _check_range(min, max)
+        super().__init__(model, train_set)
+        self.target, self.every, self.min, self.max = target, every, min, max
+
     def start_epoch(self, epoch: int, epochs: int) -> None:
-        if epoch == 0 or epoch % self.spec.every:
+        if epoch == 0 or epoch % self.every:
             return
         if self.probe is None:
             self.probe = torch.stack([self.train_set[i][0] for i in range(min(PROBE_SAMPLES, len(self.train_set)))])
@@ -207,8 +248,7 @@ class AdaptiveGamma(Remedy):
             with torch.no_grad():
                 self.model(probe.to(device))
             for name, module in self.layers.items():
-                self.set_gamma(name, fitted_gamma(module.h_seq, module.v_threshold, self.spec.target,
-                                                  self.spec.min, self.spec.max))
+                self.set_gamma(name, fitted_gamma(module.h_seq, module.v_threshold, self.target, self.min, self.max))
         finally:
             for name, module in self.layers.items():
                 module.store_membrane = stored[name]
@@ -217,10 +257,31 @@ class AdaptiveGamma(Remedy):
             self.model.train(training)
 
 
+#: remedy.name -> the remedy's class
 REMEDIES = {"none": Remedy, "rate_reg": RateRegularisation, "learnable_gamma": LearnableGamma,
             "anneal_gamma": AnnealedGamma, "adaptive_gamma": AdaptiveGamma}
+#: what the trainer gives every remedy besides its config file's keys
+GIVEN = ("model", "train_set")
+
+
+def remedy_class(cfg: DictConfig) -> tuple[type, dict]:
+    """(class, its keyword arguments from ``cfg.remedy``): the class at ``remedy._target_``, else the
+    built-in ``remedy.name``. Raises ConfigError naming the key and what is allowed (a key the class
+    does not take, or one it needs and the config lacks)."""
+    spec = OmegaConf.to_container(cfg.remedy, resolve=True)
+    try:
+        cls = component_function("remedy", spec, REMEDIES, "_target_", "remedy")
+    except ValueError as err:
+        raise ConfigError.from_message(str(err)) from None
+    arguments = component_arguments("remedy", spec, cls, GIVEN)
+    takes = inspect.signature(cls).parameters.values()
+    for p in takes:
+        require(p.name in GIVEN or p.name in arguments or p.default is not p.empty or p.kind == p.VAR_KEYWORD,
+                f"remedy.{p.name}", None, f"remedy {spec.get('name')} needs it")
+    return cls, arguments
 
 
 def build_remedy(cfg: DictConfig, model: torch.nn.Module, train_set) -> Remedy:
     """The remedy ``cfg.remedy`` names, attached to ``model``'s neuron layers."""
-    return REMEDIES[cfg.remedy.name](cfg.remedy, model, train_set)
+    cls, arguments = remedy_class(cfg)
+    return cls(model=model, train_set=train_set, **arguments)
