@@ -305,3 +305,90 @@ def test_an_old_or_odd_summary_reads_with_empty_tables():
                                 "config": None, "layers": {"not": "a list"}, "best": None})
     assert (odd.provenance, odd.config, odd.layers, odd.best, odd.schema) == ({}, {}, [], None, 1)
     assert odd.best_metrics == {"test/acc1": 0.5}
+
+
+PARTS = '''
+import torch
+
+from ilif.checks import positive
+from ilif.train.remedies import Remedy
+
+CALLS = []
+
+
+def lion_like(params, lr, weight_decay, betas=(0.9, 0.99)):
+    CALLS.append(("optim", lr, tuple(betas)))
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+
+
+def constant(optimizer, factor):
+    CALLS.append(("schedule", factor))
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=factor, total_iters=1)
+
+
+def last_step_ce(logits, target, smoothing):
+    CALLS.append(("loss", smoothing))
+    return torch.nn.functional.cross_entropy(logits[-1], target, label_smoothing=smoothing)
+
+
+class Noisy(Remedy):
+    """Adds weight times the number of layers to the loss."""
+
+    def __init__(self, model, train_set, weight):
+        positive()("remedy.weight", weight)
+        super().__init__(model, train_set)
+        self.weight = weight
+        CALLS.append(("remedy", weight))
+
+    def penalty(self):
+        return torch.tensor(self.weight * len(self.layers))
+'''
+
+
+@pytest.fixture
+def parts(tmp_path, monkeypatch):
+    """A user's optimiser, schedule, loss and remedy (one file each in their folder, named by _target_)."""
+    (tmp_path / "user_train_parts.py").write_text(PARTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for group, text in (("optim/lion", "_target_: user_train_parts.lion_like\nlr: 0.002\nbetas: [0.8, 0.9]\n"),
+                        ("schedule/flat", "_target_: user_train_parts.constant\nfactor: 0.5\n"),
+                        ("loss/last", "_target_: user_train_parts.last_step_ce\nsmoothing: 0.1\n"),
+                        ("remedy/noisy", "name: noisy\n_target_: user_train_parts.Noisy\nweight: 0.25\n")):
+        (tmp_path / "parts" / group).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "parts" / f"{group}.yaml").write_text(text)
+    return tmp_path / "parts"
+
+
+def test_a_users_optimiser_schedule_loss_and_remedy_are_one_file_each(parts, tmp_path, cli):
+    import user_train_parts
+
+    from ilif.train.app import main as train_main
+
+    proc = cli(train_main, "--config-dir", str(parts), "optim=lion", "schedule=flat", "loss=last", "remedy=noisy",
+               "trainer.epochs=1", "trainer.progress=false", "trainer.limit_train_batches=2",
+               "trainer.limit_eval_batches=1")
+    assert proc.returncode == 0, proc.stderr
+    assert {call for call in user_train_parts.CALLS} >= {("optim", 0.002, (0.8, 0.9)), ("schedule", 0.5),
+                                                         ("loss", 0.1), ("remedy", 0.25)}
+    (run_dir,) = (tmp_path / "runs" / "default").iterdir()
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert (saved.optim.name, saved.schedule.name, saved.loss.name) == ("lion", "flat", "last")
+    assert run_dir.name == run_leaf(saved)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["optim=lion", "+optim.beta=1"], "optim.beta=1 is not allowed: did you mean betas? lion_like takes ['lr', "
+                                      "'weight_decay', 'betas']"),
+    (["optim=lion", "optim.momentum=0.5"], "optim.momentum=0.5 is not allowed: lion_like takes ['lr', 'weight_decay', "
+                                           "'betas']"),
+    (["schedule=flat", "~schedule.factor"], "schedule.factor=None is not allowed: constant needs it"),
+    (["remedy=noisy", "remedy.weight=-1"], "remedy.weight=-1 is not allowed: a finite number > 0"),
+    (["loss=last", "loss._target_=user_train_parts.nothing"],
+     "loss._target_='user_train_parts.nothing' is not allowed: it must name an importable function "
+     "(AttributeError: module 'user_train_parts' has no attribute 'nothing')"),
+])
+def test_a_users_part_is_checked_against_its_signature(parts, overrides, message):
+    use_config_dirs([parts])
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config(overrides))
+    assert str(err.value) == message

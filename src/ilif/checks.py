@@ -179,7 +179,10 @@ def component_arguments(group: str, spec: dict, function: Callable, given: tuple
     from its config ``spec`` (a dict): every key but ``name`` and ``_target_``; a key every option of
     the group has (its schema in :data:`ilif.conf.COMPONENTS`) is left out, at its default, where the
     function does not name it; a function with ``**kwargs`` takes any other key. Raises ConfigError
-    naming ``<group>.<key>`` that the function does not take, or that the trainer gives (``given``)."""
+    naming ``<group>.<key>`` that the function does not take, or that the trainer gives (``given``), or
+    a parameter without a default that neither the config nor the trainer gives."""
+    import inspect
+
     takes, takes_any = keyword_parameters(function)
     schema = COMPONENTS.get(group)
     common = {f.name: f.default for f in dataclasses.fields(schema)} if schema else {}
@@ -192,6 +195,10 @@ def component_arguments(group: str, spec: dict, function: Callable, given: tuple
             raise unknown_key(f"{group}.{key}", value, name, [k for k in takes if k not in given],
                               near=[k for k in common if k not in ("name", "_target_")])
         arguments[key] = value
+    for p in inspect.signature(function).parameters.values():
+        needed = p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        require(not needed or p.name in given or p.name in arguments, f"{group}.{p.name}", None,
+                f"{getattr(function, '__name__', function)} needs it")
     return arguments
 
 

@@ -28,7 +28,6 @@ and logs :meth:`Remedy.record` (the γ each neuron layer trains with) with the e
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Optional
 
@@ -274,10 +273,6 @@ def remedy_class(cfg: DictConfig) -> tuple[type, dict]:
     except ValueError as err:
         raise ConfigError.from_message(str(err)) from None
     arguments = component_arguments("remedy", spec, cls, GIVEN)
-    takes = inspect.signature(cls).parameters.values()
-    for p in takes:
-        require(p.name in GIVEN or p.name in arguments or p.default is not p.empty or p.kind == p.VAR_KEYWORD,
-                f"remedy.{p.name}", None, f"remedy {spec.get('name')} needs it")
     return cls, arguments
 
 
