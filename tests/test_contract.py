@@ -14,9 +14,11 @@ from ilif.data import COMMON, GIVEN, dataset_function
 from ilif.grid import plan
 from ilif.metrics import SpikeMeter
 from ilif.neurons import SpikingNeuron
-from ilif.train.build import build_datasets, build_model, neuron_factory, surrogate_of
+from ilif.train.build import (build_datasets, build_model, build_optimizer, build_scheduler, neuron_factory,
+                              surrogate_of)
 from ilif.train.config import validate
 from ilif.train.losses import compute_loss
+from ilif.train.remedies import build_remedy
 
 
 def _composed(*overrides):
@@ -99,6 +101,42 @@ def test_every_loss_is_finite_with_a_gradient(option):
     loss = compute_loss(logits, torch.tensor([0, 3, 9, 2]), cfg.loss)
     loss.backward()
     assert loss.dim() == 0 and torch.isfinite(loss) and logits.grad.abs().sum() > 0
+
+
+def _tiny_network(cfg):
+    """A linear layer, a neuron of ``cfg`` and a linear read-out: [T, B, 4] -> [T, B, 3]."""
+    return torch.nn.Sequential(torch.nn.Linear(4, 6), neuron_factory(cfg)(), torch.nn.Linear(6, 3))
+
+
+@pytest.mark.parametrize("option", group_options("optim"))
+def test_every_optimiser_and_schedule_moves_the_weights_and_keeps_the_learning_rate_in_bounds(option):
+    for schedule in group_options("schedule"):
+        cfg = _composed(f"optim={option}", f"schedule={schedule}", "trainer.epochs=3")
+        net = _tiny_network(cfg)
+        optimizer = build_optimizer(cfg, net)
+        scheduler = build_scheduler(cfg, optimizer)
+        before = [p.detach().clone() for p in net.parameters()]
+        net(torch.randn(2, 5, 4)).square().mean().backward()
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        functional.reset_net(net)
+        assert lr == cfg.optim.lr and 0 <= optimizer.param_groups[0]["lr"] <= lr
+        assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+@pytest.mark.parametrize("option", group_options("remedy"))
+def test_every_remedy_attaches_to_the_neuron_layers_and_adds_a_finite_term_or_none(option):
+    cfg = _composed(f"remedy={option}", "trainer.epochs=2")
+    net = _tiny_network(cfg)
+    remedy = build_remedy(cfg, net, [(torch.randn(5, 4), 0)] * 4)
+    remedy.start_epoch(0, 2)
+    net(torch.randn(2, 5, 4)).sum().backward()
+    penalty = remedy.penalty()
+    remedy.after_step(1.0, False)
+    functional.reset_net(net)
+    assert list(remedy.layers) == ["1"] and (penalty is None or bool(torch.isfinite(penalty)))
+    assert len(remedy.record()["remedy/gamma"]) == 1
 
 
 @pytest.mark.parametrize("option", group_options("experiment"))

@@ -392,3 +392,22 @@ def test_a_users_part_is_checked_against_its_signature(parts, overrides, message
     with pytest.raises(ConfigError) as err:
         validate(compose_config(overrides))
     assert str(err.value) == message
+
+
+def test_every_metric_name_in_the_package_is_one_the_run_record_declares():
+    """A metric key written as a string anywhere in the package (the trainer, the report, the wandb
+    mirror) is a key of ilif.rundir.METRICS, so a renamed or misspelt metric fails here."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import ilif
+    from ilif.rundir import METRICS
+
+    pattern = re.compile(r"^(train|val|test|grad|remedy)/[a-z0-9_]+$")
+    found = {}
+    for path in Path(ilif.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.match(node.value):
+                found.setdefault(node.value, path.name)
+    assert found and {name: where for name, where in found.items() if name not in METRICS} == {}

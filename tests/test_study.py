@@ -140,3 +140,34 @@ def test_the_estimate_is_measured_by_finished_runs_where_there_are_any(tmp_path,
     assert len(summary["provenance"]["epoch_seconds"]) == 1 and summary["provenance"]["epoch_seconds"][0] > 0
     other = cli(main, *[a if a != "surrogate.gamma=1" else "surrogate.gamma=2" for a in GRID], "--dry-run")
     assert "(measured by finished runs on cpu)" in other.stdout
+
+
+def test_a_sweep_and_a_study_write_the_same_run_directories_with_the_same_files(tmp_path, cli):
+    """ilif-train -m experiment=X and ilif-study X compose, name and record their runs alike: the same
+    directory names, the same files in each (no .hydra/ from one only), the same config.yaml."""
+    from omegaconf import OmegaConf
+
+    from ilif.train.app import main as train_main
+
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    (tmp_path / "mine" / "experiment" / "twin.yaml").write_text(
+        "# @package _global_\nexperiment_name: twin\n"
+        "trainer: {epochs: 1, limit_train_batches: 2, limit_eval_batches: 1, progress: false}\n"
+        "hydra:\n  sweeper:\n    params:\n      seed: 0,1\n")
+    swept = cli(train_main, "-m", "--config-dir", str(tmp_path / "mine"), "experiment=twin",
+                f"runs_root={tmp_path / 'a'}")
+    assert swept.returncode == 0, swept.stderr
+    studied = cli(main, "--config-dir", str(tmp_path / "mine"), "twin", "--no-progress", "--override",
+                  f"runs_root={tmp_path / 'b'}")
+    assert studied.returncode == 0, studied.stderr
+
+    def listing(root):
+        return {d.name: sorted(f.name for f in d.iterdir()) for d in (root / "twin").iterdir() if d.is_dir()}
+
+    a, b = listing(tmp_path / "a"), listing(tmp_path / "b")
+    assert len(a) == 2 and a == b and ".hydra" not in next(iter(a.values()))
+    for name in a:
+        configs = [OmegaConf.to_container(OmegaConf.load(tmp_path / root / "twin" / name / "config.yaml"))
+                   for root in "ab"]
+        assert [c.pop("runs_root") for c in configs] == [str(tmp_path / "a"), str(tmp_path / "b")]
+        assert configs[0] == configs[1]

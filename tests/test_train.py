@@ -16,9 +16,9 @@ from ilif.train.build import build_model, neuron_factory
 from ilif.errors import ConfigError
 from ilif.train.config import check_neuron
 from ilif.train.app import main as train_main
-from ilif.train.engine import correct_counts, evaluate
+from ilif.train.engine import correct_counts, evaluate_loader
 from ilif.train.losses import compute_loss
-from ilif.train.runtime import Run
+from ilif.train.runtime import Process
 from ilif.metrics import SpikeMeter
 from ilif.neurons import ILIF, LIF, PLIF
 
@@ -199,10 +199,10 @@ def test_ddp_two_cpu_processes_match_one_process_bookkeeping(tmp_path):
     model = build_model(cfg, info)
     model.load_state_dict(torch.load(run_dir / "last.pt", weights_only=True)["model"])
     os.environ.pop("WORLD_SIZE", None)
-    run = Run(cfg)
+    run = Process(cfg)
     meter = SpikeMeter(model, enabled=False)
     loader = torch.utils.data.DataLoader(test_set, batch_size=100)
-    single = evaluate(model, loader, run, cfg.loss, meters=(meter,))
+    single = evaluate_loader(model, loader, run, cfg.loss, meters=(meter,))
     assert single["samples"] == 450
     assert summary["final"]["test/acc1"] == single["acc1"]
     assert summary["final"]["test/acc5"] == single["acc5"]

@@ -71,7 +71,7 @@ def validate_jobs(jobs) -> None:
         validate(cfg)
 
 
-def describe(jobs) -> str:
+def describe_plan(jobs) -> str:
     """The plan, an experiment a line, and the time its unfinished runs will take: measured per epoch by
     finished runs of the same dataset, model and T where there are any, else an assumed GPU figure."""
     lines, seconds, assumed, measured_on = [], 0.0, set(), set()
@@ -235,7 +235,7 @@ def _run_in_workers(todo, workers: int, record) -> None:
                 worker.stop()
 
 
-def run(jobs, progress: bool = True, workers: int = 1) -> dict:
+def run_jobs(jobs, progress: bool = True, workers: int = 1) -> dict:
     """Train every unfinished job, ``workers`` at a time in separate processes (each with its
     ``trainer.threads`` torch threads, 1 by default), with one progress bar. A failed run, or a worker
     that dies (killed by the out-of-memory killer, say), is recorded and the study goes on. Returns
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
         if args.experiments:
             jobs += plan(experiment_names(args.experiments), args.override)
         validate_jobs(jobs)
-        print(f"{len(jobs)} runs:\n{describe(jobs)}", flush=True)
+        print(f"{len(jobs)} runs:\n{describe_plan(jobs)}", flush=True)
         if args.dry_run:
             return 0
         missing = missing_datasets([cfg for _, cfg, _ in jobs])
@@ -316,7 +316,7 @@ def main(argv=None) -> int:
     workers = args.jobs if args.jobs is not None else default_jobs()
     if workers < 1:
         raise ConfigError("--jobs", workers, "use 1 or more")
-    outcome = run(jobs, progress=not args.no_progress, workers=workers)
+    outcome = run_jobs(jobs, progress=not args.no_progress, workers=workers)
     print(f"study done in {outcome['seconds']:.0f} s with {workers} parallel runs: {outcome['finished']} trained, "
           f"{outcome['skipped']} already finished, {outcome['failed']} failed")
     for run_dir, detail in outcome["failures"]:

@@ -137,8 +137,8 @@ def precheck(argv: list[str], torch_free: bool = False) -> None:
     rerun = next((arg for arg in argv if arg.partition("=")[0] == "--experimental-rerun"), None)
     if rerun is not None:
         raise ConfigError.from_message("--experimental-rerun is not allowed: it unpickles the file it is given (code "
-                                       "could run); run a job again with its overrides, listed in its run directory's "
-                                       ".hydra/overrides.yaml")
+                                       "could run); run a job again with its command (provenance.command in its "
+                                       "run directory's summary.json)")
     overrides, searchpath, multirun = parse_cli(argv)
     items = [tuple(item.partition("=")[::2]) for item in overrides]
     with bad_input():
@@ -189,7 +189,7 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_di
         check_writable(Path(cfg.runs_root))
         target = run_dir if run_dir is not None and not multirun else run_dir_of(cfg)
         link = symlink_in(target)
-        if link is not None:  # Hydra writes .hydra/ before the trainer could refuse it
+        if link is not None:  # Hydra opens the job log before the trainer could refuse it
             raise ConfigError.from_message(symlink_message(link))
         if target.exists() and not target.is_dir():
             raise ConfigError("hydra.run.dir" if run_dir is not None else "runs_root", str(target),

@@ -22,7 +22,7 @@ from ilif.data import make_loader
 from ilif.errors import ConfigError, Interrupted, TrainingDiverged
 
 from .losses import compute_loss
-from .runtime import Run, StopFlag, all_reduce_sum
+from .runtime import Process, StopFlag, all_reduce_sum
 
 log = logging.getLogger("ilif.train")
 
@@ -141,7 +141,7 @@ def per_process_batch(batch_size: int, world: int) -> int:
     return batch_size // world
 
 
-def loader_factory(cfg: DictConfig, run: Run):
+def loader_factory(cfg: DictConfig, run: Process):
     """``loader(dataset, train, epoch)``: the DataLoader of ``dataset`` set to epoch ``epoch`` (None for no
     dataset). Each dataset's loader is built once and serves every epoch (its workers persist);
     training batches are all full under ``trainer.compile`` (static shapes: one compiled graph)."""
@@ -192,8 +192,8 @@ def limited(loader, limit: int, start: int = 0):
         yield batch
 
 
-def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, epoch: int, train_spikes,
-                    stop: Optional[StopFlag] = None, start: Optional[tuple] = None, save_mid=None, remedy=None) -> dict:
+def optimize_over(net, model, loader, optimizer, *, run: Process, cfg: DictConfig, epoch: int, train_spikes,
+                  stop: Optional[StopFlag] = None, start: Optional[tuple] = None, save_mid=None, remedy=None) -> dict:
     """One pass over ``loader`` with ``net`` (``model`` possibly wrapped by DDP or compile). Returns the
     epoch's mean train loss and accuracy summed over ranks. Raises TrainingDiverged on a non-finite loss
     or gradient (a float16 gradient scaler's skipped steps excepted), Interrupted when ``stop`` was set.
@@ -256,7 +256,7 @@ def train_one_epoch(net, model, loader, optimizer, run: Run, cfg: DictConfig, ep
     return {"train/loss": loss_sum / max(n, 1), "train/acc1": hits / max(n, 1)}
 
 
-def evaluate(model, loader, run: Run, loss_cfg, limit: int = 0, meters=()) -> dict:
+def evaluate_loader(model, loader, run: Process, loss_cfg, limit: int = 0, meters=()) -> dict:
     """Loss, top-1/top-5 accuracy of ``model`` (unwrapped: no DDP, no compile) over ``loader`` (all ranks
     summed); ``meters`` are reset and record while it runs (their counts are summed over ranks too).
     Always in float32, without autocast, as the release evaluates."""

@@ -33,8 +33,8 @@ from ilif.wandb_mirror import WandbLogger
 from . import checkpoint
 from .build import build_datasets, build_model, build_optimizer, build_scheduler, surrogate_of
 from .remedies import Remedy, build_remedy
-from .engine import check_finite_state, evaluate, loader_factory, per_process_batch, train_one_epoch
-from .runtime import Run, StopFlag, deterministic_ops_only, seed_everything, torch_threads
+from .engine import check_finite_state, evaluate_loader, loader_factory, per_process_batch, optimize_over
+from .runtime import Process, StopFlag, deterministic_ops_only, seed_everything, torch_threads
 
 log = logging.getLogger("ilif.train")
 
@@ -97,7 +97,7 @@ def probe_model(model: torch.nn.Module, info, cfg: DictConfig, device) -> None:
         model.train(was_training)
 
 
-def build_parts(cfg: DictConfig, run: Run) -> Parts:
+def build_parts(cfg: DictConfig, run: Process) -> Parts:
     """Seed, then data, model, optimiser, schedule and meters, in an order that fixes every random draw."""
     seed_everything(cfg.seed)
     data = build_datasets(cfg)
@@ -131,7 +131,7 @@ def claim(run_dir: Path, identity_hash: str) -> None:
                           "choose another experiment_name or runs_root")
 
 
-def runtime(device) -> dict:
+def numeric_setting(device) -> dict:
     """What the numbers depend on besides the config: torch threads, torch version, device type."""
     return {"threads": torch.get_num_threads(), "torch": str(torch.__version__), "device": torch.device(device).type}
 
@@ -179,12 +179,12 @@ def set_aside(run_dir: Path) -> Optional[Path]:
 
 
 class Trainer:
-    """One run: its config, process (:class:`Run`), parts, directory and config hash, and the steps
+    """One run: its config, process (:class:`Process`), parts, directory and config hash, and the steps
     that train it. :meth:`fit` runs the epochs (each :meth:`train_epoch`, which ends with
     :meth:`evaluate`), :meth:`save` writes ``last.pt`` and ``best.pt`` after each, :meth:`resume` reads
     ``last.pt`` back; the summary is :meth:`summary`."""
 
-    def __init__(self, cfg: DictConfig, run: Run, parts: Parts, run_dir: Path, identity_hash: str):
+    def __init__(self, cfg: DictConfig, run: Process, parts: Parts, run_dir: Path, identity_hash: str):
         self.cfg, self.run, self.parts, self.run_dir, self.identity_hash = cfg, run, parts, Path(run_dir), identity_hash
         self.loader = None  # loader(dataset, train, epoch, skip_batches): set by fit
 
@@ -223,7 +223,7 @@ class Trainer:
         log.info("resumed from %s at epoch %d%s", last_path, parts.start_epoch,
                  f", step {parts.resume_inside[0]}" if parts.resume_inside else "")
         for key, before in (state.get("runtime") or {}).items():
-            now = runtime(run.device)[key]
+            now = numeric_setting(run.device)[key]
             if before != now:
                 change = f"{key} {before} -> {now} at epoch {parts.start_epoch}"
                 parts.changed_on_resume.append(change)
@@ -246,7 +246,7 @@ class Trainer:
         """Evaluate on the test set with the meters: the record's test/* fields; keeps the layer table
         and the energy report in ``parts.snapshot``."""
         parts, cfg = self.parts, self.cfg
-        test = evaluate(parts.model, self.loader(parts.data[2], False, epoch), self.run, cfg.loss,
+        test = evaluate_loader(parts.model, self.loader(parts.data[2], False, epoch), self.run, cfg.loss,
                         cfg.trainer.limit_eval_batches, (parts.eval_spikes, parts.eval_ops))
         spikes, energy, layers = parts.eval_spikes.summary(), parts.eval_ops.report(), parts.eval_spikes.layer_table()
         parts.snapshot = (layers, energy)
@@ -276,8 +276,9 @@ class Trainer:
         record = {"epoch": epoch, "lr": parts.optimizer.param_groups[0]["lr"]}
         train_loader = self.loader(train_set, True, epoch, inside[0] if inside else 0)
         save_mid = functools.partial(self.save_inside_epoch, epoch) if self.saves_inside_epochs() else None
-        record.update(train_one_epoch(parts.net, parts.model, train_loader, parts.optimizer, run, cfg, epoch,
-                                      parts.train_spikes, stop, inside, save_mid, parts.remedy))
+        record.update(optimize_over(parts.net, parts.model, train_loader, parts.optimizer, run=run, cfg=cfg,
+                                    epoch=epoch, train_spikes=parts.train_spikes, stop=stop, start=inside,
+                                    save_mid=save_mid, remedy=parts.remedy))
         record.update(parts.remedy.record())
         parts.train_spikes.set_enabled(False)
         parts.scheduler.step()
@@ -291,7 +292,8 @@ class Trainer:
             record["grad/temporal_ratio"] = parts.grad_meter.network_ratio()
             record["grad/temporal_ratio_layers"] = parts.grad_meter.ratios()
         if val_set is not None:
-            val = evaluate(parts.model, self.loader(val_set, False, epoch), run, cfg.loss, tcfg.limit_eval_batches)
+            val = evaluate_loader(parts.model, self.loader(val_set, False, epoch), run, cfg.loss,
+                                  tcfg.limit_eval_batches)
             record.update({f"val/{k}": v for k, v in val.items() if k != "samples"})
         record.update(self.evaluate(epoch))
         return record
@@ -315,7 +317,7 @@ class Trainer:
         return {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
                 "scheduler": parts.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
                 "rng": checkpoint.rng_state(), "epoch": epoch, "best": parts.best, "config_hash": self.identity_hash,
-                "runtime": runtime(run.device), "changed_on_resume": parts.changed_on_resume,
+                "runtime": numeric_setting(run.device), "changed_on_resume": parts.changed_on_resume,
                 "epoch_seconds": parts.epoch_seconds, "remedy": parts.remedy.state()}
 
     def save_inside_epoch(self, epoch: int, step: int, sums: list) -> None:
@@ -412,7 +414,7 @@ def train(cfg: DictConfig, run_dir: Path) -> RunSummary:
     lock = RunLock(run_dir) if rank == 0 else None  # rank 0 owns the directory
     try:
         with torch_threads(cfg.trainer.threads), StopFlag() as stop:
-            run = Run(cfg, stop)
+            run = Process(cfg, stop)
             identity_hash = config_hash(cfg)
             if run.is_main:
                 claim(run_dir, identity_hash)

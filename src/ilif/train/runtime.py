@@ -1,4 +1,4 @@
-"""The process a run trains in: device, mixed precision, DDP rank and world (:class:`Run`), torch
+"""The process a run trains in: device, mixed precision, DDP rank and world (:class:`Process`), torch
 threads, seeding, determinism, and signals (SIGTERM and SIGINT become a flag the epoch checks)."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class StopFlag:
 
 @contextmanager
 def exit_on_signal(what: str, stop: Optional[StopFlag] = None):
-    """Run a block that waits inside C++ (a DDP rendezvous), where Python's signal handlers never run:
+    """Process a block that waits inside C++ (a DDP rendezvous), where Python's signal handlers never run:
     meanwhile a SIGTERM or SIGINT, whichever thread the kernel hands it to, reaches a helper thread
     through the interpreter's wakeup fd, and the process ends at once with one line and exit 75 or 130
     (nothing was trained yet); so does one that ``stop`` caught just before the block. Main thread
@@ -133,7 +133,7 @@ def deterministic_ops_only(deterministic: bool, device: torch.device):
                           f"{device.type}; set trainer.deterministic=false") from None
 
 
-class Run:
+class Process:
     """The process of one training run: device, AMP, DDP rank and world, threads (rank 0 writes files)."""
 
     def __init__(self, cfg: DictConfig, stop: Optional[StopFlag] = None):
@@ -184,7 +184,7 @@ class Run:
 
 @contextmanager
 def torch_threads(count: int):
-    """Run the block with ``count`` torch intra-op threads (0: leave torch's setting), then restore."""
+    """Process the block with ``count`` torch intra-op threads (0: leave torch's setting), then restore."""
     previous = torch.get_num_threads()
     if count > 0:
         torch.set_num_threads(count)
