@@ -347,13 +347,14 @@ class Noisy(Remedy):
 
 @pytest.fixture
 def parts(tmp_path, monkeypatch):
-    """A user's optimiser, schedule, loss and remedy (one file each in their folder, named by _target_)."""
+    """A user's optimiser, schedule, loss and remedy (one file each in their folder, named by _target_;
+    their names are the user's, so a shipped option of the same name cannot shadow them)."""
     (tmp_path / "user_train_parts.py").write_text(PARTS)
     monkeypatch.syspath_prepend(str(tmp_path))
-    for group, text in (("optim/lion", "_target_: user_train_parts.lion_like\nlr: 0.002\nbetas: [0.8, 0.9]\n"),
-                        ("schedule/flat", "_target_: user_train_parts.constant\nfactor: 0.5\n"),
-                        ("loss/last", "_target_: user_train_parts.last_step_ce\nsmoothing: 0.1\n"),
-                        ("remedy/noisy", "name: noisy\n_target_: user_train_parts.Noisy\nweight: 0.25\n")):
+    for group, text in (("optim/user_lion", "_target_: user_train_parts.lion_like\nlr: 0.002\nbetas: [0.8, 0.9]\n"),
+                        ("schedule/user_flat", "_target_: user_train_parts.constant\nfactor: 0.5\n"),
+                        ("loss/user_last", "_target_: user_train_parts.last_step_ce\nsmoothing: 0.1\n"),
+                        ("remedy/user_noisy", "name: user_noisy\n_target_: user_train_parts.Noisy\nweight: 0.25\n")):
         (tmp_path / "parts" / group).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "parts" / f"{group}.yaml").write_text(text)
     return tmp_path / "parts"
@@ -364,26 +365,26 @@ def test_a_users_optimiser_schedule_loss_and_remedy_are_one_file_each(parts, tmp
 
     from ilif.train.app import main as train_main
 
-    proc = cli(train_main, "--config-dir", str(parts), "optim=lion", "schedule=flat", "loss=last", "remedy=noisy",
-               "trainer.epochs=1", "trainer.progress=false", "trainer.limit_train_batches=2",
+    proc = cli(train_main, "--config-dir", str(parts), "optim=user_lion", "schedule=user_flat", "loss=user_last",
+               "remedy=user_noisy", "trainer.epochs=1", "trainer.progress=false", "trainer.limit_train_batches=2",
                "trainer.limit_eval_batches=1")
     assert proc.returncode == 0, proc.stderr
     assert {call for call in user_train_parts.CALLS} >= {("optim", 0.002, (0.8, 0.9)), ("schedule", 0.5),
                                                          ("loss", 0.1), ("remedy", 0.25)}
     (run_dir,) = (tmp_path / "runs" / "default").iterdir()
     saved = OmegaConf.load(run_dir / "config.yaml")
-    assert (saved.optim.name, saved.schedule.name, saved.loss.name) == ("lion", "flat", "last")
+    assert (saved.optim.name, saved.schedule.name, saved.loss.name) == ("user_lion", "user_flat", "user_last")
     assert run_dir.name == run_leaf(saved)
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["optim=lion", "+optim.beta=1"], "optim.beta=1 is not allowed: did you mean betas? lion_like takes ['lr', "
+    (["optim=user_lion", "+optim.beta=1"], "optim.beta=1 is not allowed: did you mean betas? lion_like takes ['lr', "
                                       "'weight_decay', 'betas']"),
-    (["optim=lion", "optim.momentum=0.5"], "optim.momentum=0.5 is not allowed: lion_like takes ['lr', 'weight_decay', "
+    (["optim=user_lion", "optim.momentum=0.5"], "optim.momentum=0.5 is not allowed: lion_like takes ['lr', 'weight_decay', "
                                            "'betas']"),
-    (["schedule=flat", "~schedule.factor"], "schedule.factor=None is not allowed: constant needs it"),
-    (["remedy=noisy", "remedy.weight=-1"], "remedy.weight=-1 is not allowed: a finite number > 0"),
-    (["loss=last", "loss._target_=user_train_parts.nothing"],
+    (["schedule=user_flat", "~schedule.factor"], "schedule.factor=None is not allowed: constant needs it"),
+    (["remedy=user_noisy", "remedy.weight=-1"], "remedy.weight=-1 is not allowed: a finite number > 0"),
+    (["loss=user_last", "loss._target_=user_train_parts.nothing"],
      "loss._target_='user_train_parts.nothing' is not allowed: it must name an importable function "
      "(AttributeError: module 'user_train_parts' has no attribute 'nothing')"),
 ])
