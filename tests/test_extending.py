@@ -378,10 +378,10 @@ def test_a_users_optimiser_schedule_loss_and_remedy_are_one_file_each(parts, tmp
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["optim=user_lion", "+optim.beta=1"], "optim.beta=1 is not allowed: did you mean betas? lion_like takes ['lr', "
-                                      "'weight_decay', 'betas']"),
-    (["optim=user_lion", "optim.momentum=0.5"], "optim.momentum=0.5 is not allowed: lion_like takes ['lr', 'weight_decay', "
-                                           "'betas']"),
+    (["optim=user_lion", "+optim.beta=1"],
+     "optim.beta=1 is not allowed: did you mean betas? lion_like takes ['lr', 'weight_decay', 'betas']"),
+    (["optim=user_lion", "optim.momentum=0.5"],
+     "optim.momentum=0.5 is not allowed: lion_like takes ['lr', 'weight_decay', 'betas']"),
     (["schedule=user_flat", "~schedule.factor"], "schedule.factor=None is not allowed: constant needs it"),
     (["remedy=user_noisy", "remedy.weight=-1"], "remedy.weight=-1 is not allowed: a finite number > 0"),
     (["loss=user_last", "loss._target_=user_train_parts.nothing"],
