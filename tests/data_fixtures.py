@@ -116,7 +116,7 @@ def write_imagenet(root: Path, classes=("n01440764", "n01443537"), per_class: in
 
 
 def tiny_dataset(name: str):
-    """A dataset from outside the package for the ``dataset.builder`` tests: 40 train / 20 test digits."""
+    """A dataset from outside the package for the ``dataset._target_`` tests: 40 train / 20 test digits."""
     import torch.utils.data as tud
 
     from ilif.data import build

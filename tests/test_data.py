@@ -217,11 +217,11 @@ def test_loader_is_seeded():
     assert first == again and first != other
 
 
-def test_a_dataset_from_outside_the_package_through_builder(train_run):
-    train, test, info = build({"name": "tiny", "builder": "data_fixtures.tiny_dataset"})
+def test_a_dataset_from_outside_the_package_through_target(train_run):
+    train, test, info = build({"name": "tiny", "_target_": "data_fixtures.tiny_dataset"})
     assert (len(train), len(test), info.name) == (40, 20, "tiny")
-    with pytest.raises(ValueError, match="dataset.builder='nowhere.fn' is not allowed: it must name an importable"):
-        build({"name": "tiny", "builder": "nowhere.fn"})
-    run_dir, summary = train_run("dataset.name=tiny", "dataset.builder=data_fixtures.tiny_dataset",
+    with pytest.raises(ValueError, match="dataset._target_='nowhere.fn' is not allowed: it must name an importable"):
+        build({"name": "tiny", "_target_": "nowhere.fn"})
+    run_dir, summary = train_run("dataset.name=tiny", "dataset._target_=data_fixtures.tiny_dataset",
                                  "trainer.epochs=1", "trainer.progress=false")
     assert summary.dataset_info["test_size"] == 20 and run_dir.name.startswith("tiny-ilif-")

@@ -53,7 +53,7 @@ def noisy(name, noise=0.5):
     monkeypatch.syspath_prepend(str(tmp_path))
     for group, text in (("model/user_mlp", "_target_: user_parts.two_layer\nhidden: 16\n"),
                         ("neuron/user_lif", "_target_: ilif.neurons.LIF\ntau: 2.0\n"),
-                        ("dataset/user_noisy", "builder: user_parts.noisy\nnoise: 0.5\n")):
+                        ("dataset/user_noisy", "_target_: user_parts.noisy\nnoise: 0.5\n")):
         (tmp_path / "mine" / group).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "mine" / f"{group}.yaml").write_text(text)
     use_config_dirs([tmp_path / "mine"])
@@ -117,7 +117,7 @@ def test_the_keys_every_component_has_keep_their_types_and_the_hash():
         OmegaConf.update(job, "dataset.augment", "sideways", merge=False)
 
 
-EVERY_DATASET = ("augment, builder, download, name, preprocess, root, split, split_seed, stand_in, "
+EVERY_DATASET = ("_target_, augment, download, name, preprocess, root, split, split_seed, stand_in, "
                  "stand_in_samples, stand_in_size, val_fraction")
 
 

@@ -341,10 +341,10 @@ def test_a_lock_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path):
     ("experiment_name=/tmp/abs",
      "experiment_name='/tmp/abs' is not allowed: one folder name (no '/', not '.' or '..')"),
     ("neuron=plif neuron.decay_input=yes", "neuron.decay_input='yes' is not allowed: it must be true or false"),
-    ("dataset.builder=no_such_module.build", "dataset.builder='no_such_module.build' is not allowed: it must name an "
+    ("dataset._target_=no_such_module.build", "dataset._target_='no_such_module.build' is not allowed: it must name an "
                                              "importable function (ModuleNotFoundError: No module named "
                                              "'no_such_module')"),
-    ("-m dataset.builder=ilif.data.digits,no_such_module.build", "dataset.builder='no_such_module.build' is not "
+    ("-m dataset._target_=ilif.data.digits,no_such_module.build", "dataset._target_='no_such_module.build' is not "
      "allowed: it must name an importable function (ModuleNotFoundError: No module named 'no_such_module')"),
     ("--experimental-rerun config.pickle", "--experimental-rerun is not allowed: it unpickles the file it is given"),
 ])
@@ -530,19 +530,19 @@ def _crash():
 
 
 def hanging_dataset(name: str):
-    """A ``dataset.builder`` whose samples never come in a loader worker process."""
+    """A ``dataset._target_`` whose samples never come in a loader worker process."""
     return _with_faulty_worker(name, _hang)
 
 
 def crashing_dataset(name: str):
-    """A ``dataset.builder`` whose loader worker process dies at its first sample."""
+    """A ``dataset._target_`` whose loader worker process dies at its first sample."""
     return _with_faulty_worker(name, _crash)
 
 
 @pytest.mark.parametrize("how", ["timeout", "sigterm"])
 def test_a_hanging_loader_worker_ends_at_its_bound_or_at_sigterm(tmp_path, how):
     env = _env_with_tests()
-    overrides = ["trainer.progress=false", "trainer.num_workers=1", "dataset.builder=test_faults.hanging_dataset",
+    overrides = ["trainer.progress=false", "trainer.num_workers=1", "dataset._target_=test_faults.hanging_dataset",
                  *(["trainer.timeout_s=4"] if how == "timeout" else [])]
     proc = subprocess.Popen([sys.executable, "-m", "ilif.train", *overrides], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -733,7 +733,7 @@ def test_a_full_disk_during_a_run_is_one_line(tmp_path, cli, monkeypatch):
 
 def test_a_crashing_loader_worker_is_one_line_and_a_debug_switch_shows_the_traceback(tmp_path):
     env = _env_with_tests()
-    overrides = ["trainer.progress=false", "trainer.num_workers=1", "dataset.builder=test_faults.crashing_dataset"]
+    overrides = ["trainer.progress=false", "trainer.num_workers=1", "dataset._target_=test_faults.crashing_dataset"]
     proc = subprocess.run([sys.executable, "-m", "ilif.train", *overrides], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 1

@@ -26,7 +26,8 @@ def identity_keys(schema=TrainConfig, prefix: str = "") -> list[str]:
         if below is None and f.default_factory is not dataclasses.MISSING:
             made = f.default_factory()
             below = type(made) if dataclasses.is_dataclass(made) else None
-        keys += identity_keys(below, f"{prefix}{f.name}.") if below else [f"{prefix}{f.name}"]
+        name = f.metadata.get("identity_as", f.name)
+        keys += identity_keys(below, f"{prefix}{name}.") if below else [f"{prefix}{name}"]
     return keys
 
 

@@ -69,7 +69,7 @@ def test_every_missing_dataset_is_listed_at_once_and_the_rest_can_run(tmp_path, 
 
 SIX_RUNS = ["demo", "--no-progress", "--override", "surrogate.gamma=1", "--override", "trainer.epochs=1",
             "--override", "trainer.limit_train_batches=2",
-            "--override", "dataset.builder=data_fixtures.killed_once_dataset",
+            "--override", "dataset._target_=data_fixtures.killed_once_dataset",
             "--jobs", "2"]
 
 

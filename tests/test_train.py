@@ -32,7 +32,7 @@ def _env(**extra):
 
 
 def _env_with_tests(**extra):
-    """:func:`_env` with the tests folder importable (a ``dataset.builder`` defined in a test module)."""
+    """:func:`_env` with the tests folder importable (a ``dataset._target_`` defined in a test module)."""
     tests = str(Path(__file__).resolve().parent)
     return _env(PYTHONPATH=os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]), **extra)
 
@@ -339,7 +339,7 @@ def test_a_failed_submitit_job_ends_its_process_with_its_code_and_the_sweep_list
 
 
 def test_a_submitit_job_killed_before_it_leaves_a_note_is_listed_too(tmp_path):
-    proc = run_train(tmp_path, "hydra/launcher=submitit_local", "dataset.builder=data_fixtures.killed_in_job_dataset",
+    proc = run_train(tmp_path, "hydra/launcher=submitit_local", "dataset._target_=data_fixtures.killed_in_job_dataset",
                      "dataset.name=tiny", "dataset.split_seed=1,0", *FAST, multirun=True, env=_env_with_tests())
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()

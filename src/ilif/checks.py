@@ -167,7 +167,7 @@ def check_values(cfg: DictConfig, keys: Optional[list[str]] = None, torch_free: 
     ``torch_free``, only those that need no registry. Raises ConfigError on the first bad value."""
     for key in CHECKS if keys is None else [k for k in keys if k in CHECKS]:
         check = CHECKS[key]
-        if key == "dataset.name" and cfg.dataset.get("builder") is not None:
+        if key == "dataset.name" and cfg.dataset.get("_target_") is not None:
             continue
         if torch_free and getattr(check, "lazy", False):
             continue
@@ -220,10 +220,11 @@ def part(group: str, spec: DictConfig | dict) -> tuple[Callable, dict]:
     return function, component_arguments(group, spec, function, given)
 
 
-def check_torch_free(cfg: DictConfig) -> None:
-    """What can be checked before torch is imported: every key known, every plain range and choice,
-    the optimiser's, schedule's and loss's keys against their functions."""
+def check_torch_free(cfg: DictConfig, torch_free: bool = True) -> None:
+    """What can be checked before torch is imported: every key known, every plain range and choice
+    (also those read from a registry, not ``torch_free``), the optimiser's, schedule's and loss's keys
+    against their functions."""
     check_keys(cfg)
-    check_values(cfg, torch_free=True)
+    check_values(cfg, torch_free=torch_free)
     for group in ("optim", "schedule", "loss"):
         part(group, cfg[group])

@@ -35,8 +35,9 @@ CONFIG_DIR = Path(os.environ.get("ILIF_CONFIGS") or Path(__file__).resolve().par
 # What a run computes is its identity (:func:`identity`, hashed into its directory's name). Each key of the
 # schema says how it enters: by default with its value; ``outside()`` never (where the data lives, the
 # device, logging: they do not change the numbers); ``neutral(v)`` only where its value is not ``v``, the
-# value at which the key changes nothing. A key added later is declared ``neutral``, so the runs made
-# before it keep their names, and a run that sets it gets a new one (tests/test_identity.py).
+# value at which the key changes nothing; ``renamed(v, old)`` under its old name. A key added later is
+# declared ``neutral``, and a key renamed ``renamed``, so the runs made before keep their names, and a
+# run that sets a new key gets a new one (tests/test_identity.py).
 
 
 def outside(default: Any = MISSING_FIELD, default_factory: Any = MISSING_FIELD) -> Any:
@@ -48,6 +49,11 @@ def neutral(default: Any) -> Any:
     """A schema field in a run's identity only where its value is not ``default``, the value at which
     it changes nothing (so adding it renames no existing run)."""
     return field(default=default, metadata={"neutral": default})
+
+
+def renamed(default: Any, old: str) -> Any:
+    """A schema field that enters a run's identity under its ``old`` name (so renaming it renames no run)."""
+    return field(default=default, metadata={"identity_as": old})
 
 
 @dataclass
@@ -63,7 +69,7 @@ class DatasetConfig:
     stand_in: bool = False  # smoke scale: tiny random data of this dataset's kind
     stand_in_size: int = 16
     stand_in_samples: int = 16
-    builder: Optional[str] = None  # dotted path of a dataset function outside the package (docs: Extending)
+    _target_: Optional[str] = renamed(None, "builder")  # a dataset function outside the package (docs: Extending)
 
 
 @dataclass
@@ -369,6 +375,8 @@ def _drop_outside(container: dict, schema) -> None:
         at_neutral = "neutral" in f.metadata and container[f.name] == f.metadata["neutral"]
         if f.metadata.get("identity") is False or at_neutral:
             container.pop(f.name)
+        elif "identity_as" in f.metadata:
+            container[f.metadata["identity_as"]] = container.pop(f.name)
         elif isinstance(container[f.name], dict) and _schema_below(schema, f) is not None:
             _drop_outside(container[f.name], _schema_below(schema, f))
 

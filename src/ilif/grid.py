@@ -9,6 +9,7 @@ import fnmatch
 import itertools
 import re
 from pathlib import Path
+from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -78,29 +79,32 @@ def grid_items(head: list[str], items: list[tuple[str, str]]) -> list[tuple[str,
     return list({**params, **dict(items)}.items())
 
 
-def plan(names: list[str], overrides: list[str]) -> list[Job]:
-    """Every job of the experiments' grids: (experiment, composed config, run directory).
+def job_configs(head: list[str], items: list[tuple[str, str]]) -> Iterator[DictConfig]:
+    """The config of every job of the sweep ``items`` ((key, value) pairs in Hydra's sweep syntax) on
+    top of the overrides ``head`` (an experiment, a search path), in Hydra's order.
 
     Hydra composes one config per combination of config-group choices (``neuron=lif``) and of keys
     added or removed (``+key``, ``~key``, composed as on ``ilif-train``'s command line); plain values
-    of the grid (``seed=1``, ``surrogate.gamma=0.5``) are then set on a copy, which gives the same
-    config as composing each job and is much faster for large grids. An override of a grid key
-    replaces that axis, as on Hydra's command line.
-    """
+    (``seed=1``, ``surrogate.gamma=0.5``) are then set on a copy, which gives the same config as
+    composing each job and is much faster for large grids."""
+    composed = {}
+    for combo in itertools.product(*sweep_axes(items)):
+        choices = tuple(f"{k}={v}" for k, v in combo if _composed(k))
+        if choices not in composed:
+            composed[choices] = compose_config([*head, *choices])
+        cfg = composed[choices].copy()
+        for key, value in combo:
+            if not _composed(key):
+                OmegaConf.update(cfg, key, parse_value(value), merge=False)
+        yield cfg
+
+
+def plan(names: list[str], overrides: list[str]) -> list[Job]:
+    """Every job of the experiments' grids: (experiment, composed config, run directory). An override
+    of a grid key replaces that axis, as on Hydra's command line (:func:`job_configs`)."""
     override_items = [tuple(item.partition("=")[::2]) for item in overrides]
-    jobs = []
-    for name in names:
-        composed = {}
-        for combo in itertools.product(*sweep_axes(grid_items([f"experiment={name}"], override_items))):
-            choices = tuple(f"{k}={v}" for k, v in combo if _composed(k))
-            if choices not in composed:
-                composed[choices] = compose_config([f"experiment={name}", *choices])
-            cfg = composed[choices].copy()
-            for key, value in combo:
-                if not _composed(key):
-                    OmegaConf.update(cfg, key, parse_value(value), merge=False)
-            jobs.append((name, cfg, run_dir_of(cfg)))
-    return jobs
+    return [(name, cfg, run_dir_of(cfg)) for name in names
+            for cfg in job_configs([f"experiment={name}"], grid_items([f"experiment={name}"], override_items))]
 
 
 def _composed(key: str) -> bool:

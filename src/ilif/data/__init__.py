@@ -47,29 +47,29 @@ def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
     Every config has the keys of DatasetConfig (``root``: data root, default $ILIF_DATA or ./data;
     ``split``, ``split_seed``, ``preprocess``, ``download``, ``augment``, ``stand_in``: tiny random data of
     the dataset's kind for smoke runs, with ``stand_in_size`` and ``stand_in_samples``); a built-in
-    dataset uses those it names. ``builder`` names a function outside this package instead (then
+    dataset uses those it names. ``_target_`` names a function outside this package instead (then
     ``name`` may be anything, and the function makes its own stand-in data if it names ``stand_in``).
     Raises DatasetError (one line: dataset, path, expected files, source) when data is missing or
     corrupt; ValueError naming ``dataset.<key>`` for a key the function does not take.
     """
     function = dataset_function(cfg)
-    if cfg.get("stand_in") and not cfg.get("builder"):
+    if cfg.get("stand_in") and not cfg.get("_target_"):
         return stand_in(cfg["name"], T=cfg.get("T", 4), size=cfg.get("stand_in_size", 16),
                         samples=cfg.get("stand_in_samples", 16))
     return function(**dataset_arguments(cfg, function))
 
 
 def dataset_function(cfg: Mapping[str, Any]) -> Callable[..., tuple[Dataset, Dataset, DatasetInfo]]:
-    """The function of a dataset config: the one at dotted ``cfg["builder"]``, else the built-in named
+    """The function of a dataset config: the one at dotted ``cfg["_target_"]``, else the built-in named
     ``cfg["name"]``. Raises ValueError naming the key and what is allowed."""
-    return component_function("dataset", cfg, BUILTIN, "builder", "dataset", name_key="dataset")
+    return component_function("dataset", cfg, BUILTIN, "_target_", "dataset", name_key="dataset")
 
 
 def dataset_arguments(cfg: Mapping[str, Any], function: Callable) -> dict:
     """The keyword arguments ``function`` (a dataset function) gets from ``cfg``: every key it names
     (``root`` resolved by :func:`data_root`, also when ``cfg`` has none); a key of every dataset
     (COMMON) or one the trainer adds (GIVEN) is left out where it does not name it, except a true
-    ``stand_in`` for a ``builder`` function; any other key must be named, or taken by ``**kwargs``.
+    ``stand_in`` for a ``_target_`` function; any other key must be named, or taken by ``**kwargs``.
     Raises ValueError naming ``dataset.<key>``."""
     takes, takes_any = keyword_parameters(function)
     arguments = {"root": data_root(cfg.get("root"))} if "root" in takes else {}
@@ -82,8 +82,8 @@ def dataset_arguments(cfg: Mapping[str, Any], function: Callable) -> dict:
             hint = f"did you mean {' or '.join(close)}? " if close else ""
             raise ValueError(f"dataset.{key}={value!r} is not allowed: {hint}dataset {cfg['name']} takes {own} besides "
                              f"the keys every dataset has ({', '.join(sorted(COMMON))})")
-    if cfg.get("builder") and cfg.get("stand_in") and "stand_in" not in takes:
-        raise ValueError(f"dataset.stand_in=True is not allowed: {cfg['builder']} makes no stand-in data (it "
+    if cfg.get("_target_") and cfg.get("stand_in") and "stand_in" not in takes:
+        raise ValueError(f"dataset.stand_in=True is not allowed: {cfg['_target_']} makes no stand-in data (it "
                          "takes no stand_in)")
     return arguments
 

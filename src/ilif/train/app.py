@@ -1,9 +1,10 @@
 """``ilif-train`` / ``python -m ilif.train``: the Hydra 1.3 app.
 
 Before Hydra starts (and creates any run directory), every job the command line describes is
-composed and validated: each combination of config-group choices, and on each of them every value
-of every other swept key (so a sweep of any size is checked without enumerating its product). A bad
-value ends with one line naming the key, the value and what is allowed, and exit code 2. Hydra's own
+composed and validated as a whole, as ``ilif-study`` validates its jobs (the same
+:func:`ilif.grid.job_configs` and :func:`ilif.train.config.validate`): first every job without torch
+(:mod:`ilif.checks`), then with the components' own checks. A bad value ends with one line naming the
+key, the value and what is allowed, and exit code 2. Hydra's own
 flags (``--help``, ``--cfg``, ``--info``, ``-sc``, ...) go to Hydra unchanged, search-path additions
 (``hydra.searchpath=[...]``, ``--config-dir``) are honoured, and ``-m experiment=a,b`` expands each
 experiment file's own grid.
@@ -11,7 +12,6 @@ experiment file's own grid.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import shutil
@@ -30,10 +30,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 import ilif
 
-from ilif.checks import CHECKS, OPEN_GROUPS, check_torch_free
+from ilif.checks import OPEN_GROUPS, check_torch_free
 from ilif.conf import (CONFIG_DIR, EXTRA_CONFIG_DIRS, compose_config, distributed_env, group_options, is_group,
-                       name_components, parse_value, register, sweep_axes)
-from ilif.grid import grid_items, run_dir_of
+                       name_components, register, sweep_axes)
+from ilif.grid import grid_items, job_configs, run_dir_of
 from ilif.errors import (SIGNAL_EXIT, ConfigError, DatasetError, IlifError, TrainingDiverged, bad_input, debugging,
                          describe, entry_point, exit_code, one_line)
 from ilif.rundir import discard_untrained, symlink_in, symlink_message
@@ -87,7 +87,6 @@ def help_text(searchpath: list[str]) -> str:
     """``ilif-train --help`` as Hydra writes it (train.yaml's ``hydra.help``, its config groups and their
     options), read from the config folders without composing a config (Hydra's own takes seconds).
     ``searchpath``: the ``hydra.searchpath=[...]`` override of :func:`parse_cli`, if any."""
-    from omegaconf import OmegaConf
 
     folders = [CONFIG_DIR, *EXTRA_CONFIG_DIRS]
     for entry in searchpath:
@@ -163,30 +162,27 @@ def precheck(argv: list[str], torch_free: bool = False) -> None:
 
 def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_dir: Optional[Path] = None,
                 full: bool = True) -> list:
-    """Validate every group-choice combination of one experiment's jobs, and on each every value of
-    every other axis (the experiment's grid included when ``multirun``); ``run_dir``: a single run's
-    ``hydra.run.dir``, when the command line sets one; not ``full``: only the torch-free checks.
-    Returns the configs composed (one per combination of group choices)."""
+    """Validate every job of one experiment's sweep (its grid included when ``multirun``), each whole
+    config as ``ilif-study`` validates its jobs (:func:`ilif.train.config.validate`); not ``full``: only
+    the torch-free checks, and where each job would write (``run_dir``: a single run's
+    ``hydra.run.dir``, when the command line sets one). Returns the jobs' configs."""
     if full:
         from .config import validate
     else:
-        def validate(cfg, keys=None):
-            if keys is None:
-                check_torch_free(cfg)
-    composed = []
+        validate = check_torch_free
     items = [(k, v) for k, v in items if k != "experiment"]
     head = searchpath + ([f"{experiment[0]}={experiment[1]}"] if experiment else [])
     if multirun and experiment:
         items = grid_items(head, items)
-    axes = sweep_axes(items)
-    groups = [axis for axis in axes if is_group(axis[0][0])]
-    values = [axis for axis in axes if axis not in groups]
-    for choices in itertools.product(*groups):
-        chosen = [f"{k}={v}" for k, v in choices]
-        cfg = compose_config(head + chosen + [f"{axis[0][0]}={axis[0][1]}" for axis in values])
-        composed.append(cfg)
+    jobs, roots = [], set()
+    for cfg in job_configs(head, items):  # one job at a time: a bad one ends the check at once
+        jobs.append(cfg)
         validate(cfg)
-        check_writable(Path(cfg.runs_root))
+        if full:  # where it writes was checked by the torch-free pass
+            continue
+        if cfg.runs_root not in roots:
+            roots.add(cfg.runs_root)
+            check_writable(Path(cfg.runs_root))
         target = run_dir if run_dir is not None and not multirun else run_dir_of(cfg)
         link = symlink_in(target)
         if link is not None:  # Hydra opens the job log before the trainer could refuse it
@@ -194,21 +190,7 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_di
         if target.exists() and not target.is_dir():
             raise ConfigError("hydra.run.dir" if run_dir is not None else "runs_root", str(target),
                               "a folder (it is a file)")
-        for axis in values:
-            for key, value in axis[1:]:
-                if key.startswith(("+", "~")):
-                    validate(compose_config(head + [f"{k}={v}" for k, v in choices] + [f"{key}={value}"]))
-                elif key in CHECKS:  # a plain range or choice: check the value alone (fast for huge sweeps)
-                    if full or not getattr(CHECKS[key], "lazy", False):
-                        CHECKS[key](key, parse_value(value))
-                else:  # a neuron key (its class checks it), or a key only the schema types
-                    job = cfg.copy()
-                    try:
-                        OmegaConf.update(job, key, parse_value(value), merge=False)
-                    except OmegaConfBaseException as err:
-                        raise ConfigError(key, value, str(err).splitlines()[0]) from None
-                    validate(job, keys=[key])
-    return composed
+    return jobs
 
 
 FAILURES: list[str] = []  # the jobs of this process's sweep that failed (the basic launcher runs them here)

@@ -30,7 +30,7 @@ def validate(cfg: DictConfig, keys: Optional[list[str]] = None) -> None:
     """Check every range and choice of a composed config, or only ``keys`` (dotted; the ones a sweep
     changes); raises ConfigError on the first bad value."""
     if keys is None:
-        check_torch_free(cfg)
+        check_torch_free(cfg, torch_free=False)
     else:
         check_values(cfg, keys)
         for group in {k.partition(".")[0] for k in keys} & {"optim", "schedule", "loss"}:
@@ -83,6 +83,8 @@ def check_components(cfg: DictConfig) -> None:
         for key in (f.name for f in fields(schema)):
             require(key in spec, f"{group}.{key}", None, f"every {group} has it (it was removed)")
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    require("builder" not in dataset, "dataset.builder", dataset.get("builder"),
+            "it is dataset._target_ now (the dotted path of a dataset function outside the package)")
     for key in DATASET_GIVEN:
         require(key not in dataset, f"dataset.{key}", dataset.get(key), f"not a dataset key (trainer.{key} gives it)")
     try:
