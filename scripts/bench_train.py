@@ -34,7 +34,7 @@ from ilif.neurons import ILIF, LIF
 from ilif.train.losses import compute_loss
 from ilif.train.remedies import REMEDIES
 
-LOSS = type("Loss", (), {"name": "ce", "label_smoothing": 0.0})()
+LOSS = {"name": "ce", "label_smoothing": 0.0}
 
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
