@@ -154,6 +154,11 @@ def test_non_finite_model_state_is_divergence():
                "'schedule', 'loss', 'remedy', 'trainer', 'logger', 'compare', 'seed', 'experiment_name', 'scale_name', "
                "'runs_root']"),
     ("schedule.eta_min=nan", "schedule.eta_min=nan is not allowed: a finite number >= 0"),
+    ("surrogate.gamma=1e308", "surrogate.gamma=1e+308 is not allowed: a width in [0.001, 1000] (outside it the "
+                              "surrogate gradient vanishes in float32)"),
+    ("surrogate.gamma=1e-300", "surrogate.gamma=1e-300 is not allowed: a width in [0.001, 1000] (outside it the "
+                               "surrogate gradient vanishes in float32)"),
+    ("trainer.timeout_s=99999999999", "trainer.timeout_s=99999999999 is not allowed: an integer > 0 and <= 1e+07"),
     ("seed=-1", "seed=-1 is not allowed: a number in [0, 4.29497e+09)"),
     ("optim.momentum=1.5", "optim.momentum=1.5 is not allowed: a number in [0, 1)"),
     ("loss.label_smoothing=2", "loss.label_smoothing=2.0 is not allowed: a number in [0, 1)"),

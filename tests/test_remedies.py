@@ -262,12 +262,20 @@ def test_the_adaptive_rule_reaches_its_target_occupancy_on_a_fixed_input():
     assert fitted_gamma(torch.tensor([100.0, -100.0]), 1.0, 0.5, 0.05, 16.0) == 16.0  # the ceiling
 
 
+WIDTH = "(outside it the surrogate gradient vanishes in float32)"
+
+
 @pytest.mark.parametrize("override,message", [
     ("remedy=rate_reg remedy.form=l3", "remedy.form='l3' is not allowed: choose one of ['l2', 'l1']"),
     ("remedy=rate_reg remedy.target=1.5", "remedy.target=1.5 is not allowed: a number in [0, 1]"),
     ("remedy=rate_reg +remedy.start=1.0",
      "remedy.start=1.0 is not allowed: did you mean target? RateRegularisation takes ['target', 'weight', 'form']"),
-    ("remedy=anneal_gamma remedy.end=0", "remedy.end=0 is not allowed: a finite number > 0"),
+    ("remedy=anneal_gamma remedy.end=0", f"remedy.end=0 is not allowed: a width in [0.001, 1000] {WIDTH}"),
+    ("remedy=anneal_gamma remedy.end=1e-9", f"remedy.end=1e-09 is not allowed: a width in [0.001, 1000] {WIDTH}"),
+    ("remedy=adaptive_gamma remedy.every=20",
+     "remedy.every=20 is not allowed: below trainer.epochs=20 (the first refit is at epoch remedy.every)"),
+    ("remedy=adaptive_gamma neuron=plif", "remedy='adaptive_gamma' is not allowed: a neuron that records its membrane "
+     "potentials for the fit (store_membrane); PLIF does not"),
     ("remedy=anneal_gamma remedy.shape=step",
      "remedy.shape='step' is not allowed: choose one of ['linear', 'cosine', 'geometric']"),
     ("remedy=adaptive_gamma remedy.every=0", "remedy.every=0 is not allowed: an integer > 0"),

@@ -91,6 +91,18 @@ def path_segment(key: str, value: Any) -> None:
     require(ok, key, value, "one folder name (no '/', not '.' or '..')")
 
 
+#: the surrogate widths γ that train: outside them the float32 surrogate gradient vanishes (a support too
+#: narrow to hold a potential, or a bump too flat to leave a nonzero gradient)
+GAMMA_RANGE = (1e-3, 1e3)
+
+
+def gamma_width(key: str, value: Any) -> None:
+    """A check: a surrogate width γ within :data:`GAMMA_RANGE`."""
+    low, high = GAMMA_RANGE
+    require(finite_number(value) and low <= value <= high, key, value,
+            f"a width in [{low:g}, {high:g}] (outside it the surrogate gradient vanishes in float32)")
+
+
 #: every checked key and its check (the open groups' own keys are checked by their components)
 CHECKS: dict[str, Callable[[str, Any], None]] = {
     "seed": within(0, 2**32),
@@ -103,7 +115,7 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "dataset.stand_in_samples": positive(integer=True),
     "model.dropout": within(0.0, 1.0),
     "surrogate.family": choice("ilif.neurons:FAMILIES"),
-    "surrogate.gamma": positive(),
+    "surrogate.gamma": gamma_width,
     "surrogate.normalize": choice("ilif.neurons:NORMALIZATIONS"),
     "optim.lr": positive(),
     "optim.momentum": within(0.0, 1.0),
@@ -117,7 +129,7 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "loss.label_smoothing": within(0.0, 1.0),
     "trainer.T": positive(integer=True),
     "trainer.epochs": positive(integer=True),
-    "trainer.timeout_s": positive(integer=True),
+    "trainer.timeout_s": positive(integer=True, maximum=10**7),  # 115 days; torch's waits overflow far above
     "trainer.checkpoint_every_min": positive(strict=False),
     "trainer.batch_size": positive(integer=True),
     "trainer.eval_batch_size": positive(integer=True),

@@ -41,25 +41,25 @@ def validate(cfg: DictConfig, keys: Optional[list[str]] = None) -> None:
         check_neuron(cfg)
     if keys is None or any(k in ("trainer.T", "dataset.name") for k in keys):
         check_frames(cfg)
-    if keys is None or any(k in ("remedy", "trainer.compile") or k.startswith("remedy.") for k in keys):
+    if keys is None or any(k in ("remedy", "trainer.compile", "trainer.epochs") or k.startswith(("remedy.", "neuron."))
+                           for k in keys):
         check_remedy(cfg)
 
 
 def check_remedy(cfg: DictConfig) -> None:
     """The remedy's class, its keys (no other, none missing) and their values (checked by the class on
-    a model without neuron layers); ConfigError naming the ``remedy.*`` key."""
+    a model without neuron layers), then its rules on the rest of the config (``check_run``: a neuron
+    it can work with, the epochs it needs); ConfigError naming the key."""
     import torch
 
     cls, arguments = remedy_class(cfg)
-    require(cls.compiles or not cfg.trainer.compile, "trainer.compile", cfg.trainer.compile,
-            f"false with remedy={cfg.remedy.name} (γ changes at every step, and torch.compile would recompile "
-            "the network at each)")
     try:
         cls(model=torch.nn.Module(), train_set=None, **arguments)
     except ConfigError:
         raise
     except ValueError as err:
         raise ConfigError.from_message(f"remedy.{err}") from None
+    cls.check_run(cfg, get_class(cfg.neuron._target_))
 
 
 def check_frames(cfg: DictConfig) -> None:

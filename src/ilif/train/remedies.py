@@ -28,6 +28,7 @@ and logs :meth:`Remedy.record` (the γ each neuron layer trains with) with the e
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Optional
 
@@ -36,7 +37,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from spikingjelly.activation_based import functional as sj_functional
 
-from ilif.checks import choice, component_arguments, positive, require, within
+from ilif.checks import choice, component_arguments, gamma_width, positive, require, within
 from ilif.conf import component_function
 from ilif.errors import ConfigError
 from ilif.metrics.base import neuron_layers
@@ -78,8 +79,10 @@ def _check_range(low: float, high: float) -> None:
 class Remedy:
     """``remedy=none``: every layer keeps the configured surrogate."""
 
-    #: whether the remedy works under ``trainer.compile`` (one whose γ changes at every step does not)
-    compiles = True
+    @classmethod
+    def check_run(cls, cfg: DictConfig, neuron: type) -> None:
+        """The remedy's rules on the rest of a run's config (``neuron``: the neuron's class); raises
+        ConfigError naming the key. Called for every job before any trains."""
 
     def __init__(self, model: torch.nn.Module, train_set):
         self.layers = neuron_layers(model)
@@ -152,11 +155,16 @@ class LearnableGamma(Remedy):
     outside the model's parameters (so the model's optimiser, weight decay and gradient clipping never
     see them); each layer's surrogate holds its entry as its ``parameter``."""
 
-    compiles = False  # γ changes at every step, and torch.compile would recompile the network at each
+    @classmethod
+    def check_run(cls, cfg: DictConfig, neuron: type) -> None:
+        require(not cfg.trainer.compile, "trainer.compile", cfg.trainer.compile,
+                f"false with remedy={cfg.remedy.name} (γ changes at every step, and torch.compile would recompile "
+                "the network at each)")
 
     def __init__(self, model, train_set, init: float, lr: float, min: float, max: float):  # noqa: A002 - the keys
-        for key, value in (("init", init), ("lr", lr), ("min", min), ("max", max)):
-            positive()(f"remedy.{key}", value)
+        positive()("remedy.lr", lr)
+        for key, value in (("init", init), ("min", min), ("max", max)):
+            gamma_width(f"remedy.{key}", value)
         _check_range(min, max)
         require(min <= init <= max, "remedy.init", init, f"within [remedy.min, remedy.max] = [{min!r}, {max!r}]")
         super().__init__(model, train_set)
@@ -207,8 +215,8 @@ class LearnableGamma(Remedy):
 
 class AnnealedGamma(Remedy):
     def __init__(self, model, train_set, start: float, end: float, shape: str):
-        positive()("remedy.start", start)
-        positive()("remedy.end", end)
+        gamma_width("remedy.start", start)
+        gamma_width("remedy.end", end)
         choice(SHAPES)("remedy.shape", shape)
         super().__init__(model, train_set)
         self.start, self.end, self.shape = start, end, shape
@@ -222,11 +230,19 @@ class AnnealedGamma(Remedy):
 class AdaptiveGamma(Remedy):
     probe: Optional[torch.Tensor] = None  # the fixed batch, gathered at the first refit
 
+    @classmethod
+    def check_run(cls, cfg: DictConfig, neuron: type) -> None:
+        require(cfg.remedy.every < cfg.trainer.epochs, "remedy.every", cfg.remedy.every,
+                f"below trainer.epochs={cfg.trainer.epochs} (the first refit is at epoch remedy.every)")
+        require("store_membrane" in inspect.signature(neuron).parameters, "remedy", cfg.remedy.name,
+                f"a neuron that records its membrane potentials for the fit (store_membrane); {neuron.__name__} "
+                "does not")
+
     def __init__(self, model, train_set, target: float, every: int, min: float, max: float):  # noqa: A002 - the keys
         within(0.0, 1.0)("remedy.target", target)
         positive(integer=True)("remedy.every", every)
-        positive()("remedy.min", min)
-        positive()("remedy.max", max)
+        gamma_width("remedy.min", min)
+        gamma_width("remedy.max", max)
         _check_range(min, max)
         super().__init__(model, train_set)
         self.target, self.every, self.min, self.max = target, every, min, max
