@@ -280,7 +280,8 @@ class MetricsFile:
             os.fsync(f.fileno())
 
 
-#: the files a run (and Hydra, in ``.hydra``) writes into its directory: never through a symlink
+#: the files a run writes into its directory (and ``.hydra``, Hydra's record, which runs made before
+#: ilif-train stopped writing it hold): never through a symlink
 RUN_FILES = (".hydra", "config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt", "train.log")
 
 
@@ -296,8 +297,9 @@ def symlink_message(link: Path) -> str:
             "them; copy the files in, or choose another experiment_name or runs_root")
 
 
-#: what a run that trained nothing can have written into its directory (Hydra's record, its job log,
-#: the resolved config, an empty history, the lock): the only names :func:`discard_untrained` removes
+#: what a run that trained nothing can have written into its directory (its job log, the resolved
+#: config, an empty history, the lock; Hydra's record in older runs): the only names
+#: :func:`discard_untrained` removes
 RUN_WRITES = (".hydra", "config.yaml", "metrics.jsonl", LOCK_NAME)
 HYDRA_WRITES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 
