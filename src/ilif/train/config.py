@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import fields
-from typing import Optional
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from ilif.checks import check_torch_free, check_values, part, require, unknown_key
+from ilif.checks import check_torch_free, require, unknown_key
 from ilif.conf import COMPONENTS
 from ilif.errors import ConfigError
 from ilif.data import GIVEN as DATASET_GIVEN, dataset_arguments, dataset_function
@@ -26,24 +25,15 @@ from .build import model_arguments, neuron_factory
 from .remedies import remedy_class
 
 
-def validate(cfg: DictConfig, keys: Optional[list[str]] = None) -> None:
-    """Check every range and choice of a composed config, or only ``keys`` (dotted; the ones a sweep
-    changes); raises ConfigError on the first bad value."""
-    if keys is None:
-        check_torch_free(cfg, torch_free=False)
-    else:
-        check_values(cfg, keys)
-        for group in {k.partition(".")[0] for k in keys} & {"optim", "schedule", "loss"}:
-            part(group, cfg[group])
-    if keys is None or any(k.startswith(("dataset.", "model.")) for k in keys):
-        check_components(cfg)
-    if keys is None or any(k.startswith("neuron.") or k.startswith("surrogate.") for k in keys):
-        check_neuron(cfg)
-    if keys is None or any(k in ("trainer.T", "dataset.name") for k in keys):
-        check_frames(cfg)
-    if keys is None or any(k in ("remedy", "trainer.compile", "trainer.epochs") or k.startswith(("remedy.", "neuron."))
-                           for k in keys):
-        check_remedy(cfg)
+def validate(cfg: DictConfig) -> None:
+    """Check a composed config, one job's, whole: its keys and plain values (:mod:`ilif.checks`), the
+    components' keys and their own checks, the frames a dataset needs, the remedy and its rules;
+    raises ConfigError on the first bad value."""
+    check_torch_free(cfg, torch_free=False)
+    check_components(cfg)
+    check_neuron(cfg)
+    check_frames(cfg)
+    check_remedy(cfg)
 
 
 def check_remedy(cfg: DictConfig) -> None:
