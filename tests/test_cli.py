@@ -131,8 +131,7 @@ print("torch imported" if "torch" in sys.modules else "torch not imported", code
 
 
 @pytest.mark.parametrize("argv, code", [
-    (["--help"], 0), (["--version"], 0), (["--cfg", "job"], 0),
-    (["experiment=table1", "recipe=cifar10", "--cfg", "job"], 0),
+    (["--help"], 0), (["--version"], 0), (["--cfg", "job"], 0), (["--cfg", "hydra"], 0),
     (["-sc", "install=bash"], 0), (["+trainer.epoch=1"], 2), (["surrogate.gamma=-1"], 2), (["neuron=lfi"], 2),
     (["-m", "seed=0,1", "+optim.lrr=1,2"], 2),
 ])
@@ -144,3 +143,41 @@ def test_the_cli_answers_without_importing_torch(argv, code):
 
     proc = subprocess.run([sys.executable, "-c", TORCH_FREE, *argv], capture_output=True, text=True)
     assert proc.stdout.strip().splitlines()[-1] == f"torch not imported {code}", proc.stderr
+
+
+@pytest.mark.parametrize("argv, code, line", [
+    (["surrogate.family=bogus", "--cfg", "job"], 2,
+     "error: surrogate.family='bogus' is not allowed: choose one of ['rectangle', 'triangle', 'sigmoid', 'atan']"),
+    (["remedy=adaptive_gamma", "neuron=plif", "--cfg", "job"], 2,
+     "error: remedy='adaptive_gamma' is not allowed: a neuron that records its membrane potentials for the fit "
+     "(store_membrane); PLIF does not"),
+    (["runs_root=/proc/nowhere", "--cfg", "job"], 0, None),  # printing a config writes nothing
+    (["optim.name=[a,b]"], 2, "error: optim.name=['a', 'b'] is not allowed: choose one of ['adamw', 'sgd'], or give "
+                              "optim._target_ (an optimiser function outside the package)"),
+])
+def test_a_printed_config_with_overrides_is_checked_whole(tmp_path, cli, argv, code, line):
+    """--cfg prints only a config that would train (its overrides are checked as a run's are), and
+    checks nothing about where runs would write."""
+    proc = cli(main, *argv)
+    assert proc.returncode == code, proc.stderr
+    assert (proc.stderr.strip().splitlines() == [line]) if line else "runs_root: /proc/nowhere" in proc.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_bare_tilde_key_is_removed_alike_by_a_sweep_and_a_study(tmp_path, cli):
+    from ilif.study import main as study_main
+
+    studied = cli(study_main, "demo", "--override", "~neuron.tau", "--dry-run")
+    assert studied.returncode == 0, studied.stderr
+    refused = cli(main, "-m", "neuron=lif", "~neuron.tau", "+neuron.tauu=1")  # the pre-check sees the whole line
+    assert refused.returncode == 2 and "neuron.tauu=1 is not allowed: did you mean tau? " in refused.stderr
+
+
+@pytest.mark.parametrize("override, hint", [
+    ("trainer.epoch=1", "(key trainer.epoch): did you mean epochs? trainer has ['T', 'epochs', "),
+    ("model.dropot=0.1", "(key model.dropot): did you mean dropout? model has ['dropout', 'bn_per_step']"),
+])
+def test_a_misspelt_key_without_plus_names_the_nearest_too(tmp_path, cli, override, hint):
+    proc = cli(main, override)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and hint in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists()

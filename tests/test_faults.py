@@ -664,7 +664,9 @@ def test_a_resume_under_other_threads_is_recorded_and_warned(train_run, monkeypa
 
 
 @pytest.mark.parametrize("override, message", [
-    ("foo=1", "error: Could not override 'foo'. To append to your config use +foo=1: Key 'foo' not in 'TrainConfig'"),
+    ("foo=1", "error: Could not override 'foo'. To append to your config use +foo=1: Key 'foo' not in 'TrainConfig': "
+              "the config has ['dataset', 'model', 'neuron', 'surrogate', 'optim', 'schedule', 'loss', 'remedy', "
+              "'trainer', 'logger', 'compare', 'seed', 'experiment_name', 'scale_name', 'runs_root']"),
     ("trainer.epochs=abc", "error: Error merging override trainer.epochs=abc: Value 'abc' of type 'str' could not be "
                            "converted to Integer"),
     ("neuron=nope", "error: In 'train': Could not find 'neuron/nope'; Available options in 'neuron': "

@@ -45,6 +45,22 @@ def unknown_key(key: str, value: Any, owner: str, known: Iterable[str], near: It
     return ConfigError(key, value, f"{hint}{owner} takes {known}")
 
 
+def key_hint(key: str) -> str:
+    """For a dotted ``key`` that the schema lacks: the nearest keys of its group and the group's keys
+    ("" for a group without a schema of its own)."""
+    group, _, name = key.rpartition(".")
+    schema = TrainConfig
+    for part_name in [p for p in group.split(".") if p]:
+        below = {f.name: f for f in dataclasses.fields(schema)}.get(part_name)
+        schema = COMPONENTS.get(part_name) if schema is TrainConfig and part_name in COMPONENTS else (
+            _dataclass_of(below) if below is not None else None)
+        if schema is None:
+            return ""
+    known = [f.name for f in dataclasses.fields(schema) if f.name not in ("name", "_target_")]
+    close = nearest(name, known)
+    return (f"did you mean {' or '.join(close)}? " if close else "") + f"{group or 'the config'} has {known}"
+
+
 def choice(options: tuple | str):
     """A check: the value is one of ``options``, a tuple or the ``"module:attribute"`` of one (imported
     when the check runs, so a registry that needs torch is read only then)."""

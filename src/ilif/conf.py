@@ -296,7 +296,7 @@ def sweep_axes(items: list[tuple[str, Any]]) -> list[list[tuple[str, str]]]:
     axes = []
     for key, value in items:
         try:
-            override = parser.parse_override(f"{key}={value}")
+            override = parser.parse_override(override_text(key, value))
             if not override.is_sweep_override():
                 values = [str(value)]
             elif isinstance(override.value(), Glob):
@@ -307,6 +307,12 @@ def sweep_axes(items: list[tuple[str, Any]]) -> list[list[tuple[str, str]]]:
             raise ValueError(f"{key}={value!r} is not allowed: {str(err).splitlines()[0]}") from None
         axes.append([(key, v) for v in values])
     return axes
+
+
+def override_text(key: str, value: str) -> str:
+    """The command-line override of (key, value): ``key=value``, or ``~key`` alone to remove a key
+    whatever its value (a bare ``~key`` has the value "")."""
+    return key if key.startswith("~") and value == "" else f"{key}={value}"
 
 
 def parse_value(text: str) -> Any:
@@ -428,7 +434,7 @@ def component_function(group: str, spec, registry: dict, path_key: str, noun: st
     (``<group>.<path_key>``, or ``name_key``: default ``<group>.name``) and what is allowed."""
     if spec.get(path_key):
         return import_dotted(f"{group}.{path_key}", spec[path_key])
-    if spec["name"] not in registry:
+    if not isinstance(spec["name"], str) or spec["name"] not in registry:
         article = "an" if noun[0] in "aeiou" else "a"
         raise ValueError(f"{name_key or group + '.name'}={spec['name']!r} is not allowed: choose one of "
                          f"{sorted(registry)}, or give {group}.{path_key} ({article} {noun} function outside the "

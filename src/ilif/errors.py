@@ -166,7 +166,12 @@ def composition_error(err: BaseException) -> str:
     text = ": ".join(part.rstrip(":") for part in parts)
     keys = [line.split(":", 1)[1].strip() for e in (err, cause) if e is not None for line in str(e).splitlines()
             if line.strip().startswith("full_key:")]
-    return f"{text} (key {keys[0]})" if keys and keys[0] and keys[0] not in text else text
+    text = f"{text} (key {keys[0]})" if keys and keys[0] and keys[0] not in text else text
+    if keys and keys[0] and any("not in" in str(e) for e in (err, cause) if e is not None):
+        from ilif.checks import key_hint  # the schema's keys: a misspelt key's nearest ones
+
+        text = f"{text}: {key_hint(keys[0])}" if key_hint(keys[0]) else text
+    return text
 
 
 def _one_line(err: BaseException) -> str:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from .conf import compose_config, group_options, is_group, parse_value, run_leaf, sweep_axes
+from .conf import compose_config, group_options, is_group, override_text, parse_value, run_leaf, sweep_axes
 
 SCALES = ("full", "mini", "smoke")
 #: the tables that read the runs of another table's experiment (Table 4: Table 1's)
@@ -73,7 +73,7 @@ def run_dir_of(cfg: DictConfig) -> Path:
 def grid_items(head: list[str], items: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The sweep of the experiment that ``head`` composes (its ``hydra.sweeper.params``), with the
     command line's ``items`` added and replacing the axes they name, as on Hydra's command line."""
-    first_values = [f"{axis[0][0]}={axis[0][1]}" for axis in sweep_axes(items)]
+    first_values = [override_text(*axis[0]) for axis in sweep_axes(items)]
     base = compose_config([*head, *first_values], return_hydra_config=True)
     params = OmegaConf.to_container(base.hydra.sweeper.params) if base.hydra.sweeper.get("params") else {}
     return list({**params, **dict(items)}.items())
@@ -89,7 +89,7 @@ def job_configs(head: list[str], items: list[tuple[str, str]]) -> Iterator[DictC
     composing each job and is much faster for large grids."""
     composed = {}
     for combo in itertools.product(*sweep_axes(items)):
-        choices = tuple(f"{k}={v}" for k, v in combo if _composed(k))
+        choices = tuple(override_text(k, v) for k, v in combo if _composed(k))
         if choices not in composed:
             composed[choices] = compose_config([*head, *choices])
         cfg = composed[choices].copy()

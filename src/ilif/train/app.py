@@ -30,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import ilif
 
-from ilif.checks import OPEN_GROUPS, check_torch_free
+from ilif.checks import check_torch_free
 from ilif.conf import (CONFIG_DIR, EXTRA_CONFIG_DIRS, compose_config, distributed_env, group_options, is_group,
                        name_components, register, sweep_axes)
 from ilif.grid import grid_items, job_configs, run_dir_of
@@ -65,7 +65,7 @@ def parse_cli(argv: list[str]) -> tuple[list[str], list[str], bool]:
             skip = not eq
         elif arg in ("-m", "--multirun"):
             multirun = True
-        elif eq and not arg.startswith("-"):
+        elif (eq or arg.startswith("~")) and not arg.startswith("-"):  # key=value, or ~key (remove it)
             if arg.startswith("hydra.searchpath="):
                 searchpath += [p.strip() for p in value.strip("[]").split(",") if p.strip()]
             elif not arg.lstrip("+~").startswith(("hydra.", "hydra/")):
@@ -103,15 +103,6 @@ def help_text(searchpath: list[str]) -> str:
             .replace("$APP_CONFIG_GROUPS", listing))
 
 
-def names_component_keys(argv: list[str]) -> bool:
-    """Whether a command line sets keys that only a component can check (its own keys: those of an open
-    group, ilif.checks.OPEN_GROUPS) or adds config folders whose files may: the shipped files' keys are
-    checked by the test suite, so ``--cfg`` checks the rest without torch."""
-    overrides, searchpath, _ = parse_cli(argv)
-    keys = [item.partition("=")[0].lstrip("+~") for item in overrides]
-    return bool(searchpath) or any(key.partition(".")[0] in OPEN_GROUPS and "." in key for key in keys)
-
-
 def check_writable(runs_root: Path) -> None:
     """Raise ConfigError unless run directories can be made under ``runs_root``."""
     existing = runs_root.absolute()
@@ -129,10 +120,11 @@ def check_writable(runs_root: Path) -> None:
                           f"no folder can be made in {existing} ({err.strerror})") from None
 
 
-def precheck(argv: list[str], torch_free: bool = False) -> None:
+def precheck(argv: list[str], torch_free: bool = False, writes: bool = True) -> None:
     """Compose and validate every job of ``argv`` (see the module docstring) and the launcher's
     variables; raises ConfigError (exit 2) on the first error. Every job passes the torch-free checks
-    (:mod:`ilif.checks`) before torch is imported for the components' own; ``torch_free``: only those."""
+    (:mod:`ilif.checks`) before torch is imported for the components' own; ``torch_free``: only those;
+    not ``writes`` (a config printed), where the runs would write is not checked."""
     rerun = next((arg for arg in argv if arg.partition("=")[0] == "--experimental-rerun"), None)
     if rerun is not None:
         raise ConfigError.from_message("--experimental-rerun is not allowed: it unpickles the file it is given (code "
@@ -148,7 +140,7 @@ def precheck(argv: list[str], torch_free: bool = False) -> None:
         run_dir = next((Path(arg.partition("=")[2]) for arg in argv if arg.startswith("hydra.run.dir=")), None)
         for full in (False,) if torch_free else (False, True):
             composed = [cfg for experiment in experiments
-                        for cfg in _check_jobs(items, experiment, searchpath, multirun, run_dir, full)]
+                        for cfg in _check_jobs(items, experiment, searchpath, multirun, run_dir, full, writes)]
     if multirun and not torch_free:  # every dataset of the sweep, before a job is launched (as ilif-study does)
         from ilif.data import missing_datasets
 
@@ -161,7 +153,7 @@ def precheck(argv: list[str], torch_free: bool = False) -> None:
 
 
 def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_dir: Optional[Path] = None,
-                full: bool = True) -> list:
+                full: bool = True, writes: bool = True) -> list:
     """Validate every job of one experiment's sweep (its grid included when ``multirun``), each whole
     config as ``ilif-study`` validates its jobs (:func:`ilif.train.config.validate`); not ``full``: only
     the torch-free checks, and where each job would write (``run_dir``: a single run's
@@ -178,7 +170,7 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_di
     for cfg in job_configs(head, items):  # one job at a time: a bad one ends the check at once
         jobs.append(cfg)
         validate(cfg)
-        if full:  # where it writes was checked by the torch-free pass
+        if full or not writes:  # where it writes is checked once, by the torch-free pass
             continue
         if cfg.runs_root not in roots:
             roots.add(cfg.runs_root)
@@ -309,7 +301,8 @@ def main() -> None:
         return 0
     if any(arg.partition("=")[0] in HYDRA_FLAGS for arg in argv):
         if any(arg.partition("=")[0] in ("--cfg", "-c") for arg in argv):  # a config printed is one that trains
-            precheck(argv, torch_free=not names_component_keys(argv))
+            overrides, searchpath, _ = parse_cli(argv)  # the shipped configs alone are checked by the suite
+            precheck(argv, torch_free=not (overrides or searchpath), writes=False)
         hydra_main()  # help, config printing, completion: Hydra's, unchanged
         return
     precheck(argv)

@@ -64,7 +64,7 @@ class StopFlag:
 
 @contextmanager
 def exit_on_signal(what: str, stop: Optional[StopFlag] = None):
-    """Process a block that waits inside C++ (a DDP rendezvous), where Python's signal handlers never run:
+    """Run a block that waits inside C++ (a DDP rendezvous), where Python's signal handlers never run:
     meanwhile a SIGTERM or SIGINT, whichever thread the kernel hands it to, reaches a helper thread
     through the interpreter's wakeup fd, and the process ends at once with one line and exit 75 or 130
     (nothing was trained yet); so does one that ``stop`` caught just before the block. Main thread
@@ -184,7 +184,7 @@ class Process:
 
 @contextmanager
 def torch_threads(count: int):
-    """Process the block with ``count`` torch intra-op threads (0: leave torch's setting), then restore."""
+    """Run the block with ``count`` torch intra-op threads (0: leave torch's setting), then restore."""
     previous = torch.get_num_threads()
     if count > 0:
         torch.set_num_threads(count)
