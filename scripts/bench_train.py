@@ -31,10 +31,10 @@ from spikingjelly.activation_based import functional
 
 from ilif.models import create_model, model_names
 from ilif.neurons import ILIF, LIF
-from ilif.train.losses import compute_loss
+from ilif.train.losses import loss_function
 from ilif.train.remedies import REMEDIES
 
-LOSS = {"name": "ce", "label_smoothing": 0.0}
+LOSS = loss_function({"name": "ce", "label_smoothing": 0.0})
 
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -68,7 +68,7 @@ def make_step(neuron_cls, args, mode: str, amp: str = "off"):
                 logits = torch.cat([net(x) for _ in range(args.T)])
             else:
                 logits = net(x)
-            loss = compute_loss(logits.float(), y, LOSS)
+            loss = LOSS(logits, y)
             penalty = remedy.penalty() if remedy is not None else None
             if penalty is not None:
                 loss = loss + penalty

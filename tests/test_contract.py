@@ -17,7 +17,7 @@ from ilif.neurons import SpikingNeuron
 from ilif.train.build import (build_datasets, build_model, build_optimizer, build_scheduler, neuron_factory,
                               surrogate_of)
 from ilif.train.config import validate
-from ilif.train.losses import compute_loss
+from ilif.train.losses import loss_function
 from ilif.train.remedies import build_remedy
 
 
@@ -61,7 +61,7 @@ def test_every_model_maps_its_input_to_logits_per_time_step(option):
     x = torch.randn(2, info.in_channels, info.input_size, info.input_size)
     logits = model(x)
     assert logits.shape == (2, 2, info.num_classes)
-    compute_loss(logits, torch.tensor([0, 1]), cfg.loss).backward()
+    loss_function(cfg.loss)(logits, torch.tensor([0, 1])).backward()
     first = next(p for p in model.parameters() if p.dim() > 1)
     assert first.grad is not None and torch.isfinite(first.grad).all()
     functional.reset_net(model)
@@ -98,7 +98,7 @@ def test_every_loss_is_finite_with_a_gradient(option):
     cfg = _composed(f"loss={option}")
     torch.manual_seed(0)
     logits = torch.randn(3, 4, 10, requires_grad=True)
-    loss = compute_loss(logits, torch.tensor([0, 3, 9, 2]), cfg.loss)
+    loss = loss_function(cfg.loss)(logits, torch.tensor([0, 3, 9, 2]))
     loss.backward()
     assert loss.dim() == 0 and torch.isfinite(loss) and logits.grad.abs().sum() > 0
 

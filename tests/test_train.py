@@ -17,7 +17,7 @@ from ilif.errors import ConfigError
 from ilif.train.config import check_neuron
 from ilif.train.app import main as train_main
 from ilif.train.engine import correct_counts, evaluate_loader
-from ilif.train.losses import compute_loss
+from ilif.train.losses import loss_function
 from ilif.train.runtime import Process
 from ilif.metrics import SpikeMeter
 from ilif.neurons import ILIF, LIF, PLIF
@@ -217,14 +217,14 @@ def test_loss_functions_by_hand():
     y = torch.tensor([0])
     ce = OmegaConf.create({"name": "ce", "label_smoothing": 0.0})
     mean = torch.tensor([[1.0, 0.5]])
-    assert compute_loss(logits, y, ce).item() == pytest.approx(torch.nn.functional.cross_entropy(mean, y).item())
+    assert loss_function(ce)(logits, y).item() == pytest.approx(torch.nn.functional.cross_entropy(mean, y).item())
     tet = OmegaConf.create({"name": "tet", "lam": 0.05, "mse_target": "constant", "phi": 1.0, "label_smoothing": 0.0})
     per_step = [torch.nn.functional.cross_entropy(logits[t], y).item() for t in range(2)]
     mse = ((2 - 1) ** 2 + 1 + 1 + 0) / 4
-    assert compute_loss(logits, y, tet).item() == pytest.approx(0.95 * sum(per_step) / 2 + 0.05 * mse)
+    assert loss_function(tet)(logits, y).item() == pytest.approx(0.95 * sum(per_step) / 2 + 0.05 * mse)
     onehot = OmegaConf.merge(tet, {"mse_target": "onehot"})
     mse_label = ((2 - 1) ** 2 + 0 + (0 - 1) ** 2 + 1) / 4
-    assert compute_loss(logits, y, onehot).item() == pytest.approx(0.95 * sum(per_step) / 2 + 0.05 * mse_label)
+    assert loss_function(onehot)(logits, y).item() == pytest.approx(0.95 * sum(per_step) / 2 + 0.05 * mse_label)
     assert correct_counts(logits, y) == (1, 1)  # Σ_t o_t = [2, 1] -> class 0
 
 

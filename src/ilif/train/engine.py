@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ilif.data import make_loader
 from ilif.errors import ConfigError, Interrupted, TrainingDiverged
 
-from .losses import compute_loss
+from .losses import loss_function
 from .runtime import Process, StopFlag, all_reduce_sum
 
 log = logging.getLogger("ilif.train")
@@ -207,6 +207,7 @@ def optimize_over(net, model, loader, optimizer, *, run: Process, cfg: DictConfi
     batches = tqdm(limited(loader, tcfg.limit_train_batches, first), leave=False, disable=not show,
                    desc=f"epoch {epoch}")
     stream = iter(batches)
+    compute_loss = loss_function(cfg.loss)
     every_s, last_save = tcfg.checkpoint_every_min * 60, time.monotonic()
     for step in itertools.count(first):
         with stop.waiting(f"at epoch {epoch}, step {step}") if stop is not None else nullcontext():
@@ -218,7 +219,7 @@ def optimize_over(net, model, loader, optimizer, *, run: Process, cfg: DictConfi
         optimizer.zero_grad(set_to_none=True)
         with run.autocast():
             logits = net(x)
-        loss = compute_loss(logits, y, cfg.loss)
+        loss = compute_loss(logits, y)
         penalty = remedy.penalty() if remedy is not None else None
         if penalty is not None:
             loss = loss + penalty
@@ -264,6 +265,7 @@ def evaluate_loader(model, loader, run: Process, loss_cfg, limit: int = 0, meter
     if run.world > 1:  # BatchNorm statistics as rank 0 has them, as DDP's forward would broadcast them
         for buffer in model.buffers():
             dist.broadcast(buffer, 0)
+    compute_loss = loss_function(loss_cfg)
     totals = [0.0, 0.0, 0.0, 0.0]  # loss sum, top-1 hits, top-5 hits, samples
     with torch.no_grad(), ExitStack() as stack:
         for meter in meters:
@@ -273,7 +275,7 @@ def evaluate_loader(model, loader, run: Process, loss_cfg, limit: int = 0, meter
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
             logits = model(x)
             sj_functional.reset_net(model)
-            totals[0] += compute_loss(logits, y, loss_cfg).item() * len(y)
+            totals[0] += compute_loss(logits, y).item() * len(y)
             top1, top5 = correct_counts(logits, y)
             totals[1] += top1
             totals[2] += top5

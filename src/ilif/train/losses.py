@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from ilif.checks import part
 
 
-def compute_loss(logits: torch.Tensor, target: torch.Tensor, loss_cfg) -> torch.Tensor:
-    """The configured loss of logits [T, B, C] (computed in float32) and target [B]."""
+def loss_function(loss_cfg) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The configured loss as ``loss(logits [T, B, C], target [B])`` (computed in float32), its function
+    found and its keys read once (an epoch builds it once, not at every step)."""
     function, arguments = part("loss", loss_cfg)
-    return function(logits=logits.float(), target=target, **arguments)
+    return lambda logits, target: function(logits=logits.float(), target=target, **arguments)
