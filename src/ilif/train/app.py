@@ -138,9 +138,13 @@ def precheck(argv: list[str], torch_free: bool = False, writes: bool = True) -> 
             _check_group_options([(k, v) for k, v in items if "(" not in v])
         experiments = next((axis for axis in sweep_axes(items) if axis[0][0] == "experiment"), [None])
         run_dir = next((Path(arg.partition("=")[2]) for arg in argv if arg.startswith("hydra.run.dir=")), None)
-        for full in (False,) if torch_free else (False, True):
-            composed = [cfg for experiment in experiments
-                        for cfg in _check_jobs(items, experiment, searchpath, multirun, run_dir, full, writes)]
+        composed = [cfg for experiment in experiments
+                     for cfg in _check_jobs(items, experiment, searchpath, multirun, run_dir, writes)]
+        if not torch_free:
+            from .config import validate
+
+            for cfg in composed:
+                validate(cfg)
     if multirun and not torch_free:  # every dataset of the sweep, before a job is launched (as ilif-study does)
         from ilif.data import missing_datasets
 
@@ -153,15 +157,11 @@ def precheck(argv: list[str], torch_free: bool = False, writes: bool = True) -> 
 
 
 def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_dir: Optional[Path] = None,
-                full: bool = True, writes: bool = True) -> list:
-    """Validate every job of one experiment's sweep (its grid included when ``multirun``), each whole
-    config as ``ilif-study`` validates its jobs (:func:`ilif.train.config.validate`); not ``full``: only
-    the torch-free checks, and where each job would write (``run_dir``: a single run's
-    ``hydra.run.dir``, when the command line sets one). Returns the jobs' configs."""
-    if full:
-        from .config import validate
-    else:
-        validate = check_torch_free
+                writes: bool = True) -> list:
+    """Compose every job of one experiment's sweep (its grid included when ``multirun``) and run the
+    torch-free checks on each (:func:`ilif.checks.check_torch_free`), and, with ``writes``, check where
+    each would write (``run_dir``: a single run's ``hydra.run.dir``, when the command line sets one).
+    Returns the jobs' configs, for :func:`precheck` to validate whole."""
     items = [(k, v) for k, v in items if k != "experiment"]
     head = searchpath + ([f"{experiment[0]}={experiment[1]}"] if experiment else [])
     if multirun and experiment:
@@ -169,8 +169,8 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_di
     jobs, roots = [], set()
     for cfg in job_configs(head, items):  # one job at a time: a bad one ends the check at once
         jobs.append(cfg)
-        validate(cfg)
-        if full or not writes:  # where it writes is checked once, by the torch-free pass
+        check_torch_free(cfg)
+        if not writes:
             continue
         if cfg.runs_root not in roots:
             roots.add(cfg.runs_root)
