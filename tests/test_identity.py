@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import ilif
-from ilif.conf import COMPONENTS, TrainConfig, compose_config, config_hash
+from ilif.conf import TrainConfig, compose_config, config_hash, group_schema
 from ilif.grid import plan, table_jobs
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -22,10 +22,7 @@ def identity_keys(schema=TrainConfig, prefix: str = "") -> list[str]:
     for f in dataclasses.fields(schema):
         if f.metadata.get("identity") is False or "neutral" in f.metadata:
             continue
-        below = COMPONENTS.get(f.name) if schema is TrainConfig else None
-        if below is None and f.default_factory is not dataclasses.MISSING:
-            made = f.default_factory()
-            below = type(made) if dataclasses.is_dataclass(made) else None
+        below = group_schema(schema, f)
         name = f.metadata.get("identity_as", f.name)
         keys += identity_keys(below, f"{prefix}{name}.") if below else [f"{prefix}{name}"]
     return keys

@@ -17,11 +17,8 @@ from typing import Any, Callable, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from ilif.conf import COMPONENTS, TrainConfig, component_function, keyword_parameters
+from ilif.conf import COMPONENTS, TrainConfig, component_function, group_schema, keyword_parameters
 from ilif.errors import ConfigError, finite_number
-
-#: keys whose values a component checks against its own signature (ilif.train.config): open groups
-OPEN_GROUPS = (*COMPONENTS, "remedy")
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -35,13 +32,18 @@ def nearest(key: str, known: Iterable[str]) -> list[str]:
     return difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
 
 
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    """``"did you mean a or b? "`` for the keys of ``known`` nearest ``key`` (``key`` itself left out),
+    or "" when none is near."""
+    close = nearest(key, [k for k in known if k != key])
+    return f"did you mean {' or '.join(close)}? " if close else ""
+
+
 def unknown_key(key: str, value: Any, owner: str, known: Iterable[str], near: Iterable[str] = ()) -> ConfigError:
     """The error for ``key`` (dotted) that ``owner`` (``trainer``, ``LIF``, ...) does not take: it names
     the nearest of ``known`` and ``near`` (keys without their group) and lists ``known``, in their order."""
     known = list(known)
-    name = key.rpartition(".")[2]
-    close = nearest(name, [k for k in (*known, *(k for k in near if k not in known)) if k != name])
-    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    hint = did_you_mean(key.rpartition(".")[2], [*known, *(k for k in near if k not in known)])
     return ConfigError(key, value, f"{hint}{owner} takes {known}")
 
 
@@ -50,15 +52,13 @@ def key_hint(key: str) -> str:
     ("" for a group without a schema of its own)."""
     group, _, name = key.rpartition(".")
     schema = TrainConfig
-    for part_name in [p for p in group.split(".") if p]:
-        below = {f.name: f for f in dataclasses.fields(schema)}.get(part_name)
-        schema = COMPONENTS.get(part_name) if schema is TrainConfig and part_name in COMPONENTS else (
-            _dataclass_of(below) if below is not None else None)
+    for step in [p for p in group.split(".") if p]:
+        below = {f.name: f for f in dataclasses.fields(schema)}.get(step)
+        schema = group_schema(schema, below) if below is not None else None
         if schema is None:
             return ""
     known = [f.name for f in dataclasses.fields(schema) if f.name not in ("name", "_target_")]
-    close = nearest(name, known)
-    return (f"did you mean {' or '.join(close)}? " if close else "") + f"{group or 'the config'} has {known}"
+    return did_you_mean(name, known) + f"{group or 'the config'} has {known}"
 
 
 def choice(options: tuple | str):
@@ -171,23 +171,14 @@ def _check_fields(node: DictConfig, schema, prefix: str, extra: tuple = ()) -> N
     known = {f.name: f for f in dataclasses.fields(schema)}
     for key in node.keys():
         dotted = f"{prefix}{key}"
-        if key in extra or dotted in OPEN_GROUPS:
+        if key in extra or dotted in COMPONENTS:  # an open group: its component checks its keys
             continue
         if key not in known:
             owner = prefix.rstrip(".") or "the config"
             raise unknown_key(dotted, OmegaConf.select(node, str(key), throw_on_missing=False), owner, known)
-        kind = _dataclass_of(known[key])
+        kind = group_schema(schema, known[key])
         if kind is not None and isinstance(node[key], DictConfig):
             _check_fields(node[key], kind, f"{dotted}.")
-
-
-def _dataclass_of(f: dataclasses.Field):
-    if dataclasses.is_dataclass(f.type):
-        return f.type
-    if f.default_factory is not dataclasses.MISSING:
-        made = f.default_factory()
-        return type(made) if dataclasses.is_dataclass(made) else None
-    return None
 
 
 def check_values(cfg: DictConfig, torch_free: bool = False) -> None:
@@ -229,22 +220,27 @@ def component_arguments(group: str, spec: dict, function: Callable, given: tuple
     return arguments
 
 
+def component(group: str, spec: DictConfig | dict, registry: dict, given: tuple, noun: str) -> tuple[Callable, dict]:
+    """(callable, its keyword arguments) of ``spec``, the config of ``group``: the callable at
+    ``<group>._target_``, else ``registry[<group>.name]``; ``given``: what the trainer passes it
+    besides the config's keys; ``noun``: what it is, for the error. Raises ConfigError naming the key
+    and what is allowed."""
+    spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else spec
+    try:
+        function = component_function(group, spec, registry, "_target_", noun)
+    except ValueError as err:
+        raise ConfigError.from_message(str(err)) from None
+    return function, component_arguments(group, spec, function, given)
+
+
 NOUNS = {"optim": "optimiser", "schedule": "learning-rate schedule", "loss": "loss"}
 
 
 def part(group: str, spec: DictConfig | dict) -> tuple[Callable, dict]:
-    """(function, its keyword arguments) of ``spec``, the config of ``group``, one of the groups of
-    :data:`ilif.train.factories.PARTS` (optim, schedule, loss): the function at ``<group>._target_``,
-    else the built-in ``<group>.name``. Raises ConfigError naming the key and what is allowed."""
+    """:func:`component` for the groups of :data:`ilif.train.factories.PARTS` (optim, schedule, loss)."""
     from ilif.train.factories import PARTS
 
-    registry, given = PARTS[group]
-    spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else spec
-    try:
-        function = component_function(group, spec, registry, "_target_", NOUNS[group])
-    except ValueError as err:
-        raise ConfigError.from_message(str(err)) from None
-    return function, component_arguments(group, spec, function, given)
+    return component(group, spec, *PARTS[group], NOUNS[group])
 
 
 def check_torch_free(cfg: DictConfig, torch_free: bool = True) -> None:

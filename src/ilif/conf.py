@@ -166,9 +166,10 @@ class TrainerConfig:
     checkpoint_every_min: float = outside(0.0)  # also write last.pt inside an epoch this often (exact resume); 0: off
 
 
-#: the open groups (their YAML files may add keys) and the keys every option of the group has
+#: the open groups (their YAML files may add keys) and the keys every option of the group has (None: no
+#: key in common)
 COMPONENTS = {"dataset": DatasetConfig, "model": ModelConfig, "neuron": None, "optim": OptimConfig,
-              "schedule": ScheduleConfig, "loss": LossConfig}
+              "schedule": ScheduleConfig, "loss": LossConfig, "remedy": None}
 
 
 @dataclass
@@ -383,12 +384,13 @@ def _drop_outside(container: dict, schema) -> None:
             container.pop(f.name)
         elif "identity_as" in f.metadata:
             container[f.metadata["identity_as"]] = container.pop(f.name)
-        elif isinstance(container[f.name], dict) and _schema_below(schema, f) is not None:
-            _drop_outside(container[f.name], _schema_below(schema, f))
+        elif isinstance(container[f.name], dict) and (below := group_schema(schema, f)) is not None:
+            _drop_outside(container[f.name], below)
 
 
-def _schema_below(schema, f):
-    """The schema of field ``f``'s group: its dataclass, or an open group's common keys (:data:`COMPONENTS`)."""
+def group_schema(schema, f):
+    """The schema of field ``f`` of ``schema`` when it is a group: its dataclass, or an open group's
+    common keys (:data:`COMPONENTS`); None for a plain value or an open group without common keys."""
     if schema is TrainConfig and f.name in COMPONENTS:
         return COMPONENTS[f.name]
     if f.default_factory is not MISSING_FIELD:

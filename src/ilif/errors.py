@@ -170,7 +170,8 @@ def composition_error(err: BaseException) -> str:
     if keys and keys[0] and any("not in" in str(e) for e in (err, cause) if e is not None):
         from ilif.checks import key_hint  # the schema's keys: a misspelt key's nearest ones
 
-        text = f"{text}: {key_hint(keys[0])}" if key_hint(keys[0]) else text
+        hint = key_hint(keys[0])
+        text = f"{text}: {hint}" if hint else text
     return text
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ilif.checks import nearest
+from ilif.checks import did_you_mean
 from ilif.conf import DatasetConfig, component_function, keyword_parameters
 from ilif.rundir import close_inherited_locks
 
@@ -78,8 +78,7 @@ def dataset_arguments(cfg: Mapping[str, Any], function: Callable) -> dict:
             arguments.setdefault(key, value)
         elif key not in (*COMMON, *GIVEN):
             own = sorted(set(takes) - set(COMMON))
-            close = nearest(key, [*own, *COMMON])
-            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            hint = did_you_mean(key, [*own, *COMMON])
             raise ValueError(f"dataset.{key}={value!r} is not allowed: {hint}dataset {cfg['name']} takes {own} besides "
                              f"the keys every dataset has ({', '.join(sorted(COMMON))})")
     if cfg.get("_target_") and cfg.get("stand_in") and "stand_in" not in takes:

@@ -87,7 +87,6 @@ def help_text(searchpath: list[str]) -> str:
     """``ilif-train --help`` as Hydra writes it (train.yaml's ``hydra.help``, its config groups and their
     options), read from the config folders without composing a config (Hydra's own takes seconds).
     ``searchpath``: the ``hydra.searchpath=[...]`` override of :func:`parse_cli`, if any."""
-
     folders = [CONFIG_DIR, *EXTRA_CONFIG_DIRS]
     for entry in searchpath:
         folders += [Path(p.strip().removeprefix("file://")) for p in entry.partition("=")[2].strip("[]").split(",")]

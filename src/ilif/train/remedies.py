@@ -34,12 +34,10 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from spikingjelly.activation_based import functional as sj_functional
 
-from ilif.checks import choice, component_arguments, gamma_width, positive, require, within
-from ilif.conf import component_function
-from ilif.errors import ConfigError
+from ilif.checks import choice, component, gamma_width, positive, require, within
 from ilif.metrics.base import neuron_layers
 from ilif.neurons import Surrogate
 
@@ -283,13 +281,7 @@ def remedy_class(cfg: DictConfig) -> tuple[type, dict]:
     """(class, its keyword arguments from ``cfg.remedy``): the class at ``remedy._target_``, else the
     built-in ``remedy.name``. Raises ConfigError naming the key and what is allowed (a key the class
     does not take, or one it needs and the config lacks)."""
-    spec = OmegaConf.to_container(cfg.remedy, resolve=True)
-    try:
-        cls = component_function("remedy", spec, REMEDIES, "_target_", "remedy")
-    except ValueError as err:
-        raise ConfigError.from_message(str(err)) from None
-    arguments = component_arguments("remedy", spec, cls, GIVEN)
-    return cls, arguments
+    return component("remedy", cfg.remedy, REMEDIES, GIVEN, "remedy")
 
 
 def build_remedy(cfg: DictConfig, model: torch.nn.Module, train_set) -> Remedy:
