@@ -22,7 +22,7 @@ from ilif.data import build
 from ilif import errors
 from ilif.errors import DatasetError, RunBusy
 from ilif.rundir import MetricsFile, RunLock, RunSummary, finished_summary, read_history
-from test_train import FAST, _env, _env_with_tests, run_dirs
+from test_train import FAST, _env, _env_with_tests, run_dirs, status
 
 
 class _Payload:
@@ -224,10 +224,9 @@ def test_a_diverging_job_does_not_end_the_sweep(tmp_path, cli):
                "trainer.progress=false", "trainer.limit_train_batches=4")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert "error: 1 job(s) of the sweep failed:" in lines
+    assert "error: 1 run(s) of the sweep failed:" in lines
     assert sum("non-finite" in line for line in lines) >= 1
-    finished = [d for d in run_dirs(tmp_path) if (d / "summary.json").exists()]
-    assert len(finished) == 1
+    assert sorted(map(status, run_dirs(tmp_path))) == ["failed", "finished"]
 
 
 def test_a_corrupt_checkpoint_is_one_line_with_the_way_out(train_run, tmp_path):

@@ -48,7 +48,11 @@ def test_a_failed_run_does_not_stop_the_study(tmp_path, cli):
                   "--override", "schedule.gamma=1e30", "--override", "trainer.epochs=2")
     assert proc.returncode == 1
     assert "0 trained, 0 already finished, 2 failed" in proc.stdout
-    assert proc.stdout.count("  failed: runs/demo/") == 2 and "diverged" in proc.stdout
+    assert proc.stderr.splitlines()[-3:][0] == "error: 2 run(s) of the study failed:"
+    assert [line.split(": ", 1)[1] for line in proc.stderr.splitlines()[-2:]] == [
+        json.loads((Path(line.strip().split(": ")[0]) / "summary.json").read_text())["error"] + " (exit 3)"
+        for line in proc.stderr.splitlines()[-2:]]  # each run's own record of its failure
+    assert all(line.startswith("  runs/demo/") and "non-finite loss" in line for line in proc.stderr.splitlines()[-2:])
 
 
 def test_every_missing_dataset_is_listed_at_once_and_the_rest_can_run(tmp_path, cli):
@@ -82,8 +86,11 @@ def test_a_killed_worker_is_a_failed_run_and_the_study_goes_on(tmp_path):
                           text=True, timeout=300, env=_env_with_fixtures(tmp_path))
     assert proc.returncode == 1, proc.stderr
     assert "5 trained, 0 already finished, 1 failed" in proc.stdout
-    assert proc.stdout.count(
-        "the worker process was killed by SIGKILL (out of memory?)") == 2  # as it happens, and at the end
+    killed = [d for d in (tmp_path / "runs" / "demo").iterdir() if not (d / "summary.json").exists()]
+    assert len(killed) == 1 and proc.stderr.splitlines() == [
+        "error: 1 run(s) of the study failed:",
+        f"  {killed[0].relative_to(tmp_path)}: the worker process was killed by SIGKILL (out of memory?)"]
+    assert proc.stdout.count("killed by SIGKILL") == 1  # as it happens
     assert len(list((tmp_path / "runs" / "demo").glob("*/summary.json"))) == 5
 
 
@@ -171,3 +178,30 @@ def test_a_sweep_and_a_study_write_the_same_run_directories_with_the_same_files(
                    for root in "ab"]
         assert [c.pop("runs_root") for c in configs] == [str(tmp_path / "a"), str(tmp_path / "b")]
         assert configs[0] == configs[1]
+
+
+def test_a_sweep_and_a_study_report_the_same_failures_from_the_runs_own_records(tmp_path, cli):
+    """Both runners learn how a job ended from its run directory (the record the trainer writes when
+    it fails) and end with the same lines: here both seeds diverge at their second epoch."""
+    from ilif.train.app import main as train_main
+
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    (tmp_path / "mine" / "experiment" / "twin.yaml").write_text(
+        "# @package _global_\nexperiment_name: twin\n"
+        "trainer: {epochs: 2, limit_train_batches: 4, limit_eval_batches: 1, progress: false}\n"
+        "hydra:\n  sweeper:\n    params:\n      seed: 0,1\n")
+    diverge = ["schedule=step", "schedule.step_size=1", "schedule.gamma=1e30"]
+    swept = cli(train_main, "-m", "--config-dir", str(tmp_path / "mine"), "experiment=twin", *diverge,
+                f"runs_root={tmp_path / 'a'}")
+    studied = cli(main, "--config-dir", str(tmp_path / "mine"), "twin", "--no-progress", f"--override=runs_root="
+                  f"{tmp_path / 'b'}", *(f"--override={o}" for o in diverge))
+    assert swept.returncode == studied.returncode == 1
+
+    def ending(text: str, root: str, runner: str) -> list[str]:
+        return sorted(line.replace(str(tmp_path / root), "R").replace(runner, "RUNNER")
+                      for line in text.splitlines()[-3:])
+
+    lines = ending(swept.stderr, "a", "sweep")
+    assert lines == ending(studied.stderr, "b", "study") and lines[2] == "error: 2 run(s) of the RUNNER failed:"
+    assert all(line.startswith("  R/twin/") and "non-finite loss" in line and line.endswith("(exit 3)")
+               for line in lines[:2])

@@ -49,6 +49,12 @@ def run_dirs(cwd: Path, experiment: str = "default"):
     return sorted(p for p in (cwd / "runs" / experiment).glob("*") if p.is_dir() and not p.name.startswith("."))
 
 
+def status(run_dir: Path):
+    """The status the run's summary.json records (finished or failed); None without one."""
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text())["status"] if path.exists() else None
+
+
 @pytest.mark.parametrize(
     "override, message",
     [("surrogate.gamma=-1", "surrogate.gamma=-1.0 is not allowed: " + WIDTH),
@@ -179,7 +185,12 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, cli):
     assert "non-finite loss" in proc.stderr and "epoch 1" in proc.stderr
     (run_dir,) = run_dirs(tmp_path)
     assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 0
-    assert not (run_dir / "summary.json").exists()
+    record = json.loads((run_dir / "summary.json").read_text())  # the record of the failure, not of a result
+    assert record == {"status": "failed", "config_hash": run_dir.name.rsplit("-", 1)[-1], "exit_code": 3,
+                      "error": proc.stderr.strip().splitlines()[-1].removeprefix("error: "), "schema": 2}
+    from ilif.rundir import finished_summary
+
+    assert finished_summary(run_dir) is None  # the next start resumes it
 
 
 def test_ddp_two_cpu_processes_match_one_process_bookkeeping(tmp_path):
@@ -329,25 +340,27 @@ def test_a_failed_submitit_job_ends_its_process_with_its_code_and_the_sweep_list
                      "trainer.limit_train_batches=4", multirun=True)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert lines[-2] == "error: 1 job(s) of the sweep failed:"
+    assert lines[-2] == "error: 1 run(s) of the sweep failed:"
     assert "non-finite loss" in lines[-1] and lines[-1].endswith("(exit 3)")
     assert "Traceback" not in proc.stderr  # submitit's, through Hydra, says the same as the list
-    finished = [d for d in run_dirs(tmp_path) if (d / "summary.json").exists()]
-    assert len(finished) == 1 and len(run_dirs(tmp_path)) == 2
+    assert sorted(map(status, run_dirs(tmp_path))) == ["failed", "finished"]
     logs = list((tmp_path / "runs" / "default" / ".submitit").glob("*/*_0_log.err"))
     assert any("error: non-finite loss" in log.read_text() for log in logs)  # the job's own one line
     assert len(list((tmp_path / "runs" / "default" / ".submitit").glob("*/*_result.pkl"))) == 1  # no result: failed
-    assert not list((tmp_path / "runs").glob(".ilif-sweep-failures-*"))
+    failed = next(d for d in run_dirs(tmp_path) if status(d) == "failed")
+    record = json.loads((failed / "summary.json").read_text())
+    assert lines[-1] == f"  {failed.relative_to(tmp_path)}: {record['error']} (exit 3)"  # its record, read back
 
 
-def test_a_submitit_job_killed_before_it_leaves_a_note_is_listed_too(tmp_path):
+def test_a_killed_submitit_job_leaves_no_record_and_is_listed_too(tmp_path):
     proc = run_train(tmp_path, "hydra/launcher=submitit_local", "dataset._target_=data_fixtures.killed_in_job_dataset",
                      "dataset.name=tiny", "dataset.split_seed=1,0", *FAST, multirun=True, env=_env_with_tests())
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert lines[-2] == "error: 1 job(s) of the sweep failed:"
-    assert lines[-1].startswith("  the launcher: UncompletedJobError: Job ") and "Traceback" not in proc.stderr
-    assert len([d for d in run_dirs(tmp_path) if (d / "summary.json").exists()]) == 1
+    assert lines[-2] == "error: 1 run(s) of the sweep failed:"
+    assert lines[-1].endswith(": left no record (killed, or failed before it trained anything: its error line is "
+                              "above or in its job's log)") and "Traceback" not in proc.stderr
+    assert sorted(map(str, map(status, run_dirs(tmp_path)))) == ["None", "finished"]  # the killed job: no record
 
 
 def test_submitit_tasks_form_one_process_group_and_train_one_run(tmp_path):

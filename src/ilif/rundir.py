@@ -202,6 +202,35 @@ def summary_config_hash(run_dir: Path) -> Optional[str]:
     return None if summary is None else summary.get("config_hash")
 
 
+def record_failure(run_dir: Path, config_hash: str, detail: str, code: int) -> None:
+    """Write the run's ``summary.json`` as the record of its failure: ``status: failed``, the one line
+    that ended it and its exit code. The trainer writes it (in a directory it has claimed); the
+    runners read it back (:func:`run_outcome`); the next start of the run resumes or starts over."""
+    write_json_atomic({"status": "failed", "config_hash": config_hash, "error": detail, "exit_code": code,
+                       "schema": SUMMARY_SCHEMA}, Path(run_dir) / "summary.json")
+
+
+def run_outcome(run_dir: Path) -> tuple[str, str]:
+    """How a run of a sweep or a study ended, from its directory alone: ``("finished", "")``,
+    ``("failed", "<its one line> (exit <code>)")`` from the record of its failure, or
+    ``("failed", ...)`` saying that it left no record (killed, or it failed before it trained anything:
+    such a run's directory is removed, and its error line was printed where it ran)."""
+    summary = _summary(run_dir, warn=False)
+    status = None if summary is None else summary.get("status")
+    if status == "finished":
+        return "finished", ""
+    if status == "failed" and isinstance(summary.get("error"), str):
+        return "failed", f"{summary['error']} (exit {summary.get('exit_code')})"
+    return "failed", "left no record (killed, or failed before it trained anything: its error line is above " \
+                     "or in its job's log)"
+
+
+def failure_lines(failures: list[tuple[Path, str]], what: str) -> list[str]:
+    """The lines that end a sweep or a study with failed runs: a count of ``what`` (``sweep``,
+    ``study``), then ``  <run directory>: <why>`` for each."""
+    return [f"error: {len(failures)} run(s) of the {what} failed:", *(f"  {d}: {why}" for d, why in failures)]
+
+
 LOCK_NAME = ".lock"
 
 
@@ -298,8 +327,8 @@ def symlink_message(link: Path) -> str:
 
 
 #: what a run that trained nothing can have written into its directory (its job log, the resolved
-#: config, an empty history, the lock; Hydra's record in older runs): the only names
-#: :func:`discard_untrained` removes
+#: config, an empty history, the lock, the record of its failure; Hydra's record in older runs): the
+#: only names :func:`discard_untrained` removes (``summary.json`` only when it records a failure)
 RUN_WRITES = (".hydra", "config.yaml", "metrics.jsonl", LOCK_NAME)
 HYDRA_WRITES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 
@@ -310,6 +339,8 @@ def _written_by_a_run(entry: Path) -> bool:
     if entry.name == ".hydra":
         return entry.is_dir() and all(e.name in HYDRA_WRITES and e.is_file() and not e.is_symlink()
                                       for e in entry.iterdir())
+    if entry.name == "summary.json":
+        return entry.is_file() and (_summary(entry.parent, warn=False) or {}).get("status") == "failed"
     return entry.is_file() and (entry.name in RUN_WRITES or entry.suffix == ".log")
 
 

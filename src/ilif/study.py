@@ -30,7 +30,7 @@ from ilif.conf import use_config_dirs
 from ilif.data import missing_datasets, setting_of
 from ilif.errors import ConfigError, Interrupted, TrainingDiverged, bad_input, entry_point
 from ilif.grid import SCALES, experiment_names, plan, table_jobs, table_numbers, tables
-from ilif.rundir import finished_summary
+from ilif.rundir import failure_lines, finished_summary, run_outcome
 
 log = logging.getLogger("ilif.train")
 
@@ -114,8 +114,9 @@ def default_jobs() -> int:
         return cores
 
 
-def _train_one(container: dict, run_dir: str) -> tuple[str, str]:
-    """Train one job in this (worker) process with its output in the run's train.log: (status, detail)."""
+def _train_one(container: dict, run_dir: str) -> str:
+    """Train one job in this (worker) process with its output in the run's train.log: ``finished``,
+    ``failed`` (the trainer recorded why in the run's summary.json) or ``interrupted``."""
     import contextlib
 
     from ilif.train.loop import train
@@ -130,15 +131,15 @@ def _train_one(container: dict, run_dir: str) -> tuple[str, str]:
     try:
         with open(path / "train.log", "a") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             train(cfg, path)
-        return "finished", ""
+        return "finished"
     except TrainingDiverged as err:
         log.error("%s", err)
-        return "failed", f"diverged: {err}"
-    except Interrupted as err:
-        return "interrupted", f"interrupted {err}"
-    except Exception as err:  # noqa: BLE001 - one failed run must not stop the study
+        return "failed"
+    except Interrupted:
+        return "interrupted"
+    except Exception:  # noqa: BLE001 - one failed run must not stop the study
         log.exception("run failed")
-        return "failed", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return "failed"
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -157,7 +158,7 @@ def _stop_with_parent() -> None:
 
 
 def _worker_loop(conn) -> None:
-    """A study worker: train each (config, run directory) it is sent, answer (status, detail); stop at None."""
+    """A study worker: train each (config, run directory) it is sent, answer its status; stop at None."""
     _stop_with_parent()
     while (job := conn.recv()) is not None:
         conn.send(_train_one(*job))
@@ -218,13 +219,13 @@ def _run_in_workers(todo, workers: int, record) -> None:
             for worker in busy:
                 if worker.conn not in ready and worker.process.sentinel not in ready:
                     continue
+                run_dir, worker.run_dir = worker.run_dir, None
                 try:
-                    status, detail = worker.conn.recv()
+                    status, detail = worker.conn.recv(), ""
                 except (EOFError, OSError):
                     worker.process.join()
                     status, detail = "failed", _death(worker.process)
                     pool[pool.index(worker)] = worker = _Worker(ctx) if queue and not stopping else worker
-                run_dir, worker.run_dir = worker.run_dir, None
                 record(run_dir, status, detail)
                 stopping = stopping or status == "interrupted"
                 if queue and not stopping and worker.process.is_alive():
@@ -247,9 +248,10 @@ def run_jobs(jobs, progress: bool = True, workers: int = 1) -> dict:
     bar = tqdm(total=len(jobs), initial=outcome["skipped"], desc="study", unit="run", disable=not progress,
                dynamic_ncols=True)
 
-    def record(run_dir: Path, status: str, detail: str) -> None:
+    def record(run_dir: Path, status: str, detail: str = "") -> None:
         outcome[status] += 1
         if status == "failed":
+            detail = detail or run_outcome(run_dir)[1]
             outcome["failures"].append((run_dir, detail))
             tqdm.write(f"failed: {run_dir}: {detail}")
         bar.update(1)
@@ -257,7 +259,7 @@ def run_jobs(jobs, progress: bool = True, workers: int = 1) -> dict:
     try:
         if workers <= 1:  # one at a time, in this process
             for cfg, run_dir in todo:
-                record(run_dir, *_train_one(OmegaConf.to_container(cfg), str(run_dir)))
+                record(run_dir, _train_one(OmegaConf.to_container(cfg), str(run_dir)))
                 if outcome["interrupted"]:
                     break
         elif todo:
@@ -319,8 +321,8 @@ def main(argv=None) -> int:
     outcome = run_jobs(jobs, progress=not args.no_progress, workers=workers)
     print(f"study done in {outcome['seconds']:.0f} s with {workers} parallel runs: {outcome['finished']} trained, "
           f"{outcome['skipped']} already finished, {outcome['failed']} failed")
-    for run_dir, detail in outcome["failures"]:
-        print(f"  failed: {run_dir}: {detail}")
+    if outcome["failures"]:
+        print("\n".join(failure_lines(outcome["failures"], "study")), file=sys.stderr)
     if outcome["interrupted"]:
         print("error: the study was interrupted; run the same command again to go on (finished runs are kept, "
               "unfinished ones resume)", file=sys.stderr)

@@ -8,13 +8,17 @@ key, the value and what is allowed, and exit code 2. Hydra's own
 flags (``--help``, ``--cfg``, ``--info``, ``-sc``, ...) go to Hydra unchanged, search-path additions
 (``hydra.searchpath=[...]``, ``--config-dir``) are honoured, and ``-m experiment=a,b`` expands each
 experiment file's own grid.
+
+A sweep learns how each job ended from the job's run directory alone, whatever the launcher: the
+trainer records a failure in the run's ``summary.json`` (:func:`ilif.rundir.record_failure`), and the
+sweep lists, at its end, every job without a finished record (:func:`ilif.rundir.run_outcome`), the
+same lines ``ilif-study`` ends with, and exit code 1.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -31,12 +35,12 @@ from omegaconf.errors import OmegaConfBaseException
 import ilif
 
 from ilif.checks import check_torch_free
-from ilif.conf import (CONFIG_DIR, EXTRA_CONFIG_DIRS, compose_config, distributed_env, group_options, is_group,
+from ilif.conf import (CONFIG_DIR, EXTRA_CONFIG_DIRS, distributed_env, group_options, is_group,
                        name_components, register, sweep_axes)
 from ilif.grid import grid_items, job_configs, run_dir_of
 from ilif.errors import (SIGNAL_EXIT, ConfigError, DatasetError, IlifError, TrainingDiverged, bad_input, debugging,
                          describe, entry_point, exit_code, one_line)
-from ilif.rundir import discard_untrained, symlink_in, symlink_message
+from ilif.rundir import discard_untrained, failure_lines, run_outcome, symlink_in, symlink_message
 
 log = logging.getLogger("ilif.train")
 HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
@@ -119,9 +123,9 @@ def check_writable(runs_root: Path) -> None:
                           f"no folder can be made in {existing} ({err.strerror})") from None
 
 
-def precheck(argv: list[str], torch_free: bool = False, writes: bool = True) -> None:
+def precheck(argv: list[str], torch_free: bool = False, writes: bool = True) -> list[DictConfig]:
     """Compose and validate every job of ``argv`` (see the module docstring) and the launcher's
-    variables; raises ConfigError (exit 2) on the first error. Every job passes the torch-free checks
+    variables; the jobs' configs. Raises ConfigError (exit 2) on the first error. Every job passes the torch-free checks
     (:mod:`ilif.checks`) before torch is imported for the components' own; ``torch_free``: only those;
     not ``writes`` (a config printed), where the runs would write is not checked."""
     rerun = next((arg for arg in argv if arg.partition("=")[0] == "--experimental-rerun"), None)
@@ -153,6 +157,7 @@ def precheck(argv: list[str], torch_free: bool = False, writes: bool = True) -> 
         if missing:
             raise ConfigError.from_message(f"{len(missing)} dataset(s) of the sweep missing; get them "
                                            "(docs/full_scale.md), or leave them out of the sweep")
+    return composed
 
 
 def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_dir: Optional[Path] = None,
@@ -184,12 +189,6 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_di
     return jobs
 
 
-FAILURES: list[str] = []  # the jobs of this process's sweep that failed (the basic launcher runs them here)
-
-
-FAILURE_NOTES = "ILIF_SWEEP_FAILURES"  # where jobs in processes of their own leave a line for each failure
-
-
 def join_submitit_tasks() -> None:
     """In a submitit job of several tasks (``tasks_per_node`` or ``nodes`` > 1), export the variables
     torch.distributed reads, from submitit's own ``TorchDistributedEnvironment``, so the tasks form one
@@ -208,26 +207,16 @@ def job_has_own_process() -> bool:
     return not HydraConfig.get().launcher._target_.endswith("BasicLauncher")
 
 
-def leave_failure_note(line: str) -> None:
-    """One file per failed job in the folder the launching process named (read back by :func:`main`)."""
-    folder = os.environ.get(FAILURE_NOTES)
-    if folder and distributed_env()[0] == 0:
-        path = Path(folder)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / f"{os.getpid()}-{len(list(path.iterdir()))}.txt").write_text(line)
-
-
-@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> float:
-    """One job. A single run ends the process with one line and an exit code on failure. A job of a
-    sweep records its failure and the sweep goes on (the summary comes at the end); in a process of
-    its own (submitit) it then ends that process with its exit code, so SLURM marks it failed."""
+def job(cfg: DictConfig) -> float:
+    """One job: validate and train it; its test accuracy. A single run ends the process with one line
+    and an exit code on failure. A job of a sweep prints its line and the sweep goes on: the trainer
+    has recorded the failure in the run's ``summary.json``, which the sweep reads at its end
+    (:func:`ilif.rundir.run_outcome`); in a process of its own (submitit) the job then ends that
+    process with its exit code, so SLURM marks it failed."""
     from .config import validate
     from .loop import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    code, message = 0, ""
     try:
         join_submitit_tasks()
         validate(name_components(cfg, HydraConfig.get().runtime.choices))
@@ -240,55 +229,53 @@ def hydra_main(cfg: DictConfig) -> float:
         if isinstance(err, TrainingDiverged):
             log.error("%s", err)
         code, message = exit_code(err), describe(err, run_dir)
-    if not multirun or code == SIGNAL_EXIT[signal.SIGINT]:  # Ctrl-C stops the whole sweep
-        _fail(message, code)
-    if job_has_own_process():
-        leave_failure_note(f"{run_dir}: {message} (exit {code})")
-        _fail(message, code)
-    FAILURES.append(f"{run_dir}: {message}")
+    if HydraConfig.get().mode != RunMode.MULTIRUN or code == SIGNAL_EXIT[signal.SIGINT] or job_has_own_process():
+        _fail(message, code)  # a single run, Ctrl-C (it stops the whole sweep), or a submitit job
     print(f"error: {message}", file=sys.stderr)
     return float("nan")
 
 
-def _notes_root(overrides: list[str]) -> Path:
-    """A folder every job of the sweep can write to (the runs root, which jobs on other SLURM nodes see)."""
-    given = [o.partition("=")[2].split(",")[0] for o in overrides if o.startswith("runs_root=")]
-    root = Path(given[-1] if given else compose_config([]).runs_root).absolute()
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+hydra_main = hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(job)
 
 
-def _sweep_once(notes: Optional[Path]) -> None:
-    """One Hydra run or sweep. A launcher whose jobs ran in processes of their own (submitit) reports
-    the first failed job by raising; Hydra is asked to let that exception through (HYDRA_FULL_ERROR)
-    instead of printing the launcher's traceback, and the failure joins the sweep's list (printed by
-    :func:`main`): as the note the job left, or, for a job that left none (killed, out of memory) or
-    a launcher that failed itself, as the launcher's one line."""
-    if notes is None or debugging():
-        hydra_main()
-        return
-    before = set(notes.iterdir())
-    previous = os.environ.get("HYDRA_FULL_ERROR")
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+def sweep(overrides: list[str]) -> Optional[str]:
+    """Hydra's sweep of ``overrides`` (its sweeper and launcher, as ``ilif-train -m`` starts them),
+    with every exception let through to the caller: None, or the one line of what the launcher
+    raised (submitit's when a job ended with an error code or was killed)."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    app = Hydra.create_main_hydra2("train", create_config_search_path(f"file://{CONFIG_DIR}"))
     try:
-        hydra_main()
+        app.multirun(config_name="train", task_function=job, overrides=[*overrides, "hydra.mode=MULTIRUN"])
     except (ConfigError, HydraException, OmegaConfBaseException):
         raise
     except Exception as err:  # noqa: BLE001 - the launcher's report of a failed job
-        new_notes = [path.read_text() for path in sorted(set(notes.iterdir()) - before)]
-        if not any(note.split(": ", 1)[-1].rsplit(" (exit", 1)[0] in str(err) for note in new_notes):
-            FAILURES.append(f"the launcher: {one_line(err)}")
+        return one_line(err)
     finally:
-        if previous is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = previous
+        GlobalHydra.instance().clear()
+    return None
+
+
+def sweep_overrides(argv: list[str]) -> list[str]:
+    """The overrides Hydra's sweep of ``argv`` gets: every ``key=value`` and ``~key`` (``hydra.*`` ones
+    too), with the search path of ``--config-dir`` and ``hydra.searchpath`` as one override."""
+    _, searchpath, _ = parse_cli(argv)
+    values = [arg for arg in argv if ("=" in arg or arg.startswith("~")) and not arg.startswith("-")
+              and arg not in _flag_values(argv)]
+    return [*searchpath, *(arg for arg in values if not arg.startswith("hydra.searchpath="))]
+
+
+def _flag_values(argv: list[str]) -> set[str]:
+    """The arguments that are the values of flags such as ``--config-dir DIR``."""
+    return {argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in VALUE_FLAGS}
 
 
 @entry_point
 def main() -> None:
     register()
-    FAILURES.clear()
     argv = sys.argv[1:]
     if "--version" in argv:
         from importlib.metadata import version
@@ -304,31 +291,21 @@ def main() -> None:
             precheck(argv, torch_free=not (overrides or searchpath), writes=False)
         hydra_main()  # help, config printing, completion: Hydra's, unchanged
         return
-    precheck(argv)
-    overrides, _, multirun = parse_cli(argv)
+    jobs = precheck(argv)
+    if not parse_cli(argv)[2]:
+        hydra_main()
+        return
+    os.environ.setdefault("WANDB_SILENT", "true")  # a sweep's jobs: wandb's own lines only on errors
+    overrides = sweep_overrides(argv)
     experiments = [v for k, v in (o.partition("=")[::2] for o in overrides) if k == "experiment"]
-    names = [name for _, name in sweep_axes([("experiment", experiments[0])])[0]] if experiments else []
-    notes = Path(tempfile.mkdtemp(prefix=".ilif-sweep-failures-", dir=_notes_root(overrides))) if multirun else None
-    if notes is not None:
-        os.environ[FAILURE_NOTES] = str(notes)
-        os.environ.setdefault("WANDB_SILENT", "true")  # a sweep's jobs: wandb's own lines only on errors
-    try:
-        if multirun and len(names) > 1:
-            rest = [arg for arg in argv if not arg.startswith("experiment=")]
-            for name in names:  # one Hydra sweep per experiment file, so each file's grid expands
-                sys.argv = [sys.argv[0], *rest, f"experiment={name}"]
-                _sweep_once(notes)
-        else:
-            _sweep_once(notes)
-    finally:
-        if notes is not None:
-            FAILURES.extend(p.read_text() for p in sorted(notes.iterdir()))
-            shutil.rmtree(notes, ignore_errors=True)
-            os.environ.pop(FAILURE_NOTES, None)
-    if FAILURES:
-        print(f"error: {len(FAILURES)} job(s) of the sweep failed:", file=sys.stderr)
-        for failure in FAILURES:
-            print(f"  {failure}", file=sys.stderr)
+    names = [name for _, name in sweep_axes([("experiment", experiments[0])])[0]] if experiments else [None]
+    rest = [o for o in overrides if not o.startswith("experiment=")]
+    launcher = [sweep([*rest, f"experiment={name}"] if name else rest) for name in names]  # each file's own grid
+    failures = [(run_dir, why) for run_dir in dict.fromkeys(run_dir_of(cfg) for cfg in jobs)
+                for status, why in [run_outcome(run_dir)] if status != "finished"]
+    failures += [(Path("the launcher"), line) for line in launcher if line and not failures]
+    if failures:
+        print("\n".join(failure_lines(failures, "sweep")), file=sys.stderr)
         sys.exit(1)
     from .runtime import close_distributed
 

@@ -24,10 +24,11 @@ from tqdm import tqdm
 
 import ilif
 from ilif.conf import config_hash, distributed_env, identity, run_name
-from ilif.errors import ConfigError, RunConflict
+from ilif.errors import ConfigError, Interrupted, RunConflict, describe, exit_code
 from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, weight_grad_norms
-from ilif.rundir import (MetricsFile, RunLock, RunSummary, finished_summary, git_state, remove_stale_temporaries,
-                         summary_config_hash, symlink_in, symlink_message, write_json_atomic, write_text_atomic)
+from ilif.rundir import (MetricsFile, RunLock, RunSummary, finished_summary, git_state, record_failure,
+                         remove_stale_temporaries, summary_config_hash, symlink_in, symlink_message, write_json_atomic,
+                         write_text_atomic)
 from ilif.wandb_mirror import WandbLogger
 
 from . import checkpoint
@@ -422,7 +423,12 @@ def train(cfg: DictConfig, run_dir: Path) -> RunSummary:
                     aside = set_aside(run_dir)
                     if aside is not None:
                         log.warning("trainer.resume=false: the earlier run's files were moved to %s", aside)
-            return Trainer(cfg, run, build_parts(cfg, run), run_dir, identity_hash).fit(stop)
+            try:
+                return Trainer(cfg, run, build_parts(cfg, run), run_dir, identity_hash).fit(stop)
+            except Exception as err:
+                if run.is_main and not isinstance(err, Interrupted):  # an interrupted run resumes: no failure
+                    record_failure(run_dir, identity_hash, describe(err, run_dir), exit_code(err))
+                raise
     finally:
         if lock is not None:
             lock.release()
