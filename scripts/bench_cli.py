@@ -32,6 +32,9 @@ COMMANDS = {
     "error: surrogate.gamma=-1": [*TRAIN, "surrogate.gamma=-1"],
     "error: neuron.tau=-1 (the neuron's own check)": [*TRAIN, "neuron.tau=-1"],
     "error: +neuron.tauu=2 (the neuron's signature)": [*TRAIN, "+neuron.tauu=2"],
+    "error: +model.widht=2 (the backbone's signature)": [*TRAIN, "+model.widht=2"],
+    "error: remedy.weight=-1 (the remedy's own check)": [*TRAIN, "remedy=rate_reg", "remedy.weight=-1"],
+    "error: trainer.T=5 with seqdigits (a rule between keys)": [*TRAIN, "dataset=seqdigits", "trainer.T=5"],
 }
 
 

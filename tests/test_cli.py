@@ -134,10 +134,19 @@ print("torch imported" if "torch" in sys.modules else "torch not imported", code
     (["--help"], 0), (["--version"], 0), (["--cfg", "job"], 0), (["--cfg", "hydra"], 0),
     (["-sc", "install=bash"], 0), (["+trainer.epoch=1"], 2), (["surrogate.gamma=-1"], 2), (["neuron=lfi"], 2),
     (["-m", "seed=0,1", "+optim.lrr=1,2"], 2),
+    # the components' errors: keys read from their source, the neurons' rules, the remedy built without torch
+    (["neuron.tau=-1"], 2), (["+neuron.tauu=2"], 2), (["neuron=lif", "+neuron.kappa_current=0.1"], 2),
+    (["neuron=plif", "neuron.decay_input=1"], 2), (["+neuron.backend=cuda"], 2), (["surrogate.family=bogus"], 2),
+    (["neuron._target_=ilif.neurons.ILIFF"], 2), (["+model.widht=2"], 2), (["model.name=bogus"], 2),
+    (["+dataset.foo=1"], 2), (["dataset.name=bogus"], 2), (["dataset=seqdigits", "trainer.T=5"], 2),
+    (["remedy=rate_reg", "remedy.weight=-1"], 2), (["remedy=adaptive_gamma", "neuron=plif"], 2),
+    (["remedy=adaptive_gamma", "remedy.every=3", "trainer.epochs=3"], 2), (["+remedy.foo=1"], 2),
+    (["-m", "neuron.tau=2.0,0.5"], 2),
 ])
 def test_the_cli_answers_without_importing_torch(argv, code):
-    """--help, --version, completion, --cfg and every error of a key or a plain value end before torch
-    is imported (importing it is most of a second-long start here; scripts/bench_cli.py times them)."""
+    """--help, --version, completion, --cfg and every error of a key or a value, the components' own
+    included, end before torch is imported (importing it is most of a second-long start here;
+    scripts/bench_cli.py times them)."""
     import subprocess
     import sys
 

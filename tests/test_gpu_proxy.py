@@ -41,7 +41,7 @@ def _parts(model):
     return SimpleNamespace(model=model, optimizer=optimizer,
                            scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2), start_epoch=0, best=None,
                            changed_on_resume=[], epoch_seconds=[], resume_inside=None,
-                           remedy=Remedy(model, None))
+                           remedy=Remedy().attach(model, None))
 
 
 @pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")

@@ -26,7 +26,7 @@ from ilif.train.remedies import (REMEDIES, AdaptiveGamma, AnnealedGamma, Learnab
 def test_the_rate_regulariser_gradient_by_hand(form):
     surrogate = Surrogate("rectangle", gamma=1.0, normalize="area")
     model = nn.Sequential(LIF(surrogate=surrogate, step_mode="m"))
-    remedy = RateRegularisation(model, None, target=0.2, weight=3.0, form=form)
+    remedy = RateRegularisation(target=0.2, weight=3.0, form=form).attach(model, None)
     x = torch.tensor([[0.2, 0.7, 1.1, 1.4, 0.95, 2.0]], dtype=torch.float64, requires_grad=True)  # T = 1, B = 1
     model.train()
     spikes = model(x)
@@ -125,7 +125,7 @@ def test_every_fused_backend_gives_a_learnable_gamma_the_oracle_gradient(backend
 
 
 def _learnable(model, init=1.0, lr=0.01, low=0.05, high=16.0):
-    return LearnableGamma(model, None, init=init, lr=lr, min=low, max=high)
+    return LearnableGamma(init=init, lr=lr, min=low, max=high).attach(model, None)
 
 
 @pytest.mark.parametrize("neuron", [LIF, ILIF, CLIF, PLIF])
@@ -191,7 +191,7 @@ def test_the_rate_regulariser_acts_the_same_under_torch_compile():
     sigmoid = Surrogate("sigmoid")
     model = nn.Sequential(nn.Linear(8, 16), ILIF(surrogate=sigmoid, step_mode="m"), nn.Linear(16, 4),
                           ILIF(surrogate=sigmoid, step_mode="m"))
-    remedy = RateRegularisation(model, None, target=0.1, weight=3.0, form="l2")
+    remedy = RateRegularisation(target=0.1, weight=3.0, form="l2").attach(model, None)
     x = torch.randn(4, 5, 8) * 2 + 0.5
     results = []
     for net in (model, torch.compile(model, dynamic=False)):
@@ -213,7 +213,7 @@ def test_the_annealed_gamma_at_each_epoch():
     assert annealed_gamma(4.0, 0.25, "linear", 0, 1) == 4.0  # one epoch: the start
     model = nn.Sequential(LIF(step_mode="m"), nn.Identity(), LIF(surrogate=Surrogate("sigmoid", normalize="peak"),
                                                                  step_mode="m"))
-    remedy = AnnealedGamma(model, None, start=4.0, end=1.0, shape="linear")
+    remedy = AnnealedGamma(start=4.0, end=1.0, shape="linear").attach(model, None)
     remedy.start_epoch(1, 3)
     record = remedy.record()
     assert record["remedy/gamma"] == {"0": 2.5, "2": 2.5} and record["remedy/gamma_mean"] == 2.5
@@ -242,7 +242,7 @@ def test_the_adaptive_rule_reaches_its_target_occupancy_on_a_fixed_input():
             return self.net(x.transpose(0, 1))
 
     net = TimeFirst(model)
-    remedy = AdaptiveGamma(net, Frames(), target=0.3, every=2, min=0.05, max=16.0)
+    remedy = AdaptiveGamma(target=0.3, every=2, min=0.05, max=16.0).attach(net, Frames())
     remedy.start_epoch(0, 4)
     assert remedy.record()["remedy/gamma"] == {"net.2": 1.0, "net.4": 1.0}  # the first epoch: the configured γ
     remedy.start_epoch(2, 4)
@@ -354,7 +354,7 @@ def test_a_resume_restores_the_gamma_each_layer_trained_with(tmp_path):
     def parts():
         model = nn.Sequential(LIF(step_mode="m"), LIF(step_mode="m"))
         optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
-        remedy = AdaptiveGamma(model, None, target=0.3, every=1, min=0.05, max=16.0)
+        remedy = AdaptiveGamma(target=0.3, every=1, min=0.05, max=16.0).attach(model, None)
         return SimpleNamespace(model=model, optimizer=optimizer,
                                scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2),
                                start_epoch=0, best=None, changed_on_resume=[], epoch_seconds=[], resume_inside=None,

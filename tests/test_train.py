@@ -14,7 +14,8 @@ from ilif.conf import group_options
 from ilif.data import build as build_data
 from ilif.train.build import build_model, neuron_factory
 from ilif.errors import ConfigError
-from ilif.train.config import check_neuron
+from ilif.checks import check_torch_free
+from ilif.train.config import validate
 from ilif.train.app import main as train_main
 from ilif.train.engine import correct_counts, evaluate_loader
 from ilif.train.losses import loss_function
@@ -262,10 +263,21 @@ def test_neuron_factory_instantiates_the_configured_class():
                                     "'reset', 'detach_reset']"),
     ("plif", {"reset": "zero"}, "neuron.reset='zero' is not allowed: choose one of ('soft', 'hard')"),
 ])
-def test_neuron_values_are_checked_by_their_class(name, neuron, message):
-    with pytest.raises(ConfigError) as err:
-        check_neuron(_neuron_cfg(name, **neuron))
-    assert str(err.value).startswith(message)
+def test_neuron_values_are_checked_alike_before_torch_and_by_their_class(name, neuron, message):
+    """The torch-free pass (the signature read from source, the package's rules) and the whole
+    validation refuse a bad neuron value with the same line, and the class itself says the same."""
+    from ilif.conf import compose_config
+
+    plus = "+" if name == "lif" else ""
+    cfg = compose_config([f"neuron={name}", *(f"{plus}neuron.{k}={v}" for k, v in neuron.items())])
+    for check in (check_torch_free, validate):
+        with pytest.raises(ConfigError) as err:
+            check(cfg)
+        assert str(err.value).startswith(message), check
+    if not plus:
+        with pytest.raises(ValueError) as err:
+            neuron_factory(_neuron_cfg(name, **neuron))()
+        assert f"neuron.{err.value}".startswith(message)
 
 
 def test_missing_dataset_is_one_line_exit_2_and_no_run_dir(tmp_path, cli):

@@ -1,8 +1,12 @@
 """The checks of a composed trainer config that need no torch: every key is a known key (in every group,
-whether it came from a file, an override or a ``+key``), and every range and choice of
-:data:`CHECKS`. ``ilif-train`` runs them before it imports torch, so a misspelt key or a bad value ends
-in about a second; :func:`ilif.train.config.validate` runs them first, then the checks that need the
-components themselves (their signatures, the neuron's own checks).
+whether it came from a file, an override or a ``+key``), every range and choice of :data:`CHECKS`,
+and the components' keys against their callables' signatures, read from their source
+(:mod:`ilif.sources`) where they are not imported yet; the package's neurons' values by their rules
+(:mod:`ilif.neurons.rules`), the remedy built (its module needs no torch) with its rules, the frames a
+dataset needs. ``ilif-train`` runs them before it imports torch, so a misspelt key or a bad value ends
+in well under a second; :func:`ilif.train.config.validate` runs them first, then the same component
+checks on the imported callables (what the source could not tell: a component made at run time) and
+builds one neuron.
 
 A bad key or value raises :class:`ilif.errors.ConfigError`: one line naming the key, the value and what
 is allowed (for an unknown key, the nearest known keys).
@@ -12,13 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 from typing import Any, Callable, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from ilif.conf import COMPONENTS, TrainConfig, component_function, group_schema, keyword_parameters
+from ilif import sources
+from ilif.conf import (COMPONENTS, DatasetConfig, TrainConfig, component_function, group_schema, import_dotted,
+                       keyword_parameters)
 from ilif.errors import ConfigError, finite_number
+from ilif.neurons.rules import FAMILIES, NORMALIZATIONS, RULES, check_parameter
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -61,20 +67,24 @@ def key_hint(key: str) -> str:
     return did_you_mean(name, known) + f"{group or 'the config'} has {known}"
 
 
-def choice(options: tuple | str):
-    """A check: the value is one of ``options``, a tuple or the ``"module:attribute"`` of one (imported
-    when the check runs, so a registry that needs torch is read only then)."""
+def choice(options: tuple | Callable[[], tuple]):
+    """A check: the value is one of ``options``, a tuple or a function that gives one (called when the
+    check runs: a registry read from source)."""
     def check(key: str, value: Any) -> None:
-        allowed = options if isinstance(options, tuple) else _attribute(options)
+        allowed = options if isinstance(options, tuple) else options()
         require(value in allowed, key, value, f"choose one of {list(allowed)}")
 
-    check.lazy = isinstance(options, str)
     return check
 
 
-def _attribute(path: str):
-    module, _, name = path.partition(":")
-    return tuple(getattr(importlib.import_module(module), name))
+#: the package's registries, read from their source: {name: a shadow of the callable, or None}
+REGISTRIES = {"dataset": lambda: sources.mapping("ilif.data", "BUILTIN") or {},
+              "model": lambda: sources.decorated("ilif.models", "register_model")}
+
+
+def dataset_names() -> tuple:
+    """The built-in datasets (``ilif.data.BUILTIN``)."""
+    return tuple(REGISTRIES["dataset"]())
 
 
 def positive(minimum: float = 0.0, strict: bool = True, integer: bool = False, maximum: Optional[float] = None):
@@ -123,16 +133,16 @@ def gamma_width(key: str, value: Any) -> None:
 CHECKS: dict[str, Callable[[str, Any], None]] = {
     "seed": within(0, 2**32),
     "experiment_name": path_segment,
-    "dataset.name": choice("ilif.data:NAMES"),
+    "dataset.name": choice(dataset_names),
     "dataset.split": choice(("reference", "random")),
     "dataset.preprocess": choice(("clean", "reference")),
     "dataset.val_fraction": within(0.0, 1.0),
     "dataset.stand_in_size": positive(integer=True),
     "dataset.stand_in_samples": positive(integer=True),
     "model.dropout": within(0.0, 1.0),
-    "surrogate.family": choice("ilif.neurons:FAMILIES"),
+    "surrogate.family": choice(FAMILIES),
     "surrogate.gamma": gamma_width,
-    "surrogate.normalize": choice("ilif.neurons:NORMALIZATIONS"),
+    "surrogate.normalize": choice(NORMALIZATIONS),
     "optim.lr": positive(),
     "optim.momentum": within(0.0, 1.0),
     "optim.weight_decay": positive(strict=False),
@@ -181,13 +191,10 @@ def _check_fields(node: DictConfig, schema, prefix: str, extra: tuple = ()) -> N
             _check_fields(node[key], kind, f"{dotted}.")
 
 
-def check_values(cfg: DictConfig, torch_free: bool = False) -> None:
-    """Run the check of every key of :data:`CHECKS`; with ``torch_free``, only those that need no
-    registry. Raises ConfigError on the first bad value."""
+def check_values(cfg: DictConfig) -> None:
+    """Run the check of every key of :data:`CHECKS`. Raises ConfigError on the first bad value."""
     for key, check in CHECKS.items():
         if key == "dataset.name" and cfg.dataset.get("_target_") is not None:
-            continue
-        if torch_free and getattr(check, "lazy", False):
             continue
         check(key, OmegaConf.select(cfg, key))
 
@@ -233,7 +240,8 @@ def component(group: str, spec: DictConfig | dict, registry: dict, given: tuple,
     return function, component_arguments(group, spec, function, given)
 
 
-NOUNS = {"optim": "optimiser", "schedule": "learning-rate schedule", "loss": "loss"}
+NOUNS = {"optim": "optimiser", "schedule": "learning-rate schedule", "loss": "loss", "dataset": "dataset",
+         "model": "backbone", "neuron": "neuron class"}
 
 
 def part(group: str, spec: DictConfig | dict) -> tuple[Callable, dict]:
@@ -243,11 +251,154 @@ def part(group: str, spec: DictConfig | dict) -> tuple[Callable, dict]:
     return component(group, spec, *PARTS[group], NOUNS[group])
 
 
-def check_torch_free(cfg: DictConfig, torch_free: bool = True) -> None:
-    """What can be checked before torch is imported: every key known, every plain range and choice
-    (also those read from a registry, not ``torch_free``), the optimiser's, schedule's and loss's keys
-    against their functions."""
+#: the keys every dataset config has (:class:`ilif.conf.DatasetConfig`)
+DATASET_COMMON = tuple(f.name for f in dataclasses.fields(DatasetConfig))
+#: what the trainer adds to a dataset config (``T`` is trainer.T)
+DATASET_GIVEN = ("T",)
+#: what the trainer gives every backbone (besides its config file's keys, and ``input_size`` where asked)
+MODEL_GIVEN = ("neuron", "num_classes", "in_channels", "T", "input_size")
+#: what the trainer gives every neuron besides its config file's keys
+NEURON_GIVEN = ("surrogate", "step_mode")
+
+
+def component_callable(group: str, spec: dict, imported: bool) -> Optional[Callable]:
+    """The callable a dataset, model or neuron config ``spec`` names (``_target_``, else its registered
+    ``name``): imported, or, not ``imported``, a :class:`ilif.sources.Shadow` read from its source
+    (None where the source cannot tell). Raises ConfigError naming the key (a name not registered, a
+    ``_target_`` that cannot be imported)."""
+    target = spec.get("_target_")
+    try:
+        if group == "neuron" or target:
+            if not isinstance(target, str) or not target:
+                raise ValueError(f"{group}._target_={target!r} is not allowed: the dotted path of a {NOUNS[group]}")
+            if not imported and sources.absent(target):
+                module, _, name = target.rpartition(".")  # the line importing it would give
+                raise ValueError(f"{group}._target_={target!r} is not allowed: it must name an importable function "
+                                 f"(AttributeError: module {module!r} has no attribute {name!r})")
+            return import_dotted(f"{group}._target_", target) if imported else sources.shadow(target)
+        if imported:
+            from ilif.data import BUILTIN
+            from ilif.models.registry import _MODELS
+
+            registry = {"dataset": BUILTIN, "model": _MODELS}[group]
+        else:
+            registry = REGISTRIES[group]()
+        return component_function(group, spec, registry, "_target_", NOUNS[group],
+                                  name_key="dataset" if group == "dataset" else "")
+    except ValueError as err:
+        raise ConfigError.from_message(str(err)) from None
+
+
+def dataset_keys(cfg: dict, function: Callable) -> dict:
+    """The keys of the dataset config ``cfg`` (with ``T``) that ``function`` (a dataset function) is
+    called with: every key it names; a key of every dataset (:data:`DATASET_COMMON`) or one the trainer
+    adds (:data:`DATASET_GIVEN`) is left out where it does not name it, except a true ``stand_in`` for
+    a ``_target_`` function; any other key must be named, or taken by ``**kwargs``. Raises ValueError
+    naming ``dataset.<key>``."""
+    takes, takes_any = keyword_parameters(function)
+    arguments = {}
+    for key, value in cfg.items():
+        if key in takes or (takes_any and key not in (*DATASET_COMMON, *DATASET_GIVEN)):
+            arguments[key] = value
+        elif key not in (*DATASET_COMMON, *DATASET_GIVEN):
+            own = sorted(set(takes) - set(DATASET_COMMON))
+            hint = did_you_mean(key, [*own, *DATASET_COMMON])
+            raise ValueError(f"dataset.{key}={value!r} is not allowed: {hint}dataset {cfg['name']} takes {own} besides "
+                             f"the keys every dataset has ({', '.join(sorted(DATASET_COMMON))})")
+    if cfg.get("_target_") and cfg.get("stand_in") and "stand_in" not in takes:
+        raise ValueError(f"dataset.stand_in=True is not allowed: {cfg['_target_']} makes no stand-in data (it "
+                         "takes no stand_in)")
+    return arguments
+
+
+def check_neuron_keys(spec: dict, cls: Callable) -> None:
+    """Every key of the neuron config ``spec`` is a parameter of ``cls`` (the neuron's class, or its
+    shadow), none of those the trainer gives; ConfigError naming ``neuron.<key>`` otherwise."""
+    import inspect
+
+    accepted = inspect.signature(cls).parameters
+    for key in spec:
+        if key not in ("name", "_target_") and (key not in accepted or key in NEURON_GIVEN):
+            allowed = [k for k in accepted if k not in (*NEURON_GIVEN, "store_membrane", "backend")]
+            raise unknown_key(f"neuron.{key}", spec[key], cls.__name__, allowed)
+
+
+def check_neuron_values(spec: dict) -> None:
+    """The values of a neuron of the package (``_target_`` in ``ilif``) by its parameters' rules
+    (:data:`ilif.neurons.rules.RULES`); a class of one's own checks its own values when it is built."""
+    if not str(spec.get("_target_", "")).startswith("ilif."):
+        return
+    for key, value in spec.items():
+        if key in RULES:
+            try:
+                check_parameter(key, value)
+            except ValueError as err:
+                raise ConfigError.from_message(f"neuron.{err}") from None
+
+
+def check_components(cfg: DictConfig, imported: bool = False) -> Optional[Callable]:
+    """The dataset's, model's and neuron's keys against their callables' signatures (read from source,
+    or ``imported``; a component the source cannot tell about is left to the imported pass), then the
+    remedy (:func:`check_remedy`). Returns the neuron's class (or its shadow; None where unknown)."""
+    dataset, model, neuron = (OmegaConf.to_container(cfg[g], resolve=True) for g in ("dataset", "model", "neuron"))
+    for group, schema in COMPONENTS.items():
+        spec = OmegaConf.to_container(cfg[group], resolve=True)
+        for key in (f.name for f in dataclasses.fields(schema)) if schema is not None else ():
+            require(key in spec, f"{group}.{key}", None, f"every {group} has it (it was removed)")
+    require("builder" not in dataset, "dataset.builder", dataset.get("builder"),
+            "it is dataset._target_ now (the dotted path of a dataset function outside the package)")
+    for key in DATASET_GIVEN:
+        require(key not in dataset, f"dataset.{key}", dataset.get(key), f"not a dataset key (trainer.{key} gives it)")
+    function = component_callable("dataset", dataset, imported)
+    try:
+        if function is not None:
+            dataset_keys({**dataset, "T": cfg.trainer.T}, function)
+    except ValueError as err:
+        raise ConfigError.from_message(str(err)) from None
+    function = component_callable("model", model, imported)
+    if function is not None:
+        component_arguments("model", model, function, MODEL_GIVEN)
+    cls = component_callable("neuron", neuron, imported)
+    if cls is not None:
+        check_neuron_keys(neuron, cls)
+    check_neuron_values(neuron)
+    check_remedy(cfg, cls)
+    return cls
+
+
+def check_remedy(cfg: DictConfig, neuron: Optional[Callable]) -> None:
+    """The remedy's class, its keys (no other, none missing) and their values (checked by its
+    constructor, which needs no torch), then its rules on the rest of the config (``check_run``, with
+    ``neuron``: the neuron's class or shadow; skipped where it is unknown); ConfigError naming the key."""
+    from ilif.train.remedies import remedy_class
+
+    cls, arguments = remedy_class(cfg)
+    try:
+        cls(**arguments)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError.from_message(f"remedy.{err}") from None
+    if neuron is not None:
+        cls.check_run(cfg, neuron)
+
+
+def check_frames(cfg: DictConfig) -> None:
+    """A dataset whose samples have a fixed number of time steps (seqdigits: one per row) needs that T."""
+    rows = sources.constant("ilif.data.temporal", "ROWS")
+    if cfg.dataset.name == "seqdigits" and not cfg.dataset.stand_in and cfg.trainer.T != rows:
+        raise ConfigError("trainer.T", cfg.trainer.T, f"{rows} with dataset=seqdigits (one time step per row of the "
+                          f"{rows}×{rows} digits; recipe=mini_seqdigits sets it)")
+
+
+def check_torch_free(cfg: DictConfig) -> None:
+    """What can be checked before torch is imported: every key known, every plain range and choice,
+    the optimiser's, schedule's and loss's keys against their functions, the dataset's, model's and
+    neuron's keys against their source, the package's neurons' values, the remedy, the frames. Returns
+    nothing; raises ConfigError on the first bad key or value."""
     check_keys(cfg)
-    check_values(cfg, torch_free=torch_free)
+    check_values(cfg)
     for group in ("optim", "schedule", "loss"):
         part(group, cfg[group])
+    check_components(cfg)
+    check_frames(cfg)

@@ -9,14 +9,13 @@ Static samples are [C, H, W] images, event samples [T, C, H, W] frames; models t
 from __future__ import annotations
 
 import functools
-from dataclasses import fields
 from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ilif.checks import did_you_mean
-from ilif.conf import DatasetConfig, component_function, keyword_parameters
+from ilif.checks import DATASET_COMMON, DATASET_GIVEN, dataset_keys
+from ilif.conf import component_function, keyword_parameters
 from ilif.rundir import close_inherited_locks
 
 from .common import DatasetError, DatasetInfo, data_root
@@ -34,10 +33,7 @@ BUILTIN = {
 }
 NAMES = tuple(BUILTIN)
 
-#: the keys every dataset config has (ilif.conf.DatasetConfig)
-COMMON = tuple(f.name for f in fields(DatasetConfig))
-#: what the trainer adds to a dataset config (``T`` is trainer.T)
-GIVEN = ("T",)
+COMMON, GIVEN = DATASET_COMMON, DATASET_GIVEN
 
 
 def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
@@ -66,24 +62,12 @@ def dataset_function(cfg: Mapping[str, Any]) -> Callable[..., tuple[Dataset, Dat
 
 
 def dataset_arguments(cfg: Mapping[str, Any], function: Callable) -> dict:
-    """The keyword arguments ``function`` (a dataset function) gets from ``cfg``: every key it names
-    (``root`` resolved by :func:`data_root`, also when ``cfg`` has none); a key of every dataset
-    (COMMON) or one the trainer adds (GIVEN) is left out where it does not name it, except a true
-    ``stand_in`` for a ``_target_`` function; any other key must be named, or taken by ``**kwargs``.
-    Raises ValueError naming ``dataset.<key>``."""
-    takes, takes_any = keyword_parameters(function)
-    arguments = {"root": data_root(cfg.get("root"))} if "root" in takes else {}
-    for key, value in cfg.items():
-        if key in takes or (takes_any and key not in (*COMMON, *GIVEN)):
-            arguments.setdefault(key, value)
-        elif key not in (*COMMON, *GIVEN):
-            own = sorted(set(takes) - set(COMMON))
-            hint = did_you_mean(key, [*own, *COMMON])
-            raise ValueError(f"dataset.{key}={value!r} is not allowed: {hint}dataset {cfg['name']} takes {own} besides "
-                             f"the keys every dataset has ({', '.join(sorted(COMMON))})")
-    if cfg.get("_target_") and cfg.get("stand_in") and "stand_in" not in takes:
-        raise ValueError(f"dataset.stand_in=True is not allowed: {cfg['_target_']} makes no stand-in data (it "
-                         "takes no stand_in)")
+    """The keyword arguments ``function`` (a dataset function) gets from ``cfg``: the keys
+    :func:`ilif.checks.dataset_keys` lets through, with ``root`` resolved by :func:`data_root` (also
+    when ``cfg`` has none) where the function names it. Raises ValueError naming ``dataset.<key>``."""
+    arguments = dataset_keys(cfg, function)
+    if "root" in keyword_parameters(function)[0]:
+        arguments["root"] = data_root(cfg.get("root"))
     return arguments
 
 

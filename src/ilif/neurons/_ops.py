@@ -25,7 +25,6 @@ from . import _cpu_kernel, _torch_loop
 from ._contract import KernelParams, compute_dtype
 from .surrogate import width_grad
 
-FUSED_BACKENDS = ("auto", "c", "torch", "triton")
 
 
 def _triton() -> ModuleType | None:
@@ -37,7 +36,7 @@ def _triton() -> ModuleType | None:
 
 
 def backend_module(backend: str, x: Tensor) -> ModuleType:
-    """The module implementing ``backend`` (one of :data:`FUSED_BACKENDS`) for tensors like ``x``;
+    """The module implementing ``backend`` (one of :data:`ilif.neurons.rules.FUSED_BACKENDS`) for tensors like ``x``;
     ``auto`` resolves by device. Raises ValueError naming the backend when it cannot run on ``x``.
     """
     if backend == "torch":

@@ -32,15 +32,10 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from ilif.errors import finite_number
-
 from ._contract import KernelParams, check_dtype, compute_dtype
-from ._ops import FUSED_BACKENDS, neuron_forward
+from ._ops import neuron_forward
+from .rules import check_parameter
 from .surrogate import Surrogate
-
-RESETS = ("soft", "hard")
-BACKENDS = (*FUSED_BACKENDS, "reference")
-CLAMP_GRADS = (0.0, 1.0)
 
 
 class LIFParams(NamedTuple):
@@ -60,14 +55,8 @@ class LIFParams(NamedTuple):
 
     def validated(self) -> "LIFParams":
         """Return ``self`` after checking every value; raises ValueError naming the bad parameter."""
-        if not finite_number(self.tau) or self.tau <= 1.0:
-            raise ValueError(f"tau={self.tau!r} is not allowed: it must be a finite float > 1")
-        if not finite_number(self.v_threshold) or self.v_threshold <= 0.0:
-            raise ValueError(f"v_threshold={self.v_threshold!r} is not allowed: it must be a finite float > 0")
-        if not isinstance(self.detach_reset, bool):
-            raise ValueError(f"detach_reset={self.detach_reset!r} is not allowed: it must be true or false")
-        if self.reset not in RESETS:
-            raise ValueError(f"reset={self.reset!r} is not allowed: choose one of {RESETS}")
+        for name in ("tau", "v_threshold", "detach_reset", "reset"):
+            check_parameter(name, getattr(self, name))
         if not isinstance(self.surrogate, Surrogate):
             raise ValueError(f"surrogate={self.surrogate!r} is not allowed: it must be an ilif.neurons.Surrogate")
         return self._replace(tau=float(self.tau), v_threshold=float(self.v_threshold))
@@ -109,18 +98,8 @@ class NeuronParams(NamedTuple):
         """Return ``self`` after checking every value (LIF's first); raises ValueError naming the bad one."""
         lif = len(LIFParams._fields)
         p = NeuronParams(*LIFParams(*self[:lif]).validated(), *self[lif:])
-        for name in ("current_inhibition", "membrane_inhibition"):
-            if not isinstance(getattr(p, name), bool):
-                raise ValueError(f"{name}={getattr(p, name)!r} is not allowed: it must be true or false")
-        for name in ("kappa_current", "kappa_membrane"):
-            value = getattr(p, name)
-            if not finite_number(value) or value < 0.0:
-                raise ValueError(f"{name}={value!r} is not allowed: it must be a finite float >= 0")
-        if p.clamp_grad_at_zero not in CLAMP_GRADS or isinstance(p.clamp_grad_at_zero, bool):
-            raise ValueError(
-                f"clamp_grad_at_zero={p.clamp_grad_at_zero!r} is not allowed: choose 1.0 (the release's "
-                "gradient of max(i, 0) at i = 0) or 0.0"
-            )
+        for name in NeuronParams._fields[lif:]:
+            check_parameter(name, getattr(p, name))
         return p._replace(kappa_current=float(p.kappa_current), kappa_membrane=float(p.kappa_membrane),
                           clamp_grad_at_zero=float(p.clamp_grad_at_zero))
 
@@ -223,8 +202,7 @@ def multistep_with_count(
         raise ValueError(
             f"multi-step input must have shape [T, B, ...] (at least 2 dims); got shape {tuple(x_seq.shape)}"
         )
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not allowed: choose one of {BACKENDS}")
+    check_parameter("backend", backend)
     check_dtype(x_seq)
     params = params.core()
     if backend == "reference":

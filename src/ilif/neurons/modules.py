@@ -17,6 +17,7 @@ from spikingjelly.activation_based import base
 from ._contract import compute_dtype
 from .base import SpikingNeuron
 from .functional import LIFParams, NeuronParams, NeuronState, multistep_with_count
+from .rules import check_parameter
 from .surrogate import Surrogate
 
 # (multiply-class, add-class) operations per neuron-step: LIF charge (λ·v, +x), compare, soft reset;
@@ -60,6 +61,8 @@ class LIF(base.MemoryModule, SpikingNeuron):
             detach_reset=detach_reset,
             surrogate=Surrogate() if surrogate is None else surrogate,
         ).validated()
+        check_parameter("store_membrane", store_membrane)
+        check_parameter("backend", backend)
         self.step_mode = step_mode
         self.store_membrane = store_membrane
         self.backend = backend

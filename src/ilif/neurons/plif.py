@@ -11,6 +11,7 @@ from spikingjelly.activation_based.neuron import ParametricLIFNode
 
 from .base import SpikingNeuron
 from .functional import LIFParams
+from .rules import check_parameter
 from .surrogate import Surrogate
 
 
@@ -40,8 +41,7 @@ class PLIF(ParametricLIFNode, SpikingNeuron):
     ):
         params = LIFParams(tau=tau, v_threshold=v_threshold, reset=reset, detach_reset=detach_reset,
                               surrogate=Surrogate() if surrogate is None else surrogate).validated()
-        if not isinstance(decay_input, bool):
-            raise ValueError(f"decay_input={decay_input!r} is not allowed: it must be true or false")
+        check_parameter("decay_input", decay_input)
         super().__init__(init_tau=params.tau, decay_input=decay_input, v_threshold=params.v_threshold,
                          v_reset=0.0 if params.reset == "hard" else None, surrogate_function=params.surrogate,
                          detach_reset=params.detach_reset, step_mode=step_mode)

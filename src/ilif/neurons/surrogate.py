@@ -31,19 +31,13 @@ from typing import Optional
 
 import torch
 
-
-class Family(IntEnum):
-    """The surrogate families, numbered as every kernel takes them: the torch loop compares with these
-    members, the C kernel with ``FAMILY_*`` macros and the Triton kernel with constants made from them."""
-
-    RECTANGLE = 0
-    TRIANGLE = 1
-    SIGMOID = 2
-    ATAN = 3
+from .rules import FAMILIES, NORMALIZATIONS
 
 
-FAMILIES = tuple(member.name.lower() for member in Family)
-NORMALIZATIONS = ("area", "peak")
+#: The surrogate families, numbered as every kernel takes them (RECTANGLE = 0, TRIANGLE, SIGMOID,
+#: ATAN): the torch loop compares with these members, the C kernel with ``FAMILY_*`` macros and the
+#: Triton kernel with constants made from them. Their names and order are :data:`ilif.neurons.rules.FAMILIES`.
+Family = IntEnum("Family", [(name.upper(), number) for number, name in enumerate(FAMILIES)])
 
 # FWHM of σ'(x) = σ(x)(1 − σ(x)) is 2·ln(3 + 2√2) ≈ 3.5255 (half maximum where σ = (1 ± 1/√2)/2).
 SIGMOID_FWHM = 2.0 * math.log(3.0 + 2.0 * math.sqrt(2.0))

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Subset
 
-from ilif.checks import component_arguments, part
+from ilif.checks import MODEL_GIVEN, component_arguments, part
 from ilif.conf import keyword_parameters
 from ilif.data import build as build_data
 from ilif.models import backbone
@@ -32,10 +32,6 @@ def neuron_factory(cfg: DictConfig) -> Callable[[], nn.Module]:
     """A factory of fresh multi-step neurons as ``cfg.neuron`` describes them, with ``cfg.surrogate``."""
     spec = {k: v for k, v in OmegaConf.to_container(cfg.neuron, resolve=True).items() if k != "name"}
     return functools.partial(instantiate({**spec, "_partial_": True}), surrogate=surrogate_of(cfg), step_mode="m")
-
-
-#: what the trainer gives every backbone (besides its config file's keys, and ``input_size`` where asked)
-MODEL_GIVEN = ("neuron", "num_classes", "in_channels", "T", "input_size")
 
 
 def model_arguments(cfg: DictConfig, function: Callable) -> dict:

@@ -1,9 +1,10 @@
 """Remedies for the γ dilemma that the literature uses, as rivals of ILIF (``remedy=...``).
 
-A remedy is a class whose constructor takes the model, the training set and its config file's keys by
-name (``configs/remedy/<name>.yaml``; found by ``remedy.name`` in :data:`REMEDIES`, or at
-``remedy._target_``), and checks their values itself. Each composes with any neuron, surrogate family
-and normalisation; the trainer calls
+A remedy is a class whose constructor takes its config file's keys by name
+(``configs/remedy/<name>.yaml``; found by ``remedy.name`` in :data:`REMEDIES`, or at
+``remedy._target_``) and checks their values, without torch (the config check builds one before torch
+is imported); :meth:`Remedy.attach` then binds it to the model and the training set. Each composes
+with any neuron, surrogate family and normalisation; the trainer calls
 :meth:`Remedy.start_epoch` before an epoch trains, adds :meth:`Remedy.penalty` to each step's loss,
 and logs :meth:`Remedy.record` (the γ each neuron layer trains with) with the epoch's metrics.
 
@@ -30,16 +31,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
-import torch.distributed as dist
 from omegaconf import DictConfig
-from spikingjelly.activation_based import functional as sj_functional
 
 from ilif.checks import choice, component, gamma_width, positive, require, within
-from ilif.metrics.base import neuron_layers
-from ilif.neurons import Surrogate
+
+if TYPE_CHECKING:
+    import torch
 
 SHAPES = ("linear", "cosine", "geometric")
 FORMS = ("l2", "l1")
@@ -59,12 +58,16 @@ def annealed_gamma(start: float, end: float, shape: str, epoch: int, epochs: int
 def fitted_gamma(h: torch.Tensor, v_threshold: float, target: float, low: float, high: float) -> float:
     """The γ for which a share ``target`` of the potentials ``h`` (any shape) lies within γ/2 of the
     threshold: twice that quantile of |h − V_th|, kept within [low, high]."""
+    import torch
+
     distance = (h.detach().double() - v_threshold).abs().flatten()
     return min(max(2.0 * torch.quantile(distance, target).item(), low), high)
 
 
 def rate_penalty(rates: list[torch.Tensor], form: str, target: float, weight: float) -> torch.Tensor:
     """weight · mean over layers of (rate − target)² (``l2``) or of the rate (``l1``); rates: scalars."""
+    import torch
+
     stacked = torch.stack(rates)
     return weight * ((stacked - target) ** 2 if form == "l2" else stacked).mean()
 
@@ -82,9 +85,13 @@ class Remedy:
         """The remedy's rules on the rest of a run's config (``neuron``: the neuron's class); raises
         ConfigError naming the key. Called for every job before any trains."""
 
-    def __init__(self, model: torch.nn.Module, train_set):
+    def attach(self, model: torch.nn.Module, train_set) -> "Remedy":
+        """Bind the remedy to ``model``'s neuron layers and the training set; itself."""
+        from ilif.metrics.base import neuron_layers
+
         self.layers = neuron_layers(model)
         self.model, self.train_set = model, train_set
+        return self
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Called before epoch ``epoch`` (0-based) of ``epochs`` trains (not when resumed inside it)."""
@@ -117,6 +124,8 @@ class Remedy:
             self.set_gamma(name, gamma)
 
     def set_gamma(self, name: str, gamma: float) -> None:
+        from ilif.neurons import Surrogate
+
         module = self.layers[name]
         sg = module.surrogate
         module.set_surrogate(Surrogate(sg.family, gamma=gamma, normalize=sg.normalize))
@@ -127,16 +136,19 @@ class RateRegularisation(Remedy):
     The fused LIF and ILIF count their spikes in the op, whose backward adds the count's gradient to
     every spike's inside its own pass; other neurons' rates are means of their spikes."""
 
-    def __init__(self, model, train_set, target: float, weight: float, form: str):
+    def __init__(self, target: float, weight: float, form: str):
         within(0.0, 1.0, high_inclusive=True)("remedy.target", target)
         positive(strict=False)("remedy.weight", weight)
         choice(FORMS)("remedy.form", form)
-        super().__init__(model, train_set)
         self.target, self.weight, self.form = target, weight, form
+
+    def attach(self, model, train_set) -> "RateRegularisation":
+        super().attach(model, train_set)
         self.rates: list[torch.Tensor] = []
         for module in self.layers.values():
             module.count_spikes = True
             module.register_forward_hook(self._keep)
+        return self
 
     def _keep(self, module, inputs, spikes) -> None:
         if module.training:
@@ -159,23 +171,32 @@ class LearnableGamma(Remedy):
                 f"false with remedy={cfg.remedy.name} (γ changes at every step, and torch.compile would recompile "
                 "the network at each)")
 
-    def __init__(self, model, train_set, init: float, lr: float, min: float, max: float):  # noqa: A002 - the keys
+    def __init__(self, init: float, lr: float, min: float, max: float):  # noqa: A002 - the keys
         positive()("remedy.lr", lr)
         for key, value in (("init", init), ("min", min), ("max", max)):
             gamma_width(f"remedy.{key}", value)
         _check_range(min, max)
         require(min <= init <= max, "remedy.init", init, f"within [remedy.min, remedy.max] = [{min!r}, {max!r}]")
-        super().__init__(model, train_set)
-        self.min, self.max = min, max
+        self.init, self.lr, self.min, self.max = init, lr, min, max
+
+    def attach(self, model, train_set) -> "LearnableGamma":
+        import torch
+
+        super().attach(model, train_set)
         device = next(model.parameters(), torch.empty(0)).device
-        self.gammas = torch.full((len(self.layers),), float(init), dtype=torch.float64, device=device,
+        self.gammas = torch.full((len(self.layers),), float(self.init), dtype=torch.float64, device=device,
                                  requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.gammas], lr=lr)
+        self.optimizer = torch.optim.Adam([self.gammas], lr=self.lr)
         self._publish()
+        return self
 
     def _publish(self) -> None:
         """Every layer's surrogate takes its entry's value (one read from the device for all layers) and
         the entry itself, a view through which dL/dγ reaches the vector."""
+        import torch
+
+        from ilif.neurons import Surrogate
+
         with torch.enable_grad():
             for k, (module, value) in enumerate(zip(self.layers.values(), self.gammas.tolist())):
                 sg = module.surrogate
@@ -185,6 +206,9 @@ class LearnableGamma(Remedy):
     steps = True
 
     def after_step(self, grad_scale: float, skipped: bool) -> None:
+        import torch
+        import torch.distributed as dist
+
         if self.gammas.grad is None:
             return
         grads = self.gammas.grad
@@ -205,6 +229,8 @@ class LearnableGamma(Remedy):
     def load(self, state: dict) -> None:
         if not state:
             return
+        import torch
+
         with torch.no_grad():
             self.gammas.copy_(torch.tensor([state["gamma"][name] for name in self.layers], dtype=torch.float64))
         self.optimizer.load_state_dict(state["optimizer"])
@@ -212,11 +238,10 @@ class LearnableGamma(Remedy):
 
 
 class AnnealedGamma(Remedy):
-    def __init__(self, model, train_set, start: float, end: float, shape: str):
+    def __init__(self, start: float, end: float, shape: str):
         gamma_width("remedy.start", start)
         gamma_width("remedy.end", end)
         choice(SHAPES)("remedy.shape", shape)
-        super().__init__(model, train_set)
         self.start, self.end, self.shape = start, end, shape
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
@@ -236,18 +261,20 @@ class AdaptiveGamma(Remedy):
                 f"a neuron that records its membrane potentials for the fit (store_membrane); {neuron.__name__} "
                 "does not")
 
-    def __init__(self, model, train_set, target: float, every: int, min: float, max: float):  # noqa: A002 - the keys
+    def __init__(self, target: float, every: int, min: float, max: float):  # noqa: A002 - the keys
         within(0.0, 1.0)("remedy.target", target)
         positive(integer=True)("remedy.every", every)
         gamma_width("remedy.min", min)
         gamma_width("remedy.max", max)
         _check_range(min, max)
-        super().__init__(model, train_set)
         self.target, self.every, self.min, self.max = target, every, min, max
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         if epoch == 0 or epoch % self.every:
             return
+        import torch
+        from spikingjelly.activation_based import functional as sj_functional
+
         if self.probe is None:
             self.probe = torch.stack([self.train_set[i][0] for i in range(min(PROBE_SAMPLES, len(self.train_set)))])
         probe = self.probe
@@ -273,18 +300,14 @@ class AdaptiveGamma(Remedy):
 #: remedy.name -> the remedy's class
 REMEDIES = {"none": Remedy, "rate_reg": RateRegularisation, "learnable_gamma": LearnableGamma,
             "anneal_gamma": AnnealedGamma, "adaptive_gamma": AdaptiveGamma}
-#: what the trainer gives every remedy besides its config file's keys
-GIVEN = ("model", "train_set")
-
-
 def remedy_class(cfg: DictConfig) -> tuple[type, dict]:
     """(class, its keyword arguments from ``cfg.remedy``): the class at ``remedy._target_``, else the
     built-in ``remedy.name``. Raises ConfigError naming the key and what is allowed (a key the class
     does not take, or one it needs and the config lacks)."""
-    return component("remedy", cfg.remedy, REMEDIES, GIVEN, "remedy")
+    return component("remedy", cfg.remedy, REMEDIES, (), "remedy")
 
 
 def build_remedy(cfg: DictConfig, model: torch.nn.Module, train_set) -> Remedy:
     """The remedy ``cfg.remedy`` names, attached to ``model``'s neuron layers."""
     cls, arguments = remedy_class(cfg)
-    return cls(model=model, train_set=train_set, **arguments)
+    return cls(**arguments).attach(model, train_set)

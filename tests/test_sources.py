@@ -1,0 +1,131 @@
+"""ilif.sources: signatures and registries read from source agree with what importing gives, for
+every shipped component; what the source cannot tell is None (the imported check decides)."""
+
+import inspect
+import textwrap
+
+import pytest
+
+from ilif import sources
+from ilif.conf import CONFIG_DIR
+
+
+def _shape(thing) -> list[tuple]:
+    """(name, kind, has a default) of each parameter of a callable or a signature: what the check reads."""
+    signature = thing if isinstance(thing, inspect.Signature) else inspect.signature(thing)
+    return [(p.name, p.kind, p.default is not p.empty) for p in signature.parameters.values()]
+
+
+NEURONS = sorted({line.split(":", 1)[1].strip() for path in (CONFIG_DIR / "neuron").glob("*.yaml")
+                  for line in path.read_text().splitlines() if line.startswith("_target_:")})
+
+
+@pytest.mark.parametrize("target", NEURONS)
+def test_a_neuron_class_read_from_source_has_the_signature_of_the_class(target):
+    from hydra.utils import get_class
+
+    cls = get_class(target)
+    assert sources.definition(*target.rsplit(".", 1)) is not None
+    assert _shape(sources.signature_of(*sources.definition(*target.rsplit(".", 1)))) == _shape(cls)
+
+
+def test_the_dataset_registry_read_from_source_is_the_imported_one():
+    from ilif.data import BUILTIN
+
+    read = sources.mapping("ilif.data", "BUILTIN")
+    assert list(read) == list(BUILTIN)  # the same names, in the same order
+    for name, function in BUILTIN.items():
+        assert _shape(read[name]) == _shape(function), name
+
+
+def test_the_backbones_registered_by_decorator_are_read_from_source():
+    from ilif.models.registry import _MODELS
+
+    read = sources.decorated("ilif.models", "register_model")
+    assert sorted(read) == sorted(_MODELS)
+    for name, function in _MODELS.items():
+        assert _shape(read[name]) == _shape(function), name
+
+
+def test_constants_read_from_source_are_the_modules_own():
+    from ilif.data.temporal import ROWS
+    from ilif.neurons.rules import FAMILIES
+    from ilif.neurons.surrogate import Family
+
+    assert sources.constant("ilif.data.temporal", "ROWS") == ROWS == 8
+    assert tuple(member.name.lower() for member in Family) == FAMILIES and [m.value for m in Family] == [0, 1, 2, 3]
+
+
+SOURCE = '''
+import dataclasses
+import functools
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+if TYPE_CHECKING:
+    from .other import Lazy
+
+
+def plain(a, b=1, *rest, c, d=2, **more):
+    pass
+
+
+def wrap(f):
+    return f
+
+
+@wrap
+def decorated(a, b=1):
+    pass
+
+
+class Base:
+    def __init__(self, x, y=0):
+        pass
+
+
+class Child(Base):
+    pass
+
+
+class Module(nn.Module):
+    pass
+
+
+@dataclasses.dataclass
+class Record:
+    x: int = 0
+
+
+bound = functools.partial(plain, 5, c=3)
+alias = plain
+'''
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    (tmp_path / "scratch_pkg").mkdir()
+    (tmp_path / "scratch_pkg" / "__init__.py").write_text("")
+    (tmp_path / "scratch_pkg" / "things.py").write_text(textwrap.dedent(SOURCE))
+    (tmp_path / "scratch_pkg" / "other.py").write_text("def Lazy(q, r=1):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "scratch_pkg.things"
+
+
+def test_what_the_source_tells_and_what_it_cannot(scratch):
+    def shape(name):
+        found = sources.shadow(f"{scratch}.{name}")
+        return None if found is None else str(inspect.signature(found))
+
+    assert shape("plain") == "(a, b=Ellipsis, *rest, c, d=Ellipsis, **more)"
+    assert shape("bound") == "(b=Ellipsis, *rest, d=Ellipsis, **more)"  # partial's 5 and c=3 are bound
+    assert shape("alias") == shape("plain") and shape("Child") == "(x, y=Ellipsis)"  # a name, a base's __init__
+    assert shape("Lazy") == "(q, r=Ellipsis)"  # re-exported under TYPE_CHECKING
+    # a decorator, a dataclass, a base from another package: the source cannot tell
+    assert shape("decorated") is None and shape("Record") is None and shape("Module") is None
+    assert sources.absent(f"{scratch}.plian") and not sources.absent(f"{scratch}.plain")
+    assert sources.absent("ilif.neurons.ILIFF") and not sources.absent("ilif.neurons.ILIF")  # a lazy module's __all__
+    assert sources.shadow("no_such_package.thing") is None and not sources.absent("no_such_package.thing")
+    with pytest.raises(TypeError, match="read from its source, not imported"):
+        sources.shadow(f"{scratch}.plain")(1, c=2)
