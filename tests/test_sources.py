@@ -80,6 +80,11 @@ def decorated(a, b=1):
     pass
 
 
+@wrap
+def backbone(neuron, num_classes, in_channels, T, width=1):
+    pass
+
+
 class Base:
     def __init__(self, x, y=0):
         pass
@@ -129,3 +134,28 @@ def test_what_the_source_tells_and_what_it_cannot(scratch):
     assert sources.shadow("no_such_package.thing") is None and not sources.absent("no_such_package.thing")
     with pytest.raises(TypeError, match="read from its source, not imported"):
         sources.shadow(f"{scratch}.plain")(1, c=2)
+
+
+@pytest.mark.parametrize("target", NEURONS)
+def test_every_parameter_a_shipped_neuron_takes_from_its_config_has_a_rule(target):
+    """So the torch-free pass checks every value of the package's neurons (the build is skipped)."""
+    from hydra.utils import get_class
+
+    from ilif.checks import NEURON_GIVEN
+    from ilif.neurons.rules import RULES
+
+    own = set(inspect.signature(get_class(target)).parameters) - set(NEURON_GIVEN)
+    assert own <= set(RULES), own - set(RULES)
+
+
+def test_a_component_the_source_cannot_tell_about_is_checked_once_imported(scratch):
+    from ilif.checks import check_torch_free
+    from ilif.conf import compose_config
+    from ilif.errors import ConfigError
+    from ilif.train.config import validate
+
+    cfg = compose_config([f"+model._target_={scratch}.backbone", "+model.widht=2"])
+    assert check_torch_free(cfg) is False  # decorated: left to the imported pass
+    with pytest.raises(ConfigError, match=r"^model.widht=2 is not allowed: did you mean width\? backbone takes"):
+        validate(cfg)
+    assert check_torch_free(compose_config([])) is True  # the shipped default: told by the source alone

@@ -336,10 +336,12 @@ def check_neuron_values(spec: dict) -> None:
                 raise ConfigError.from_message(f"neuron.{err}") from None
 
 
-def check_components(cfg: DictConfig, imported: bool = False) -> Optional[Callable]:
+def check_components(cfg: DictConfig, imported: bool = False) -> bool:
     """The dataset's, model's and neuron's keys against their callables' signatures (read from source,
-    or ``imported``; a component the source cannot tell about is left to the imported pass), then the
-    remedy (:func:`check_remedy`). Returns the neuron's class (or its shadow; None where unknown)."""
+    or ``imported``; a component the source cannot tell about is left to the imported pass), the
+    package's neurons' values, then the remedy (:func:`check_remedy`). Returns whether nothing is left
+    for the imported pass: every callable told, and the neuron one of the package's (whose values
+    its rules check; a class of one's own checks its values when it is built)."""
     dataset, model, neuron = (OmegaConf.to_container(cfg[g], resolve=True) for g in ("dataset", "model", "neuron"))
     for group, schema in COMPONENTS.items():
         spec = OmegaConf.to_container(cfg[group], resolve=True)
@@ -349,21 +351,21 @@ def check_components(cfg: DictConfig, imported: bool = False) -> Optional[Callab
             "it is dataset._target_ now (the dotted path of a dataset function outside the package)")
     for key in DATASET_GIVEN:
         require(key not in dataset, f"dataset.{key}", dataset.get(key), f"not a dataset key (trainer.{key} gives it)")
-    function = component_callable("dataset", dataset, imported)
+    data_function = component_callable("dataset", dataset, imported)
     try:
-        if function is not None:
-            dataset_keys({**dataset, "T": cfg.trainer.T}, function)
+        if data_function is not None:
+            dataset_keys({**dataset, "T": cfg.trainer.T}, data_function)
     except ValueError as err:
         raise ConfigError.from_message(str(err)) from None
-    function = component_callable("model", model, imported)
-    if function is not None:
-        component_arguments("model", model, function, MODEL_GIVEN)
+    backbone = component_callable("model", model, imported)
+    if backbone is not None:
+        component_arguments("model", model, backbone, MODEL_GIVEN)
     cls = component_callable("neuron", neuron, imported)
     if cls is not None:
         check_neuron_keys(neuron, cls)
     check_neuron_values(neuron)
     check_remedy(cfg, cls)
-    return cls
+    return None not in (data_function, backbone, cls) and str(neuron["_target_"]).startswith("ilif.")
 
 
 def check_remedy(cfg: DictConfig, neuron: Optional[Callable]) -> None:
@@ -391,14 +393,15 @@ def check_frames(cfg: DictConfig) -> None:
                           f"{rows}×{rows} digits; recipe=mini_seqdigits sets it)")
 
 
-def check_torch_free(cfg: DictConfig) -> None:
+def check_torch_free(cfg: DictConfig) -> bool:
     """What can be checked before torch is imported: every key known, every plain range and choice,
     the optimiser's, schedule's and loss's keys against their functions, the dataset's, model's and
-    neuron's keys against their source, the package's neurons' values, the remedy, the frames. Returns
-    nothing; raises ConfigError on the first bad key or value."""
+    neuron's keys against their source, the package's neurons' values, the remedy, the frames. Raises
+    ConfigError on the first bad key or value; returns whether nothing is left to check with the
+    components imported (:func:`check_components`)."""
     check_keys(cfg)
     check_values(cfg)
     for group in ("optim", "schedule", "loss"):
         part(group, cfg[group])
-    check_components(cfg)
     check_frames(cfg)
+    return check_components(cfg)

@@ -123,11 +123,12 @@ def check_writable(runs_root: Path) -> None:
                           f"no folder can be made in {existing} ({err.strerror})") from None
 
 
-def precheck(argv: list[str], torch_free: bool = False, writes: bool = True) -> list[DictConfig]:
+def precheck(argv: list[str], writes: bool = True) -> list[DictConfig]:
     """Compose and validate every job of ``argv`` (see the module docstring) and the launcher's
-    variables; the jobs' configs. Raises ConfigError (exit 2) on the first error. Every job passes the torch-free checks
-    (:mod:`ilif.checks`) before torch is imported for the components' own; ``torch_free``: only those;
-    not ``writes`` (a config printed), where the runs would write is not checked."""
+    variables; the jobs' configs. Raises ConfigError (exit 2) on the first error. Every job passes the
+    torch-free checks (:mod:`ilif.checks`) before torch is imported for a component the source could
+    not tell about; not ``writes`` (a config printed), where the runs would write and whether a
+    sweep's data is there are not checked."""
     rerun = next((arg for arg in argv if arg.partition("=")[0] == "--experimental-rerun"), None)
     if rerun is not None:
         raise ConfigError.from_message("--experimental-rerun is not allowed: it unpickles the file it is given (code "
@@ -141,14 +142,15 @@ def precheck(argv: list[str], torch_free: bool = False, writes: bool = True) -> 
             _check_group_options([(k, v) for k, v in items if "(" not in v])
         experiments = next((axis for axis in sweep_axes(items) if axis[0][0] == "experiment"), [None])
         run_dir = next((Path(arg.partition("=")[2]) for arg in argv if arg.startswith("hydra.run.dir=")), None)
-        composed = [cfg for experiment in experiments
-                     for cfg in _check_jobs(items, experiment, searchpath, multirun, run_dir, writes)]
-        if not torch_free:
-            from .config import validate
+        checked = [job for experiment in experiments
+                   for job in _check_jobs(items, experiment, searchpath, multirun, run_dir, writes)]
+        if not all(told for _, told in checked):
+            from .config import check_imported
 
-            for cfg in composed:
-                validate(cfg)
-    if multirun and not torch_free:  # every dataset of the sweep, before a job is launched (as ilif-study does)
+            for cfg in (cfg for cfg, told in checked if not told):
+                check_imported(cfg)
+    composed = [cfg for cfg, _ in checked]
+    if multirun and writes:  # every dataset of the sweep, before a job is launched (as ilif-study does)
         from ilif.data import missing_datasets
 
         missing = missing_datasets(composed)
@@ -161,19 +163,19 @@ def precheck(argv: list[str], torch_free: bool = False, writes: bool = True) -> 
 
 
 def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_dir: Optional[Path] = None,
-                writes: bool = True) -> list:
+                writes: bool = True) -> list[tuple[DictConfig, bool]]:
     """Compose every job of one experiment's sweep (its grid included when ``multirun``) and run the
     torch-free checks on each (:func:`ilif.checks.check_torch_free`), and, with ``writes``, check where
     each would write (``run_dir``: a single run's ``hydra.run.dir``, when the command line sets one).
-    Returns the jobs' configs, for :func:`precheck` to validate whole."""
+    Returns (config, whether its source told everything) of each job, for :func:`precheck` to check
+    the rest with the components imported."""
     items = [(k, v) for k, v in items if k != "experiment"]
     head = searchpath + ([f"{experiment[0]}={experiment[1]}"] if experiment else [])
     if multirun and experiment:
         items = grid_items(head, items)
     jobs, roots = [], set()
     for cfg in job_configs(head, items):  # one job at a time: a bad one ends the check at once
-        jobs.append(cfg)
-        check_torch_free(cfg)
+        jobs.append((cfg, check_torch_free(cfg)))
         if not writes:
             continue
         if cfg.runs_root not in roots:
@@ -287,8 +289,7 @@ def main() -> None:
         return 0
     if any(arg.partition("=")[0] in HYDRA_FLAGS for arg in argv):
         if any(arg.partition("=")[0] in ("--cfg", "-c") for arg in argv):  # a config printed is one that trains
-            overrides, searchpath, _ = parse_cli(argv)  # the shipped configs alone are checked by the suite
-            precheck(argv, torch_free=not (overrides or searchpath), writes=False)
+            precheck(argv, writes=False)
         hydra_main()  # help, config printing, completion: Hydra's, unchanged
         return
     jobs = precheck(argv)
