@@ -184,9 +184,27 @@ def test_a_bare_tilde_key_is_removed_alike_by_a_sweep_and_a_study(tmp_path, cli)
 
 @pytest.mark.parametrize("override, hint", [
     ("trainer.epoch=1", "(key trainer.epoch): did you mean epochs? trainer has ['T', 'epochs', "),
-    ("model.dropot=0.1", "(key model.dropot): did you mean dropout? model has ['dropout', 'bn_per_step']"),
+    ("model.dropot=0.1", "model.dropot=0.1 is not allowed: did you mean dropout? convnet_small takes ['dropout', "
+                         "'bn_per_step']"),  # an open group: its component's keys
 ])
 def test_a_misspelt_key_without_plus_names_the_nearest_too(tmp_path, cli, override, hint):
     proc = cli(main, override)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and hint in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("override, line", [
+    ("neuron.tauu=2", "error: neuron.tauu=2 is not allowed: did you mean tau? ILIF takes ['tau', 'v_threshold', "
+                      "'reset', 'detach_reset', 'kappa_current', 'kappa_membrane', 'current_inhibition', "
+                      "'membrane_inhibition', 'clamp_grad_at_zero']"),
+    ("remedy.weigth=1", "error: remedy.weigth=1 is not allowed: did you mean weight? RateRegularisation takes "
+                        "['target', 'weight', 'form']"),
+    ("optim.lrr=1", "error: optim.lrr=1 is not allowed: did you mean lr? sgd takes ['lr', 'momentum', 'weight_decay']"),
+])
+def test_a_component_key_misspelt_without_plus_names_the_keys_its_callable_takes(override, line, cli, tmp_path):
+    """Not the keys of its group's file (Hydra's struct error knows only those): the sweep's and the
+    run's pre-check set the key as ``+`` would, and the component's signature answers."""
+    for multirun in ([], ["-m"]):
+        proc = cli(main, *multirun, "remedy=rate_reg", override)
+        assert proc.returncode == 2 and proc.stderr.strip() == line, proc.stderr
     assert not (tmp_path / "runs").exists()

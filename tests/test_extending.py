@@ -42,6 +42,18 @@ def mine(tmp_path, monkeypatch):
     function with its own ``noise``) and the module ``user_parts`` they name."""
     (tmp_path / "user_parts.py").write_text(BACKBONE + '''
 
+from ilif.neurons import LIF
+
+
+class Damped(LIF):
+    """LIF with a key of its own that its constructor checks."""
+
+    def __init__(self, tau=2.0, v_threshold=1.0, rho=0.5, surrogate=None, step_mode="s"):
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"rho={rho!r} is not allowed: a number in [0, 1)")
+        super().__init__(tau=tau, v_threshold=v_threshold, surrogate=surrogate, step_mode=step_mode)
+
+
 def noisy(name, noise=0.5):
     import dataclasses
 
@@ -53,6 +65,7 @@ def noisy(name, noise=0.5):
     monkeypatch.syspath_prepend(str(tmp_path))
     for group, text in (("model/user_mlp", "_target_: user_parts.two_layer\nhidden: 16\n"),
                         ("neuron/user_lif", "_target_: ilif.neurons.LIF\ntau: 2.0\n"),
+                        ("neuron/user_damped", "_target_: user_parts.Damped\nrho: 0.5\n"),
                         ("dataset/user_noisy", "_target_: user_parts.noisy\nnoise: 0.5\n")):
         (tmp_path / "mine" / group).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "mine" / f"{group}.yaml").write_text(text)
@@ -135,6 +148,9 @@ EVERY_DATASET = ("_target_, augment, download, name, preprocess, root, split, sp
     (["+dataset.T=4"], "dataset.T=4 is not allowed: not a dataset key (trainer.T gives it)"),
     (["model.name=vgg16"], f"model.name='vgg16' is not allowed: choose one of {model_names()}, or give "
                            "model._target_ (a backbone function outside the package)"),
+    (["neuron=user_damped", "neuron.rho=2"], "neuron.rho=2 is not allowed: a number in [0, 1)"),  # its own check
+    (["neuron=user_damped", "+neuron.rhoo=0.1"], "neuron.rhoo=0.1 is not allowed: did you mean rho? Damped takes "
+                                                 "['tau', 'v_threshold', 'rho']"),
     (["model=user_mlp", "model._target_=user_parts.nothing"],
      "model._target_='user_parts.nothing' is not allowed: it must name an importable function (AttributeError: "
      "module 'user_parts' has no attribute 'nothing')"),

@@ -8,6 +8,7 @@ import pytest
 
 from ilif import sources
 from ilif.conf import CONFIG_DIR
+from ilif.neurons.rules import RULED
 
 
 def _shape(thing) -> list[tuple]:
@@ -136,8 +137,15 @@ def test_what_the_source_tells_and_what_it_cannot(scratch):
         sources.shadow(f"{scratch}.plain")(1, c=2)
 
 
-@pytest.mark.parametrize("target", NEURONS)
-def test_every_parameter_a_shipped_neuron_takes_from_its_config_has_a_rule(target):
+def test_the_ruled_neurons_are_the_shipped_ones():
+    from ilif.checks import ruled_neuron
+
+    assert all(ruled_neuron(target) for target in NEURONS) and ruled_neuron("ilif.neurons.modules:LIF")
+    assert not ruled_neuron("ilif.neurons.StepNeuron") and not ruled_neuron("ilif.neurons.ILIFF")
+
+
+@pytest.mark.parametrize("target", RULED)
+def test_every_parameter_a_ruled_neuron_takes_from_its_config_has_a_rule(target):
     """So the torch-free pass checks every value of the package's neurons (the build is skipped)."""
     from hydra.utils import get_class
 

@@ -205,3 +205,13 @@ def test_a_sweep_and_a_study_report_the_same_failures_from_the_runs_own_records(
     assert lines == ending(studied.stderr, "b", "study") and lines[2] == "error: 2 run(s) of the RUNNER failed:"
     assert all(line.startswith("  R/twin/") and "non-finite loss" in line and line.endswith("(exit 3)")
                for line in lines[:2])
+
+
+def test_a_studys_config_error_ends_before_torch_is_imported():
+    script = ("import sys\nfrom ilif.study import main\ncode = main(sys.argv[1:])\n"
+              "print('torch imported' if 'torch' in sys.modules else 'torch not imported', code)")
+    for override in ("neuron.tau=0.5", "+model.widht=2", "surrogate.family=bogus"):
+        proc = subprocess.run([sys.executable, "-c", script, "demo", "--dry-run", "--override", override],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.stdout.strip().splitlines()[-1] == "torch not imported 2", proc.stderr
+        assert proc.stderr.startswith(f"error: {override.lstrip('+').split('=')[0]}"), proc.stderr

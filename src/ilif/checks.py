@@ -24,7 +24,7 @@ from ilif import sources
 from ilif.conf import (COMPONENTS, DatasetConfig, TrainConfig, component_function, group_schema, import_dotted,
                        keyword_parameters)
 from ilif.errors import ConfigError, finite_number
-from ilif.neurons.rules import FAMILIES, NORMALIZATIONS, RULES, check_parameter
+from ilif.neurons.rules import FAMILIES, NORMALIZATIONS, RULED, RULES, check_parameter
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -323,10 +323,16 @@ def check_neuron_keys(spec: dict, cls: Callable) -> None:
             raise unknown_key(f"neuron.{key}", spec[key], cls.__name__, allowed)
 
 
+def ruled_neuron(target: Any) -> bool:
+    """Whether ``target`` is one of the package's neurons whose values :data:`ilif.neurons.rules.RULES`
+    check (:data:`ilif.neurons.rules.RULED`)."""
+    return isinstance(target, str) and any(sources.same(target, ruled) for ruled in RULED)
+
+
 def check_neuron_values(spec: dict) -> None:
-    """The values of a neuron of the package (``_target_`` in ``ilif``) by its parameters' rules
-    (:data:`ilif.neurons.rules.RULES`); a class of one's own checks its own values when it is built."""
-    if not str(spec.get("_target_", "")).startswith("ilif."):
+    """The values of a neuron of :data:`ilif.neurons.rules.RULED` by its parameters' rules; any other
+    class checks its own values when it is built (:func:`ilif.train.config.check_imported`)."""
+    if not ruled_neuron(spec.get("_target_")):
         return
     for key, value in spec.items():
         if key in RULES:
@@ -365,7 +371,7 @@ def check_components(cfg: DictConfig, imported: bool = False) -> bool:
         check_neuron_keys(neuron, cls)
     check_neuron_values(neuron)
     check_remedy(cfg, cls)
-    return None not in (data_function, backbone, cls) and str(neuron["_target_"]).startswith("ilif.")
+    return None not in (data_function, backbone, cls) and ruled_neuron(neuron["_target_"])
 
 
 def check_remedy(cfg: DictConfig, neuron: Optional[Callable]) -> None:

@@ -5,15 +5,16 @@ reads what their run directories hold.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import itertools
 import re
 from pathlib import Path
 from typing import Iterator
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .conf import compose_config, group_options, is_group, override_text, parse_value, run_leaf, sweep_axes
+from .conf import COMPONENTS, compose_config, group_options, is_group, override_text, parse_value, run_leaf, sweep_axes
 
 SCALES = ("full", "mini", "smoke")
 #: the tables that read the runs of another table's experiment (Table 4: Table 1's)
@@ -86,7 +87,9 @@ def job_configs(head: list[str], items: list[tuple[str, str]]) -> Iterator[DictC
     Hydra composes one config per combination of config-group choices (``neuron=lif``) and of keys
     added or removed (``+key``, ``~key``, composed as on ``ilif-train``'s command line); plain values
     (``seed=1``, ``surrogate.gamma=0.5``) are then set on a copy, which gives the same config as
-    composing each job and is much faster for large grids."""
+    composing each job and is much faster for large grids. A plain key of an open group that its
+    file lacks (``neuron.tauu=2``) is set too, as with ``+``, so its component's check names the
+    nearest keys it takes (Hydra's error knows only the file's)."""
     composed = {}
     for combo in itertools.product(*sweep_axes(items)):
         choices = tuple(override_text(k, v) for k, v in combo if _composed(k))
@@ -95,7 +98,9 @@ def job_configs(head: list[str], items: list[tuple[str, str]]) -> Iterator[DictC
         cfg = composed[choices].copy()
         for key, value in combo:
             if not _composed(key):
-                OmegaConf.update(cfg, key, parse_value(value), merge=False)
+                open_group = key.partition(".")[0] in COMPONENTS and "." in key
+                with open_dict(cfg) if open_group else contextlib.nullcontext():
+                    OmegaConf.update(cfg, key, parse_value(value), merge=False)
         yield cfg
 
 

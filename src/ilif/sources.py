@@ -151,10 +151,23 @@ def signature_of(module: str, node: ast.AST, depth: int = 0) -> Optional[inspect
     return None
 
 
+def split(target: str) -> tuple[str, str]:
+    """(module, name) of a dotted ``target``: ``a.b.name`` or ``a.b:name``."""
+    module, _, name = target.rpartition(":") if ":" in target else target.rpartition(".")
+    return module, name
+
+
+def same(target: str, other: str) -> bool:
+    """Whether two dotted paths name one definition in the source (``ilif.neurons.LIF`` and
+    ``ilif.neurons.modules:LIF``, say)."""
+    found = definition(*split(target))
+    return found is not None and found == definition(*split(other))
+
+
 def shadow(target: str) -> Optional[Shadow]:
     """A :class:`Shadow` of the callable at dotted ``target`` (``a.b.name`` or ``a.b:name``) read from
     its source; None when the source cannot tell. A module already imported is asked directly."""
-    module, _, name = target.rpartition(":") if ":" in target else target.rpartition(".")
+    module, name = split(target)
     loaded = getattr(sys.modules.get(module), "__dict__", {})  # not hasattr: a lazy module would import
     if name in loaded:
         try:
@@ -170,7 +183,7 @@ def absent(target: str) -> bool:
     """True when the source of ``target``'s module is readable and binds no such name at its top level
     (no ``def``, ``class``, assignment or import of it, no module ``__getattr__``, no ``import *``): a
     misspelt dotted path, told without importing."""
-    module, _, name = target.rpartition(":") if ":" in target else target.rpartition(".")
+    module, name = split(target)
     tree = _module_tree(module) if module else None
     if tree is None or name in getattr(sys.modules.get(module), "__dict__", {}):
         return False

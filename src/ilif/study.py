@@ -27,7 +27,6 @@ from tqdm import tqdm
 
 import ilif
 from ilif.conf import use_config_dirs
-from ilif.data import missing_datasets, setting_of
 from ilif.errors import ConfigError, Interrupted, TrainingDiverged, bad_input, entry_point
 from ilif.grid import SCALES, experiment_names, plan, table_jobs, table_numbers, tables
 from ilif.rundir import failure_lines, finished_summary, run_outcome
@@ -64,7 +63,7 @@ def measured_epoch_seconds(runs_root: Path) -> dict[tuple, tuple[float, set]]:
 
 
 def validate_jobs(jobs) -> None:
-    """Check every job's config (ranges, choices, the neuron's own checks); ConfigError on the first bad one."""
+    """Check every job's config (:func:`ilif.train.config.validate`); ConfigError on the first bad one."""
     from ilif.train.config import validate
 
     for _, cfg, _ in jobs:
@@ -306,6 +305,8 @@ def main(argv=None) -> int:
         print(f"{len(jobs)} runs:\n{describe_plan(jobs)}", flush=True)
         if args.dry_run:
             return 0
+        from ilif.data import missing_datasets, setting_of  # torch: only once the plan is checked
+
         missing = missing_datasets([cfg for _, cfg, _ in jobs])
     if missing and not args.skip_missing:
         for message in missing.values():

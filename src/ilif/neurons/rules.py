@@ -51,7 +51,11 @@ def _clamp_grad(name: str, value: Any) -> None:
                          "i = 0) or 0.0")
 
 
-#: parameter name -> its rule, for every parameter a neuron of the package takes from its config
+#: the package's neurons whose arguments these rules alone check (their config values are checked before
+#: torch is imported); any other neuron class checks its own values when it is built
+RULED = ("ilif.neurons.LIF", "ilif.neurons.ILIF", "ilif.neurons.PLIF", "ilif.neurons.CLIF")
+
+#: parameter name -> its rule, for every parameter a neuron of :data:`RULED` takes from its config
 RULES: dict[str, Callable[[str, Any], None]] = {
     "tau": _above(1.0),
     "v_threshold": _above(0.0),

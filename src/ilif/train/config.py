@@ -15,8 +15,6 @@ from omegaconf import DictConfig
 from ilif.checks import check_components, check_torch_free
 from ilif.errors import ConfigError
 
-from .build import neuron_factory
-
 
 def validate(cfg: DictConfig) -> None:
     """Check a composed config, one job's, whole (see the module docstring); raises ConfigError on
@@ -28,6 +26,8 @@ def validate(cfg: DictConfig) -> None:
 def check_imported(cfg: DictConfig) -> None:
     """The checks that need the components imported: their keys against their own signatures, and
     one neuron built (its class checks its values); ConfigError naming the key."""
+    from .build import neuron_factory
+
     check_components(cfg, imported=True)
     try:
         neuron_factory(cfg)()
