@@ -10,7 +10,8 @@ import torch
 from spikingjelly.activation_based import functional
 
 from ilif.conf import compose_config, group_options
-from ilif.data import COMMON, GIVEN, dataset_function
+from ilif.checks import DATASET_COMMON as COMMON, DATASET_GIVEN as GIVEN
+from ilif.data import dataset_function
 from ilif.grid import plan
 from ilif.metrics import SpikeMeter
 from ilif.neurons import SpikingNeuron

@@ -21,7 +21,7 @@ from ilif.conf import group_options
 from ilif.data import build
 from ilif import errors
 from ilif.errors import DatasetError, RunBusy
-from ilif.rundir import MetricsFile, RunLock, RunSummary, finished_summary, read_history
+from ilif.rundir import NO_RECORD, MetricsFile, RunLock, RunSummary, finished_summary, read_history
 from test_train import FAST, _env, _env_with_tests, run_dirs, status
 
 
@@ -763,3 +763,83 @@ def test_a_sweep_lists_every_missing_dataset_before_any_job_starts(tmp_path, cli
     assert lines[2] == ("error: 2 dataset(s) of the sweep missing; get them (docs/full_scale.md), or leave them out of "
                         "the sweep")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "none").exists()
+
+
+# ------------------------------------------------------------------------------------ the failure records
+
+def test_a_sweep_counts_only_the_records_it_wrote(tmp_path, cli):
+    """A job that fails before it could record anything, over an older finished run it was to train
+    again (trainer.resume=false), is a failure of the sweep, not a finished job; and an older failed
+    record is not given as the reason."""
+    from ilif.train.app import main
+
+    first = cli(main, "trainer.progress=false", "trainer.limit_train_batches=2", "trainer.epochs=1")
+    assert first.returncode == 0, first.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    again = cli(main, "-m", "trainer.progress=false", "trainer.limit_train_batches=2", "trainer.epochs=1",
+                "trainer.resume=false", "trainer.device=cuda,cuda")  # no GPU here: it fails before set-aside
+    assert again.returncode == 1, again.stderr
+    assert again.stderr.strip().splitlines()[-2:] == ["error: 1 run(s) of the sweep failed:",
+                                                      f"  {run_dir.relative_to(tmp_path)}: {NO_RECORD}"]
+    assert status(run_dir) == "finished"  # the older run is untouched
+
+
+def test_a_failure_record_is_kept_out_of_what_the_run_does_not_own(tmp_path, monkeypatch):
+    """No record over a finished run of the same config (an error after its summary was written), none
+    in a directory holding another config's checkpoint, and another config's failed record does not
+    block a run (it protects nothing)."""
+    import torch
+
+    from ilif.conf import compose_config, config_hash
+    from ilif.errors import RunConflict
+    from ilif.rundir import record_failure
+    from ilif.train import loop
+
+    cfg = compose_config(["trainer.progress=false", f"runs_root={tmp_path / 'runs'}"])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torch.save({"config_hash": "AAAAAAAA"}, run_dir / "last.pt")
+    monkeypatch.setattr(loop, "build_parts", lambda cfg, run: None)
+    with pytest.raises(RunConflict):
+        loop.train(cfg, run_dir)
+    assert not (run_dir / "summary.json").exists()  # the directory is another config's
+    (run_dir / "last.pt").unlink()
+    record_failure(run_dir, "BBBBBBBB", "earlier", 1)
+    loop.claim(run_dir, config_hash(cfg))  # another config's failed record does not block
+    finished = {"status": "finished", "config_hash": config_hash(cfg), "final": {}}
+    (run_dir / "summary.json").write_text(json.dumps(finished))
+    loop.keep_failure(run_dir, config_hash(cfg), BrokenPipeError("stdout closed"))
+    assert json.loads((run_dir / "summary.json").read_text()) == finished
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["-m", "seed=1,2", "hydra.sweep.dir=elsewhere"], "error: hydra.sweep.dir is not allowed: a run's directory is "
+     "runs_root/experiment_name/<run name>, where ilif-study and the report find it (set runs_root or "
+     "experiment_name)"),
+    (["-m", "hydra.sweeper.params.seed=1,2"], "error: hydra.sweeper.params.seed is not allowed: give a grid's axis on "
+     "the command line as key=a,b"),
+    (["-cn", "other"], "error: -cn is not allowed: ilif-train composes its train.yaml; add config folders with "
+     "--config-dir and choose their options by group"),
+    (["neuron.store_membrane=true"], "error: neuron.store_membrane=True is not allowed: it is not in the neuron "
+     "file: add it with +neuron.store_membrane"),
+    (["-m", "neuron.store_membrane=true,false"], "error: neuron.store_membrane=True is not allowed: it is not in "
+     "the neuron file: add it with +neuron.store_membrane"),
+])
+def test_what_would_put_runs_where_no_one_finds_them_or_fail_in_hydra_is_one_line(tmp_path, cli, argv, line):
+    from ilif.train.app import main
+
+    proc = cli(main, *argv)
+    assert proc.returncode == 2 and proc.stderr.strip() == line, proc.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_a_module_of_ones_own_that_cannot_be_imported_is_refused_before_a_run(tmp_path, cli, monkeypatch):
+    from ilif.train.app import main
+
+    (tmp_path / "broken_parts.py").write_text("import not_installed_anywhere\n\n\ndef data(name):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    proc = cli(main, "+dataset._target_=broken_parts.data")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: dataset._target_='broken_parts.data' is not allowed: it must name an importable function "
+        "(ModuleNotFoundError: No module named 'not_installed_anywhere')"), proc.stderr
+    assert not (tmp_path / "runs").exists()

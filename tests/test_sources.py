@@ -105,7 +105,29 @@ class Record:
 
 
 bound = functools.partial(plain, 5, c=3)
+by_keyword = functools.partial(plain, b=3)
 alias = plain
+
+
+class Other:
+    def __init__(self, q):
+        pass
+
+
+class Two(Other, Base):
+    pass
+
+
+class Assigned(Base):
+    __init__ = plain
+
+
+class Twice:
+    def __init__(self, first):
+        pass
+
+    def __init__(self, second=1):  # noqa: F811 - the last one counts
+        pass
 '''
 
 
@@ -116,6 +138,10 @@ def scratch(tmp_path, monkeypatch):
     (tmp_path / "scratch_pkg" / "things.py").write_text(textwrap.dedent(SOURCE))
     (tmp_path / "scratch_pkg" / "other.py").write_text("def Lazy(q, r=1):\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    import sys
+
+    for name in [m for m in sys.modules if m.startswith("scratch_pkg")]:  # a fresh import in each test
+        monkeypatch.delitem(sys.modules, name)
     return "scratch_pkg.things"
 
 
@@ -125,16 +151,23 @@ def test_what_the_source_tells_and_what_it_cannot(scratch):
         return None if found is None else str(inspect.signature(found))
 
     assert shape("plain") == "(a, b=Ellipsis, *rest, c, d=Ellipsis, **more)"
-    assert shape("bound") == "(b=Ellipsis, *rest, d=Ellipsis, **more)"  # partial's 5 and c=3 are bound
+    assert shape("bound") == "(b=Ellipsis, *rest, c=Ellipsis, d=Ellipsis, **more)"  # 5 is bound, c=3 a default
+    assert shape("Two") is None and shape("Assigned") is None  # several bases; __init__ bound by assignment
     assert shape("alias") == shape("plain") and shape("Child") == "(x, y=Ellipsis)"  # a name, a base's __init__
     assert shape("Lazy") == "(q, r=Ellipsis)"  # re-exported under TYPE_CHECKING
     # a decorator, a dataclass, a base from another package: the source cannot tell
     assert shape("decorated") is None and shape("Record") is None and shape("Module") is None
     assert sources.absent(f"{scratch}.plian") and not sources.absent(f"{scratch}.plain")
-    assert sources.absent("ilif.neurons.ILIFF") and not sources.absent("ilif.neurons.ILIF")  # a lazy module's __all__
+    assert sources.absent("ilif.neurons.ILIFF") and not sources.absent("ilif.neurons.ILIF")  # ilif's lazy __all__
     assert sources.shadow("no_such_package.thing") is None and not sources.absent("no_such_package.thing")
     with pytest.raises(TypeError, match="read from its source, not imported"):
         sources.shadow(f"{scratch}.plain")(1, c=2)
+    import importlib
+
+    things = importlib.import_module(scratch)  # from here on, shadow() asks the module itself
+    for name in ("bound", "by_keyword", "Twice"):  # what inspect says of them, up to the order
+        found = sources.signature_of(*sources.definition(scratch, name))
+        assert sorted(_shape(found)) == sorted(_shape(getattr(things, name))), name
 
 
 def test_the_ruled_neurons_are_the_shipped_ones():

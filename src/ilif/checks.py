@@ -269,7 +269,7 @@ def component_callable(group: str, spec: dict, imported: bool) -> Optional[Calla
     target = spec.get("_target_")
     try:
         if group == "neuron" or target:
-            if not isinstance(target, str) or not target:
+            if not isinstance(target, str) or "." not in target.strip("."):
                 raise ValueError(f"{group}._target_={target!r} is not allowed: the dotted path of a {NOUNS[group]}")
             if not imported and sources.absent(target):
                 module, _, name = target.rpartition(".")  # the line importing it would give
@@ -346,8 +346,9 @@ def check_components(cfg: DictConfig, imported: bool = False) -> bool:
     """The dataset's, model's and neuron's keys against their callables' signatures (read from source,
     or ``imported``; a component the source cannot tell about is left to the imported pass), the
     package's neurons' values, then the remedy (:func:`check_remedy`). Returns whether nothing is left
-    for the imported pass: every callable told, and the neuron one of the package's (whose values
-    its rules check; a class of one's own checks its values when it is built)."""
+    for the imported pass: every callable one of the package's, told by its source, and the neuron one
+    whose values its rules check (a module of one's own is imported to be checked, a neuron class of
+    one's own builds one neuron to check its values)."""
     dataset, model, neuron = (OmegaConf.to_container(cfg[g], resolve=True) for g in ("dataset", "model", "neuron"))
     for group, schema in COMPONENTS.items():
         spec = OmegaConf.to_container(cfg[group], resolve=True)
@@ -371,7 +372,8 @@ def check_components(cfg: DictConfig, imported: bool = False) -> bool:
         check_neuron_keys(neuron, cls)
     check_neuron_values(neuron)
     check_remedy(cfg, cls)
-    return None not in (data_function, backbone, cls) and ruled_neuron(neuron["_target_"])
+    own = dataset.get("_target_") or model.get("_target_")  # a module of one's own: its import is checked too
+    return None not in (data_function, backbone, cls) and ruled_neuron(neuron["_target_"]) and not own
 
 
 def check_remedy(cfg: DictConfig, neuron: Optional[Callable]) -> None:

@@ -98,10 +98,27 @@ def job_configs(head: list[str], items: list[tuple[str, str]]) -> Iterator[DictC
         cfg = composed[choices].copy()
         for key, value in combo:
             if not _composed(key):
-                open_group = key.partition(".")[0] in COMPONENTS and "." in key
-                with open_dict(cfg) if open_group else contextlib.nullcontext():
+                added = key.partition(".")[0] in COMPONENTS and "." in key and \
+                    OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT
+                with open_dict(cfg) if added else contextlib.nullcontext():
                     OmegaConf.update(cfg, key, parse_value(value), merge=False)
+                if added:
+                    _refuse_added(cfg, key, value)
         yield cfg
+
+
+_ABSENT = object()
+
+
+def _refuse_added(cfg: DictConfig, key: str, value: str) -> None:
+    """A plain ``group.key=value`` of an open group whose file lacks the key: ConfigError naming the
+    keys its component takes (a misspelling), or, for a key it takes, saying to add it with ``+``
+    (as Hydra, which composes a run, requires)."""
+    from ilif.checks import check_torch_free
+    from ilif.errors import ConfigError
+
+    check_torch_free(cfg)
+    raise ConfigError(key, parse_value(value), f"it is not in the {key.partition('.')[0]} file: add it with +{key}")
 
 
 def plan(names: list[str], overrides: list[str]) -> list[Job]:

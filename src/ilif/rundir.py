@@ -196,33 +196,46 @@ def finished_summary(run_dir: Path, config_hash: Optional[str] = None) -> Option
 
 
 def summary_config_hash(run_dir: Path) -> Optional[str]:
-    """The config hash that the run's summary.json records (finished or failed); None without a
-    readable summary."""
+    """The config hash that the run's summary.json records when the run finished; None without a
+    readable finished summary (the record of a failure protects nothing: a checkpoint of another
+    config is refused when it is read)."""
     summary = _summary(run_dir, warn=False)
-    return None if summary is None else summary.get("config_hash")
+    return None if summary is None or summary.get("status") != "finished" else summary.get("config_hash")
 
 
 def record_failure(run_dir: Path, config_hash: str, detail: str, code: int) -> None:
     """Write the run's ``summary.json`` as the record of its failure: ``status: failed``, the one line
-    that ended it and its exit code. The trainer writes it (in a directory it has claimed); the
-    runners read it back (:func:`run_outcome`); the next start of the run resumes or starts over."""
+    that ended it and its exit code. The trainer writes it (after it has claimed the directory, see
+    ``ilif.train.loop.keep_failure``); a sweep reads it back (:func:`run_outcome`); the next start of
+    the run resumes or starts over."""
     write_json_atomic({"status": "failed", "config_hash": config_hash, "error": detail, "exit_code": code,
                        "schema": SUMMARY_SCHEMA}, Path(run_dir) / "summary.json")
+
+
+NO_RECORD = "left no record (killed, or failed before it trained anything: its error line is above or in its job's log)"
+
+
+def record_stamp(run_dir: Path) -> Optional[int]:
+    """When the run's ``summary.json`` was last written (ns), None without one: a sweep compares the
+    stamps from before and after it to tell its own records from older ones."""
+    try:
+        return (Path(run_dir) / "summary.json").stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def run_outcome(run_dir: Path) -> tuple[str, str]:
     """How a run of a sweep or a study ended, from its directory alone: ``("finished", "")``,
     ``("failed", "<its one line> (exit <code>)")`` from the record of its failure, or
-    ``("failed", ...)`` saying that it left no record (killed, or it failed before it trained anything:
-    such a run's directory is removed, and its error line was printed where it ran)."""
+    ``("failed", NO_RECORD)`` when it left none (it was killed, or it failed before the trainer could
+    record it: its error line was printed where it ran)."""
     summary = _summary(run_dir, warn=False)
     status = None if summary is None else summary.get("status")
     if status == "finished":
         return "finished", ""
     if status == "failed" and isinstance(summary.get("error"), str):
         return "failed", f"{summary['error']} (exit {summary.get('exit_code')})"
-    return "failed", "left no record (killed, or failed before it trained anything: its error line is above " \
-                     "or in its job's log)"
+    return "failed", NO_RECORD
 
 
 def failure_lines(failures: list[tuple[Path, str]], what: str) -> list[str]:
@@ -348,8 +361,9 @@ def discard_untrained(run_dir: Path, runs_root: Path) -> None:
     """Remove a run directory that holds no checkpoint (nothing was trained), then every parent left
     empty up to ``runs_root``: a failed command leaves no empty directories behind. Only a real
     directory strictly inside ``runs_root`` that holds nothing but what a run writes (``RUN_WRITES``,
-    Hydra's ``.hydra`` and a job log) is removed: a symlink, a folder outside ``runs_root`` (a user's
-    ``hydra.run.dir``, the current directory) or one with any other file is left exactly as it is."""
+    the record of a failure, Hydra's ``.hydra`` and a job log) is removed: a symlink, a folder outside
+    ``runs_root`` (a user's ``hydra.run.dir``, the current directory) or one with any other file is
+    left exactly as it is."""
     import shutil
 
     run_dir = Path(run_dir)

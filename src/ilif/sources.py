@@ -1,8 +1,10 @@
 """Signatures and registries read from the package's source, without importing it: what the config
 check needs of a component (a neuron class, a backbone, a dataset function) before torch is
-imported. Each answer is the one Python would give (tested against :mod:`inspect` for every shipped
-component); where the source cannot tell (a name made at run time, a base class from another
-package, a module that is not a plain file), the answer is None and the check waits for the import.
+imported. For the shapes it reads (a ``def``, a class with its own ``__init__`` or one base's, a
+re-export, ``functools.partial``), the answer is the signature :mod:`inspect` gives (tested for every
+shipped component); anything else (a decorator, a dataclass, several bases, a base from another
+package, a name made at run time, a module that is not a plain file) is None, and the check waits
+for the import.
 """
 
 from __future__ import annotations
@@ -117,12 +119,34 @@ def _signature(function: ast.FunctionDef | ast.AsyncFunctionDef, skip: int = 0) 
     return inspect.Signature(params)
 
 
-def _bound(signature: inspect.Signature, call: ast.Call) -> inspect.Signature:
-    """``signature`` with what ``functools.partial(f, *args, **keywords)`` binds taken out."""
+def _bound(signature: inspect.Signature, call: ast.Call) -> Optional[inspect.Signature]:
+    """``signature`` as ``functools.partial(f, *args, **keywords)`` leaves it: the positional
+    arguments bound are gone, a keyword bound keeps its parameter with a default (keyword-only, as
+    are those after it); None for ``*args`` or ``**keywords`` in the call."""
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+        return None
+    P = inspect.Parameter
     params = list(signature.parameters.values())
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    taken = {p.name for p in positional[:len(call.args) - 1]} | {k.arg for k in call.keywords}
-    return signature.replace(parameters=[p for p in params if p.name not in taken])
+    positional = [p for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+    gone = {p.name for p in positional[:len(call.args) - 1]}
+    keywords = {k.arg for k in call.keywords}
+    out, keyword_only = [], False
+    for p in params:
+        if p.name in gone:
+            continue
+        keyword_only = keyword_only or (p.name in keywords and p.kind == P.POSITIONAL_OR_KEYWORD)
+        if keyword_only and p.kind == P.POSITIONAL_OR_KEYWORD:
+            p = p.replace(kind=P.KEYWORD_ONLY)
+        out.append(p.replace(default=...) if p.name in keywords else p)
+    return signature.replace(parameters=[p for p in out if p.kind != P.VAR_POSITIONAL or not keyword_only])
+
+
+def _binds_init(node: ast.stmt) -> bool:
+    """Whether a statement of a class body binds ``__init__`` (a ``def`` or an assignment)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return node.name == "__init__"
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    return any(isinstance(t, ast.Name) and t.id == "__init__" for t in targets)
 
 
 def signature_of(module: str, node: ast.AST, depth: int = 0) -> Optional[inspect.Signature]:
@@ -133,15 +157,18 @@ def signature_of(module: str, node: ast.AST, depth: int = 0) -> Optional[inspect
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         return None if node.decorator_list else _signature(node)  # a decorator may change the signature
     if isinstance(node, ast.ClassDef):
+        made = [n for n in node.body if _binds_init(n)]
         if node.decorator_list or node.keywords or any(isinstance(n, ast.FunctionDef) and n.name == "__new__"
                                                        for n in node.body):
             return None  # a dataclass, a metaclass or __new__ makes the signature at run time
-        init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
-        if init is not None:
-            return None if init.decorator_list else _signature(init, skip=1)
-        base = node.bases[0] if node.bases else None
-        found = definition(module, base.id) if isinstance(base, ast.Name) else None
-        return None if found is None else signature_of(*found, depth + 1)
+        if made:  # the last binding of __init__ in the body is the one Python keeps
+            last = made[-1]
+            plain = isinstance(last, ast.FunctionDef) and last.name == "__init__" and not last.decorator_list
+            return _signature(last, skip=1) if plain else None
+        if len(node.bases) != 1 or not isinstance(node.bases[0], ast.Name):
+            return None  # no base (object's signature), or several (the method resolution order decides)
+        found = definition(module, node.bases[0].id)
+        return None if found is None or not isinstance(found[1], ast.ClassDef) else signature_of(*found, depth + 1)
     if isinstance(node, ast.Name):
         found = definition(module, node.id)
         return None if found is None else signature_of(*found, depth + 1)
@@ -195,7 +222,9 @@ def absent(target: str) -> bool:
             bound.add(node.id)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
-    if "__getattr__" in bound:  # a lazy module serves its __all__ (ilif.neurons): beyond it, nothing
+    if "__getattr__" in bound:  # a module of this package that imports lazily serves its __all__ alone
+        if not module.startswith("ilif."):
+            return False
         try:
             bound = (bound - {"__getattr__"}) | set(constant(module, "__all__"))
         except (LookupError, ValueError):
@@ -203,6 +232,7 @@ def absent(target: str) -> bool:
     return not bound & {name, "*"} and module_file(f"{module}.{name}") is None
 
 
+@functools.lru_cache(maxsize=None)
 def mapping(module: str, name: str) -> Optional[dict[str, Optional[Shadow]]]:
     """The registry ``name = {"key": callable, ...}`` of ``module`` as {key: its shadow (None where
     the source cannot tell)}; None when ``name`` is not a dict of string keys in the source."""
@@ -218,13 +248,16 @@ def mapping(module: str, name: str) -> Optional[dict[str, Optional[Shadow]]]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def decorated(package: str, decorator: str) -> dict[str, Shadow]:
-    """{name: shadow} of every top-level function of ``package``'s modules that ``@decorator`` marks
-    (a registry filled by a decorator, such as the backbones' ``@register_model``)."""
-    folder = module_file(package)
+    """{name: shadow} of every top-level function that ``@decorator`` marks in the modules the
+    package's ``__init__`` imports (``from . import a, b``: the registry the import fills, such as the
+    backbones' ``@register_model``)."""
+    tree = _module_tree(package)
+    imported = [f"{package}.{alias.name}" for node in (tree.body if tree else [])
+                if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None for alias in node.names]
     out = {}
-    for path in sorted(folder.parent.glob("*.py")) if folder is not None else []:
-        module = package if path.name == "__init__.py" else f"{package}.{path.stem}"
+    for module in imported:
         for node in _module_tree(module).body if _module_tree(module) else []:
             if isinstance(node, ast.FunctionDef) and [ast.unparse(d) for d in node.decorator_list] == [decorator]:
                 out[node.name] = Shadow(node.name, _signature(node))

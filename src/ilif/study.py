@@ -27,9 +27,9 @@ from tqdm import tqdm
 
 import ilif
 from ilif.conf import use_config_dirs
-from ilif.errors import ConfigError, Interrupted, TrainingDiverged, bad_input, entry_point
+from ilif.errors import ConfigError, Interrupted, TrainingDiverged, bad_input, describe, entry_point, exit_code
 from ilif.grid import SCALES, experiment_names, plan, table_jobs, table_numbers, tables
-from ilif.rundir import failure_lines, finished_summary, run_outcome
+from ilif.rundir import failure_lines, finished_summary
 
 log = logging.getLogger("ilif.train")
 
@@ -113,9 +113,9 @@ def default_jobs() -> int:
         return cores
 
 
-def _train_one(container: dict, run_dir: str) -> str:
-    """Train one job in this (worker) process with its output in the run's train.log: ``finished``,
-    ``failed`` (the trainer recorded why in the run's summary.json) or ``interrupted``."""
+def _train_one(container: dict, run_dir: str) -> tuple[str, str]:
+    """Train one job in this (worker) process with its output in the run's train.log: (``finished``,
+    ""), (``failed``, its line as the run's record of its failure gives it) or (``interrupted``, "")."""
     import contextlib
 
     from ilif.train.loop import train
@@ -130,15 +130,15 @@ def _train_one(container: dict, run_dir: str) -> str:
     try:
         with open(path / "train.log", "a") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             train(cfg, path)
-        return "finished"
-    except TrainingDiverged as err:
-        log.error("%s", err)
-        return "failed"
+        return "finished", ""
     except Interrupted:
-        return "interrupted"
-    except Exception:  # noqa: BLE001 - one failed run must not stop the study
-        log.exception("run failed")
-        return "failed"
+        return "interrupted", ""
+    except Exception as err:  # noqa: BLE001 - one failed run must not stop the study
+        if isinstance(err, TrainingDiverged):
+            log.error("%s", err)
+        else:
+            log.exception("run failed")
+        return "failed", f"{describe(err, path)} (exit {exit_code(err)})"
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -157,7 +157,7 @@ def _stop_with_parent() -> None:
 
 
 def _worker_loop(conn) -> None:
-    """A study worker: train each (config, run directory) it is sent, answer its status; stop at None."""
+    """A study worker: train each (config, run directory) it is sent, answer (status, detail); stop at None."""
     _stop_with_parent()
     while (job := conn.recv()) is not None:
         conn.send(_train_one(*job))
@@ -220,7 +220,7 @@ def _run_in_workers(todo, workers: int, record) -> None:
                     continue
                 run_dir, worker.run_dir = worker.run_dir, None
                 try:
-                    status, detail = worker.conn.recv(), ""
+                    status, detail = worker.conn.recv()
                 except (EOFError, OSError):
                     worker.process.join()
                     status, detail = "failed", _death(worker.process)
@@ -247,10 +247,9 @@ def run_jobs(jobs, progress: bool = True, workers: int = 1) -> dict:
     bar = tqdm(total=len(jobs), initial=outcome["skipped"], desc="study", unit="run", disable=not progress,
                dynamic_ncols=True)
 
-    def record(run_dir: Path, status: str, detail: str = "") -> None:
+    def record(run_dir: Path, status: str, detail: str) -> None:
         outcome[status] += 1
         if status == "failed":
-            detail = detail or run_outcome(run_dir)[1]
             outcome["failures"].append((run_dir, detail))
             tqdm.write(f"failed: {run_dir}: {detail}")
         bar.update(1)
@@ -258,7 +257,7 @@ def run_jobs(jobs, progress: bool = True, workers: int = 1) -> dict:
     try:
         if workers <= 1:  # one at a time, in this process
             for cfg, run_dir in todo:
-                record(run_dir, _train_one(OmegaConf.to_container(cfg), str(run_dir)))
+                record(run_dir, *_train_one(OmegaConf.to_container(cfg), str(run_dir)))
                 if outcome["interrupted"]:
                     break
         elif todo:

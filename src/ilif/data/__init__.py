@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ilif.checks import DATASET_COMMON, DATASET_GIVEN, dataset_keys
+from ilif.checks import dataset_keys
 from ilif.conf import component_function, keyword_parameters
 from ilif.rundir import close_inherited_locks
 
@@ -33,7 +33,6 @@ BUILTIN = {
 }
 NAMES = tuple(BUILTIN)
 
-COMMON, GIVEN = DATASET_COMMON, DATASET_GIVEN
 
 
 def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
@@ -105,5 +104,5 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
                       worker_init_fn=close_inherited_locks if num_workers > 0 else None)
 
 
-__all__ = ["BUILTIN", "COMMON", "GIVEN", "NAMES", "Cutout", "DatasetError", "DatasetInfo", "build", "data_root",
+__all__ = ["BUILTIN", "NAMES", "Cutout", "DatasetError", "DatasetInfo", "build", "data_root",
            "dataset_arguments", "dataset_function", "make_loader", "missing_datasets", "setting_of"]

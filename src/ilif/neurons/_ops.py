@@ -26,7 +26,6 @@ from ._contract import KernelParams, compute_dtype
 from .surrogate import width_grad
 
 
-
 def _triton() -> ModuleType | None:
     """The Triton kernel module, or None where Triton is not installed."""
     try:

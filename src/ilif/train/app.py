@@ -40,7 +40,8 @@ from ilif.conf import (CONFIG_DIR, EXTRA_CONFIG_DIRS, distributed_env, group_opt
 from ilif.grid import grid_items, job_configs, run_dir_of
 from ilif.errors import (SIGNAL_EXIT, ConfigError, DatasetError, IlifError, TrainingDiverged, bad_input, debugging,
                          describe, entry_point, exit_code, one_line)
-from ilif.rundir import discard_untrained, failure_lines, run_outcome, symlink_in, symlink_message
+from ilif.rundir import (NO_RECORD, discard_untrained, failure_lines, record_stamp, run_outcome, symlink_in,
+                         symlink_message)
 
 log = logging.getLogger("ilif.train")
 HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
@@ -134,6 +135,17 @@ def precheck(argv: list[str], writes: bool = True) -> list[DictConfig]:
         raise ConfigError.from_message("--experimental-rerun is not allowed: it unpickles the file it is given (code "
                                        "could run); run a job again with its command (provenance.command in its "
                                        "run directory's summary.json)")
+    for arg in argv:
+        key = arg.lstrip("+~").partition("=")[0]
+        if key in ("hydra.sweep.dir", "hydra.sweep.subdir"):
+            raise ConfigError.from_message(f"{key} is not allowed: a run's directory is runs_root/experiment_name/"
+                                           "<run name>, where ilif-study and the report find it (set runs_root or "
+                                           "experiment_name)")
+        if key.startswith("hydra.sweeper.params"):
+            raise ConfigError.from_message(f"{key} is not allowed: give a grid's axis on the command line as key=a,b")
+        if key in ("-cn", "--config-name", "-cp", "--config-path"):
+            raise ConfigError.from_message(f"{key} is not allowed: ilif-train composes its train.yaml; add config "
+                                           "folders with --config-dir and choose their options by group")
     overrides, searchpath, multirun = parse_cli(argv)
     items = [tuple(item.partition("=")[::2]) for item in overrides]
     with bad_input():
@@ -212,9 +224,9 @@ def job_has_own_process() -> bool:
 def job(cfg: DictConfig) -> float:
     """One job: validate and train it; its test accuracy. A single run ends the process with one line
     and an exit code on failure. A job of a sweep prints its line and the sweep goes on: the trainer
-    has recorded the failure in the run's ``summary.json``, which the sweep reads at its end
-    (:func:`ilif.rundir.run_outcome`); in a process of its own (submitit) the job then ends that
-    process with its exit code, so SLURM marks it failed."""
+    records a failure in the run's ``summary.json`` once it owns the directory, and the sweep reads
+    the records at its end (:func:`sweep_failures`); in a process of its own (submitit) the job then
+    ends that process with its exit code, so SLURM marks it failed."""
     from .config import validate
     from .loop import train
 
@@ -261,6 +273,24 @@ def sweep(overrides: list[str]) -> Optional[str]:
     return None
 
 
+def sweep_failures(jobs: list[DictConfig], before: dict[Path, Optional[int]]) -> list[tuple[Path, str]]:
+    """(run directory, why) of every job of a sweep that did not finish in it, read from the run
+    directories (``before``: their records' stamps when the sweep started). A finished record counts
+    when the sweep wrote it, or when the job was to skip a finished run (``trainer.resume``); a
+    failed one only when the sweep wrote it (an older one says nothing of this sweep)."""
+    failures = []
+    for cfg in jobs:
+        run_dir = run_dir_of(cfg)
+        if any(run_dir == done for done, _ in failures):
+            continue
+        status, why = run_outcome(run_dir)
+        fresh = record_stamp(run_dir) != before[run_dir]
+        if status == "finished" and (fresh or cfg.trainer.resume):
+            continue
+        failures.append((run_dir, why if status == "failed" and fresh else NO_RECORD))
+    return failures
+
+
 def sweep_overrides(argv: list[str]) -> list[str]:
     """The overrides Hydra's sweep of ``argv`` gets: every ``key=value`` and ``~key`` (``hydra.*`` ones
     too), with the search path of ``--config-dir`` and ``hydra.searchpath`` as one override."""
@@ -301,9 +331,9 @@ def main() -> None:
     experiments = [v for k, v in (o.partition("=")[::2] for o in overrides) if k == "experiment"]
     names = [name for _, name in sweep_axes([("experiment", experiments[0])])[0]] if experiments else [None]
     rest = [o for o in overrides if not o.startswith("experiment=")]
+    before = {run_dir_of(cfg): record_stamp(run_dir_of(cfg)) for cfg in jobs}
     launcher = [sweep([*rest, f"experiment={name}"] if name else rest) for name in names]  # each file's own grid
-    failures = [(run_dir, why) for run_dir in dict.fromkeys(run_dir_of(cfg) for cfg in jobs)
-                for status, why in [run_outcome(run_dir)] if status != "finished"]
+    failures = sweep_failures(jobs, before)
     failures += [(Path("the launcher"), line) for line in launcher if line and not failures]
     if failures:
         print("\n".join(failure_lines(failures, "sweep")), file=sys.stderr)

@@ -403,6 +403,19 @@ class Trainer:
         return summary
 
 
+def keep_failure(run_dir: Path, identity_hash: str, err: Exception) -> None:
+    """Record why this run failed in its ``summary.json`` (:func:`ilif.rundir.record_failure`), unless
+    the run finished before the error (its summary is kept); a record that cannot be written is a
+    warning, and the run's own error stays the one reported. Not for an interrupted run (it resumes)
+    nor for a directory that holds another config's run (it is not this run's)."""
+    if finished_summary(run_dir, identity_hash) is not None:
+        return
+    try:
+        record_failure(run_dir, identity_hash, describe(err, run_dir), exit_code(err))
+    except OSError as failure:
+        log.warning("the record of this run's failure could not be written to %s: %s", run_dir, failure)
+
+
 def train(cfg: DictConfig, run_dir: Path) -> RunSummary:
     """Train (or resume, or skip when finished) the run ``cfg`` describes into ``run_dir``, with
     ``trainer.threads`` torch threads; its summary."""
@@ -426,8 +439,8 @@ def train(cfg: DictConfig, run_dir: Path) -> RunSummary:
             try:
                 return Trainer(cfg, run, build_parts(cfg, run), run_dir, identity_hash).fit(stop)
             except Exception as err:
-                if run.is_main and not isinstance(err, Interrupted):  # an interrupted run resumes: no failure
-                    record_failure(run_dir, identity_hash, describe(err, run_dir), exit_code(err))
+                if run.is_main and not isinstance(err, (Interrupted, RunConflict)):
+                    keep_failure(run_dir, identity_hash, err)
                 raise
     finally:
         if lock is not None:
