@@ -349,11 +349,11 @@ def check_components(cfg: DictConfig, imported: bool = False) -> bool:
     for the imported pass: every callable one of the package's, told by its source, and the neuron one
     whose values its rules check (a module of one's own is imported to be checked, a neuron class of
     one's own builds one neuron to check its values)."""
-    dataset, model, neuron = (OmegaConf.to_container(cfg[g], resolve=True) for g in ("dataset", "model", "neuron"))
+    specs = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in COMPONENTS}
+    dataset, model, neuron = specs["dataset"], specs["model"], specs["neuron"]
     for group, schema in COMPONENTS.items():
-        spec = OmegaConf.to_container(cfg[group], resolve=True)
         for key in (f.name for f in dataclasses.fields(schema)) if schema is not None else ():
-            require(key in spec, f"{group}.{key}", None, f"every {group} has it (it was removed)")
+            require(key in specs[group], f"{group}.{key}", None, f"every {group} has it (it was removed)")
     require("builder" not in dataset, "dataset.builder", dataset.get("builder"),
             "it is dataset._target_ now (the dotted path of a dataset function outside the package)")
     for key in DATASET_GIVEN:

@@ -11,8 +11,8 @@ experiment file's own grid.
 
 A sweep learns how each job ended from the job's run directory alone, whatever the launcher: the
 trainer records a failure in the run's ``summary.json`` (:func:`ilif.rundir.record_failure`), and the
-sweep lists, at its end, every job without a finished record (:func:`ilif.rundir.run_outcome`), the
-same lines ``ilif-study`` ends with, and exit code 1.
+sweep lists, at its end, every job without a record of finishing that it wrote (:func:`sweep_failures`),
+in the lines ``ilif-study`` ends with, and exit code 1.
 """
 
 from __future__ import annotations
@@ -273,16 +273,14 @@ def sweep(overrides: list[str]) -> Optional[str]:
     return None
 
 
-def sweep_failures(jobs: list[DictConfig], before: dict[Path, Optional[int]]) -> list[tuple[Path, str]]:
-    """(run directory, why) of every job of a sweep that did not finish in it, read from the run
-    directories (``before``: their records' stamps when the sweep started). A finished record counts
-    when the sweep wrote it, or when the job was to skip a finished run (``trainer.resume``); a
-    failed one only when the sweep wrote it (an older one says nothing of this sweep)."""
+def sweep_failures(planned: dict[Path, DictConfig], before: dict[Path, Optional[int]]) -> list[tuple[Path, str]]:
+    """(run directory, why) of every job of a sweep (``planned``: run directory -> its config) that
+    did not finish in it, read from the run directories (``before``: their records' stamps when the
+    sweep started). A finished record counts when the sweep wrote it, or when the job was to skip a
+    finished run (``trainer.resume``); a failed one only when the sweep wrote it (an older one says
+    nothing of this sweep)."""
     failures = []
-    for cfg in jobs:
-        run_dir = run_dir_of(cfg)
-        if any(run_dir == done for done, _ in failures):
-            continue
+    for run_dir, cfg in planned.items():
         status, why = run_outcome(run_dir)
         fresh = record_stamp(run_dir) != before[run_dir]
         if status == "finished" and (fresh or cfg.trainer.resume):
@@ -331,9 +329,10 @@ def main() -> None:
     experiments = [v for k, v in (o.partition("=")[::2] for o in overrides) if k == "experiment"]
     names = [name for _, name in sweep_axes([("experiment", experiments[0])])[0]] if experiments else [None]
     rest = [o for o in overrides if not o.startswith("experiment=")]
-    before = {run_dir_of(cfg): record_stamp(run_dir_of(cfg)) for cfg in jobs}
+    planned = {run_dir_of(cfg): cfg for cfg in jobs}
+    before = {run_dir: record_stamp(run_dir) for run_dir in planned}
     launcher = [sweep([*rest, f"experiment={name}"] if name else rest) for name in names]  # each file's own grid
-    failures = sweep_failures(jobs, before)
+    failures = sweep_failures(planned, before)
     failures += [(Path("the launcher"), line) for line in launcher if line and not failures]
     if failures:
         print("\n".join(failure_lines(failures, "sweep")), file=sys.stderr)
