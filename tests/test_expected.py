@@ -79,23 +79,33 @@ def test_missing_cells_and_unknown_published_values(tmp_path, cli):
     assert "table1 [dataset=cifar10, neuron=lif] top-1 final (%): —; expected 93.51 … 95.51: missing" in lines
     assert "table1 [dataset=imagenet, neuron=ilif] top-1 final (%): —; expected unknown: not checked" in lines
     assert not any("clif" in line for line in lines)  # an optional neuron's row counts once it is run
-    assert lines[-1] == "0 of 2 checked cells within their expected range; 2 not"
+    assert "table1 [dataset=dvs_gesture, neuron=lif, model=vgg11_bn, T=20] top-1 final (%): —; not checked (no " \
+        "expected value: none is published)" in lines  # a row no entry names is listed, never passed in silence
+    assert lines[-1] == "0 of 2 checked cells within their expected range; 2 not; 18 not checked (listed)"
     proc = cli(report_main, "--scale", "mini", "--tables", "1", "--check", "--expected", str(tmp_path / "none.yaml"))
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: no expected values for table 1 at scale mini (tables with them: [])"
     proc = cli(report_main, "--scale", "full", "--tables", "1", "2", "--check", "--expected", str(path))
     assert proc.returncode == 1 and proc.stderr.strip() == (
         "error: no expected values for table 2 at scale full (tables with them: [1])")
-    (tmp_path / "cut.yaml").write_text("mini:\n  table1:\n  - key: {dataset: digits}\n")
-    proc = cli(report_main, "--scale", "mini", "--tables", "1", "--check", "--expected", str(tmp_path / "cut.yaml"))
-    assert proc.returncode == 2 and proc.stderr.strip() == (
-        f"error: {tmp_path / 'cut.yaml'}: mini.table1[0] is not an entry (a 'key' mapping and 'cells' of column -> "
-        "{expected, tolerance})")
-    (tmp_path / "bad.yaml").write_text("[1, 2]\n")
-    proc = cli(report_main, "--scale", "mini", "--tables", "1", "--check", "--expected", str(tmp_path / "bad.yaml"))
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"error: {tmp_path / 'bad.yaml'}: "
-                                   "expected a mapping of scale -> table -> list of entries")
+    bad = {  # each a file --check refuses (exit 2) with one line naming the file and the key
+        "cut": ("mini:\n  table1:\n  - key: {dataset: digits}\n", "mini.table1.0: has no 'cells'"),
+        "list": ("[1, 2]\n", "[1, 2] is not a mapping"),
+        "column": ("mini:\n  table1:\n  - key: {dataset: digits}\n    cells: {top-5: {expected: 1, tolerance: 1, "
+                   "seeds: 3}}\n", "mini.table1.0.cells: 'top-5' is not one of ['top-1 final (%)', 'firing rate']"),
+        "seeds": ("mini:\n  table1:\n  - key: {dataset: digits}\n    cells: {firing rate: {expected: 1, tolerance: 1, "
+                  "seeds: '3'}}\n", "mini.table1.0.cells.firing rate.seeds: '3' is not an integer ≥ 1"),
+        "inf": ("mini:\n  table1:\n  - key: {dataset: digits}\n    cells: {firing rate: {expected: 1, tolerance: .inf, "
+                "seeds: 3}}\n", "mini.table1.0.cells.firing rate.tolerance: inf is not a finite number ≥ 0"),
+        "noseeds": ("mini:\n  table1:\n  - key: {dataset: digits}\n    cells: {firing rate: {expected: 1, "
+                    "tolerance: 1}}\n", "mini.table1.0.cells.firing rate: has no 'seeds'"),
+        "scale": ("huge: {}\n", "'huge' is not one of ['full', 'mini', 'smoke']"),
+        "deep": ("a: " + "[" * 200 + "]" * 200 + "\n", "nested more than 32 levels deep"),
+    }
+    for name, (text, problem) in bad.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+        proc = cli(report_main, "--scale", "mini", "--tables", "1", "--check", "--expected", str(tmp_path / f"{name}.yaml"))
+        assert (proc.returncode, proc.stderr.strip()) == (2, f"error: {tmp_path / name}.yaml: {problem}"), name
 
 
 def test_expected_values_are_written_from_complete_grids_only(tmp_path, cli):
@@ -137,3 +147,28 @@ def test_the_committed_expectations_are_the_committed_mini_tables():
                 assert math.isclose(want["expected"], float(mean), abs_tol=1e-6)
                 assert math.isclose(want["tolerance"], expected.tolerance(column, float(mean), float(std or 0), int(n)),
                                     abs_tol=1e-6)
+
+
+def test_a_row_without_an_expectation_fails_and_hand_edits_are_never_overwritten(tmp_path, cli):
+    _mini_table1_runs(tmp_path)
+    path, runs = tmp_path / "expected.yaml", str(tmp_path / "runs")
+    args = ("--scale", "mini", "--tables", "1", "--expected", str(path), "--runs-root", runs)
+    assert cli(report_main, *args, "--write-expected").returncode == 0
+    data = yaml.safe_load(path.read_text())
+    dropped = data["mini"]["table1"].pop(0)
+    path.write_text(expected.render(data))
+    proc = cli(report_main, *args, "--check")
+    assert proc.returncode == 1
+    where = ", ".join(f"{k}={v}" for k, v in dropped["key"].items())
+    assert f"table1 [{where}] firing rate: {dropped['cells']['firing rate']['expected']:.4g}; no expected value" \
+        in proc.stdout.splitlines()
+    assert proc.stdout.strip().splitlines()[-1] == "22 of 24 checked cells within their expected range; 2 not"
+    edited = path.read_text() + "# a note of my own\n"
+    path.write_text(edited)
+    proc = cli(report_main, *args, "--write-expected")
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"error: {path} was edited by hand (its text is not what "
+                                                         "--write-expected writes); those edits would be lost: move "
+                                                         "them into the code or use --force")
+    assert path.read_text() == edited
+    assert cli(report_main, *args, "--write-expected", "--force").returncode == 0
+    assert len(yaml.safe_load(path.read_text())["mini"]["table1"]) == 12

@@ -455,6 +455,39 @@ def test_a_checkpoint_that_does_not_fit_is_one_line(train_run, tmp_path, state):
         train(cfg, run_dir)
 
 
+METERS = {"spikes": {}, "grad_sums": {}, "grad_counts": {}}
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"epoch": -5}, "epoch: -5 is not an integer in [-1, 1]"),
+    ({"epoch": 7}, "epoch: 7 is not an integer in [-1, 1]"),
+    ({"epoch": 1, "step": 10**9, "sums": [0.0, 0.0, 0.0], "meters": METERS}, "step: 1000000000 is not an integer in"),
+    ({"epoch": 1, "step": 1, "sums": [1.0, 5.0, 2.0], "meters": METERS},
+     "sums: [1.0, 5.0, 2.0] is not [loss sum, hits, samples] with hits ≤ samples"),
+    ({"epoch": 1, "step": 1, "sums": ["a"], "meters": METERS}, "sums.0: 'a' is not a finite number ≥ 0"),
+    ({"epoch": 1, "step": 1, "sums": [0.0, 0.0, 1.0], "meters": {**METERS, "spikes": {"nope": {}}}},
+     "meters.spikes: 'nope' is not one of"),
+    ({"best": {"epoch": 0}}, "best: has no 'metrics'"),
+    ({"best": {"epoch": 0, "metrics": {"test/acc1": "x"}}}, "best.metrics.test/acc1: 'x' is not a number"),
+    ({"epoch_seconds": [float("inf")]}, "epoch_seconds.0: inf is not a finite number in [0, 1e+07]"),
+])
+def test_resume_counters_out_of_range_are_one_line(train_run, tmp_path, change, problem):
+    from ilif.conf import compose_config
+    from ilif.errors import RunConflict
+    from ilif.train.loop import train
+
+    run_dir, _ = train_run(*FAST)
+    (run_dir / "summary.json").unlink()
+    saved = torch.load(run_dir / "last.pt", weights_only=True)
+    torch.save({**saved, **change}, run_dir / "last.pt")
+    cfg = compose_config([f"runs_root={tmp_path / 'runs'}", *FAST])
+    with pytest.raises(RunConflict) as caught:
+        train(cfg, run_dir)
+    assert str(caught.value).startswith(f"{run_dir / 'last.pt'}: {problem}")
+    assert str(caught.value).endswith("run again with trainer.resume=false to start this run over (the old files "
+                                      "are moved aside, not deleted)")
+
+
 def _free_port() -> int:
     import socket
 
@@ -565,43 +598,83 @@ def test_a_hanging_loader_worker_ends_at_its_bound_or_at_sigterm(tmp_path, how):
 
 
 def test_the_report_keeps_figures_drawn_from_more_runs(tmp_path, monkeypatch, capsys):
+    from ilif.grid import FIGURES, plan
     from ilif.report.__main__ import main as report
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "results" / "mini"
     out.mkdir(parents=True)
-    figure = out / "fig1_firing_rate_vs_gamma.png"
+    figure, other = out / "fig1_firing_rate_vs_gamma.png", out / "fig3_layer_firing_rates.png"
     figure.write_bytes(b"committed figure")
     assert report(["--scale", "mini", "--figures"]) == 0  # no record of how many runs drew it: kept
     assert figure.read_bytes() == b"committed figure"
-    assert "kept the figures in results/mini: they were drawn from an unrecorded number of" in capsys.readouterr().out
-    (out / "figures.json").write_text('{"finished": 60, "planned": 90}')
+    assert "kept the figures of table2 in results/mini: they were drawn from an unrecorded number of" in \
+        capsys.readouterr().out
+    (out / "figures.json").write_text('{"finished": 60, "planned": 200}')  # an earlier version's one count
     assert report(["--scale", "mini", "--figures"]) == 0
     assert figure.read_bytes() == b"committed figure"
     assert "drawn from 60 finished runs, these runs give 0" in capsys.readouterr().out
     assert report(["--scale", "mini", "--figures", "--force"]) == 0
     assert figure.read_bytes().startswith(b"\x89PNG")
-    assert json.loads((out / "figures.json").read_text())["finished"] == 0
+    planned = {name: len(plan([FIGURES[name]], ["scale=mini"])) for name in FIGURES}
+    assert json.loads((out / "figures.json").read_text()) == {
+        name: {"finished": 0, "planned": planned[name]} for name in ("gamma", "neurons")}
+    figure.write_bytes(b"old")
+    other.write_bytes(b"drawn from 5 runs")
+    (out / "figures.json").write_text(json.dumps({"gamma": {"finished": 0, "planned": 1},
+                                                  "neurons": {"finished": 5, "planned": 9}}))
+    assert report(["--scale", "mini", "--figures"]) == 0  # each set by its own count, never a total of both
+    assert figure.read_bytes().startswith(b"\x89PNG") and other.read_bytes() == b"drawn from 5 runs"
+    assert json.loads((out / "figures.json").read_text())["neurons"] == {"finished": 5, "planned": planned["neurons"]}
 
 
 @pytest.mark.parametrize("content, problem", [
-    ('{"status": "finished", "config_hash": "x"}', "has no 'final' object of metrics"),
-    ('{"status": "finished", "final": [], "config_hash": "x"}', "has no 'final' object of metrics"),
-    ('{"status": "finished", "final": {}, "best": 3}', "has a 'best' without an object of 'metrics'"),
-    ('{"status": "finished", "final": {}, "layers": [1]}', "has 'layers' that are not a list of objects"),
-    ("[" * 100_000 + "]" * 100_000, "is unreadable (RecursionError)"),
-    ("[1, 2]", "is not a JSON object"),
+    ('{"status": "finished", "config_hash": "x"}', "has no 'final'"),
+    ('{"status": "finished", "final": [], "config_hash": "x"}', "final: [] is not a mapping"),
+    ('{"status": "finished", "final": {"epoch": 0}, "best": 3}', "best: 3 is not a mapping"),
+    ('{"status": "finished", "final": {"epoch": 0}, "layers": [1]}', "layers.0: 1 is not a mapping"),
+    ('{"final": {"epoch": 0, "test/acc1": "high"}}', "final.test/acc1: 'high' is not a finite number, null, or a "
+                                                     "mapping or list of them"),
+    ('{"final": {"epoch": 0, "test/acc1": NaN}}', "is not JSON of finite numbers (NaN is not a finite number)"),
+    ('{"final": {"epoch": 0}, "provenance": {"epoch_seconds": ["1 min"]}}',
+     "provenance.epoch_seconds.0: '1 min' is not a finite number ≥ 0"),
+    ('{"final": {"epoch": 0}, "provenance": {"epoch_seconds": [-5]}}',
+     "provenance.epoch_seconds.0: -5 is not a finite number ≥ 0"),
+    ('{"final": {"epoch": 0}, "world_size": 0}', "world_size: 0 is not an integer ≥ 1"),
+    ('{"status": "failed", "error": 3}', "error: 3 is not a string"),
+    ("[" * 100_000 + "]" * 100_000, "is not JSON of finite numbers (nested more than 32 levels deep)"),
+    ("[1, 2]", "[1, 2] is not a mapping"),
+    (b"\xff\xfe", "is not UTF-8 text"),
 ])
 def test_a_malformed_summary_counts_as_not_finished(tmp_path, content, problem):
-    (tmp_path / "summary.json").write_text(content)
-    with pytest.warns(UserWarning, match=re.escape(problem)):
+    path = tmp_path / "summary.json"
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    with pytest.warns(UserWarning, match=re.escape(f"{path}: {problem}; the run counts as not finished")):
         assert finished_summary(tmp_path) is None
 
 
-def test_a_history_line_that_is_not_an_object_ends_the_history(tmp_path):
+@pytest.mark.parametrize("name", ["summary.json", "metrics.jsonl"])
+def test_a_fifo_where_a_record_should_be_is_refused_at_once(tmp_path, name):
+    os.mkfifo(tmp_path / name)
+    with pytest.warns(UserWarning, match=re.escape(f"{tmp_path / name}: is not a regular file")):
+        assert (finished_summary if name == "summary.json" else read_history)(tmp_path) in (None, [])
+
+
+def test_a_history_line_that_is_not_an_epochs_record_ends_the_history(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n[1, 2]\n{"epoch": 2}\n')
-    with pytest.warns(UserWarning, match="a line that is not a JSON object"):
+    with pytest.warns(UserWarning, match="line 2: \\[1, 2\\] is not a mapping; the history stops before it"):
         assert read_history(tmp_path) == [{"epoch": 0}]
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": "1"}\n')
+    with pytest.warns(UserWarning, match="line 2: epoch: '1' is not an integer ≥ 0"):
+        assert read_history(tmp_path) == [{"epoch": 0}]
+
+
+@pytest.mark.parametrize("line", ["5", "[1]", '{"epoch": "x"}', '{"lr": 0.1}', '{"epoch": -3}'])
+def test_a_resume_drops_history_lines_that_are_not_records(tmp_path, line):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(f'{{"epoch": 0}}\n{line}\n{{"epoch": 1}}\n')
+    MetricsFile(path, keep_epochs_below=2)
+    assert path.read_text() == '{"epoch": 0}\n'
 
 
 def test_the_report_leaves_out_absurd_values_and_says_when_runs_differ(tmp_path):

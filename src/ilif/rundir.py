@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from ilif import records
 from ilif.errors import RunBusy
 
 
@@ -123,17 +124,11 @@ class RunSummary:
 
     @classmethod
     def from_json(cls, data: dict) -> "RunSummary":
-        """The summary in ``data`` (a finished record, :func:`summary_problem` is None for it); a table
-        or object field that is null or of another type takes its default (an empty one)."""
+        """The summary in ``data`` (a finished record, checked by :func:`check_summary`); a key a record
+        lacks takes its default, a key this code does not know is left aside, a null table its default."""
         known = {f.name: f for f in fields(cls)}
-        values = {}
-        for key, value in data.items():
-            if key not in known or key == "schema":
-                continue
-            factory = known[key].default_factory
-            if factory is not MISSING_FIELD and not isinstance(value, type(factory())):
-                value = factory()
-            values[key] = value
+        values = {key: value for key, value in data.items() if key in known and key != "schema"
+                  and not (value is None and known[key].default_factory is not MISSING_FIELD)}
         return cls(**values, schema=data.get("schema", 1))
 
 
@@ -143,43 +138,56 @@ def remove_stale_temporaries(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+#: a metric of an epoch's record: a number (null where it was not finite), or a table of them by layer,
+#: parameter or time step
+METRIC = records.either(records.optional(records.number()), records.mapping_of(records.optional(records.number())),
+                        records.list_of(records.optional(records.number())),
+                        what="a finite number, null, or a mapping or list of them")
+EPOCH_RECORD_FIELDS = {**{key: METRIC for key in METRICS}, "epoch": records.number(-1, integer=True)}
+EPOCH_RECORD = records.record(EPOCH_RECORD_FIELDS, required=("epoch",))
+#: a line of ``metrics.jsonl``
+HISTORY_RECORD = records.record({**EPOCH_RECORD_FIELDS, "epoch": records.number(0, integer=True)}, required=("epoch",))
+ROWS = records.optional(records.list_of(records.mapping_of(records.anything)))
+TABLE = records.optional(records.mapping_of(records.anything))
+FINISHED_RECORD = records.record({
+    "final": EPOCH_RECORD,
+    "best": records.optional(records.record({"epoch": records.number(-1, integer=True),
+                                             "metrics": records.mapping_of(records.optional(records.number()))},
+                                            required=("epoch", "metrics"))),
+    "config_hash": records.optional(records.text), "status": records.one_of("finished"),
+    "run_name": records.text, "experiment_name": records.text, "neuron": records.text, "dataset": records.text,
+    "gamma": records.optional(records.number()), "seed": records.optional(records.number(integer=True)),
+    "layers": ROWS, "energy_layers": ROWS, "neuron_state_ops": ROWS,
+    "energy_totals": records.optional(records.mapping_of(records.optional(records.number()))),
+    "surrogate": TABLE, "dataset_info": TABLE,
+    "world_size": records.number(1, integer=True),
+    "provenance": records.optional(records.record({"epoch_seconds": records.list_of(records.number(0)),
+                                                   "changed_on_resume": records.list_of(records.text)})),
+    "config": TABLE, "schema": records.number(1, integer=True),
+}, required=("final",))
+FAILED_RECORD = records.record({"status": records.one_of("failed"), "config_hash": records.optional(records.text),
+                                "error": records.text, "exit_code": records.number(integer=True),
+                                "schema": records.number(1, integer=True)}, required=("status", "error"))
+
+
+def check_summary(value, where: str) -> dict:
+    """The check of a ``summary.json`` (:mod:`ilif.records`): the record of a finished run (every field
+    of :class:`RunSummary` of its type, finite numbers, epoch times ≥ 0) or of a failed one."""
+    status = value.get("status", "finished") if isinstance(value, dict) else None
+    return (FAILED_RECORD if status == "failed" else FINISHED_RECORD)(value, where)
+
+
 def _summary(run_dir: Path, warn: bool) -> Optional[dict]:
-    """The object in the run's summary.json; None when it is missing, not an object, or unreadable
-    (with a warning when ``warn``)."""
-    path = Path(run_dir) / "summary.json"
-    if not path.exists():
-        return None
+    """The record in the run's summary.json (:func:`check_summary`); None when there is none, or it is
+    not such a record (with a warning naming the file and the key when ``warn``)."""
     try:
-        summary = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        if warn:
-            warnings.warn(f"{path} is unreadable ({type(err).__name__}); the run counts as not finished")
+        return records.read_json(Path(run_dir) / "summary.json", check_summary)
+    except FileNotFoundError:
         return None
-    problem = summary_problem(summary)
-    if problem is not None:
+    except records.RecordError as err:
         if warn:
-            warnings.warn(f"{path} {problem}; the run counts as not finished")
+            warnings.warn(f"{err}; the run counts as not finished")
         return None
-    return summary
-
-
-def summary_problem(summary) -> Optional[str]:
-    """What makes ``summary`` unusable as a run's record (None when it has the shape the trainer
-    writes: an object whose ``final`` is an object of metrics and whose ``best`` is null or has an
-    object of ``metrics``)."""
-    if not isinstance(summary, dict):
-        return "is not a JSON object"
-    if summary.get("status") != "finished":
-        return None  # an unfinished record: only its status and config hash are read
-    if not isinstance(summary.get("final"), dict):
-        return "has no 'final' object of metrics"
-    best = summary.get("best")
-    if best is not None and not (isinstance(best, dict) and isinstance(best.get("metrics"), dict)):
-        return "has a 'best' without an object of 'metrics'"
-    if not isinstance(summary.get("layers", []), list) or \
-            not all(isinstance(row, dict) for row in summary.get("layers", [])):
-        return "has 'layers' that are not a list of objects"
-    return None
 
 
 def finished_summary(run_dir: Path, config_hash: Optional[str] = None) -> Optional[RunSummary]:
@@ -296,21 +304,22 @@ def close_inherited_locks(*_) -> None:
 
 class MetricsFile:
     """``metrics.jsonl``: one JSON object per epoch, appended. On resume, lines after the checkpoint's
-    epoch (written by the killed run) are dropped so the file matches the restored state; that rewrite
-    is atomic, so a failure keeps the old file whole."""
+    epoch (written by the killed run), and any line from the first that is not an epoch's record (one
+    cut by a kill), are dropped so the file matches the restored state; that rewrite is atomic, so a
+    failure keeps the old file whole."""
 
     def __init__(self, path: Path, keep_epochs_below: int):
         self.path = path
         if not path.exists():
             return
-        lines = path.read_text().splitlines()
+        lines = records.read_text(path).splitlines()
         kept = []
         for line in lines:
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut by a kill
-            if record.get("epoch", math.inf) < keep_epochs_below:
+                record = records.validated(path, records.parse_json(line), HISTORY_RECORD)
+            except (ValueError, records.RecordError):
+                break
+            if record["epoch"] < keep_epochs_below:
                 kept.append(line)
         if kept != lines:
             write_text_atomic("".join(line + "\n" for line in kept), path)
@@ -389,20 +398,18 @@ def discard_untrained(run_dir: Path, runs_root: Path) -> None:
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    """The epochs of ``metrics.jsonl`` (empty if there is none); an unreadable line ends the history."""
+    """The epochs of ``metrics.jsonl`` (empty if there is none); the first line that is not an epoch's
+    record ends the history (with a warning naming it), and so does a file that cannot be read."""
     path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
+    try:
+        history, problem = records.read_json_lines(path, HISTORY_RECORD)
+    except FileNotFoundError:
         return []
-    history = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            record = None
-        if not isinstance(record, dict):
-            warnings.warn(f"{path}: a line that is not a JSON object; the history stops before it")
-            break
-        history.append(record)
+    except records.RecordError as err:
+        warnings.warn(f"{err}; the run's history is left out")
+        return []
+    if problem is not None:
+        warnings.warn(f"{path}: {problem}; the history stops before it")
     return history
 
 

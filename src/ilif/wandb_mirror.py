@@ -17,7 +17,9 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import Optional
 
+from . import records
 from .rundir import RunSummary, finished_summary, read_history, write_json_atomic
 
 log = logging.getLogger("ilif.train")
@@ -159,7 +161,7 @@ class WandbLogger:
                 if rows:
                     columns = list(rows[0])
                     self.run.log({f"tables/{key}": wandb.Table(columns=columns,
-                                                               data=[[r[c] for c in columns] for r in rows])})
+                                                               data=[[r.get(c) for c in columns] for r in rows])})
             for key, value in flatten(summary.final).items():
                 self.run.summary[f"final/{key}"] = value
             for key, value in flatten((summary.best or {}).get("metrics", {})).items():
@@ -171,14 +173,42 @@ class WandbLogger:
             self._disable(err)
 
 
-def _already_sent(run_dir: Path, mode: str) -> bool:
-    import json
+#: wandb_uploaded.json: the wandb run a directory was sent to, and how
+MARKER = records.record({"id": records.text, "mode": records.one_of("online", "offline"), "project": records.text},
+                        required=("id", "mode"))
+#: what :func:`describe_run` reads of a run's config
+NAMED = records.record({"dataset": records.record({"name": records.text}, required=("name",)),
+                        "neuron": records.record({"name": records.text, "kappa_current": records.number()},
+                                                 required=("name",)),
+                        "surrogate": records.record({"family": records.text, "gamma": records.number(),
+                                                     "normalize": records.text},
+                                                    required=("family", "gamma", "normalize")),
+                        "seed": records.number(integer=True)}, required=("dataset", "neuron", "surrogate", "seed"))
 
+
+def _already_sent(run_dir: Path, mode: str) -> bool:
+    """Whether the run was sent online, or in the mode ``mode`` resolves to (a marker that is not one
+    counts as not sent)."""
     try:
-        sent_mode = json.loads((run_dir / UPLOADED).read_text()).get("mode")
-    except (OSError, ValueError, AttributeError):
+        sent_mode = records.read_json(run_dir / UPLOADED, MARKER)["mode"]
+    except (OSError, records.RecordError):
         return False
     return sent_mode in ("online", _wanted_mode(mode))
+
+
+def _left_out(run_dir: Path, mode: str) -> Optional[str]:
+    """Why a directory is not uploaded (None when it is): missing, not finished, no config to name the
+    run by, or sent before."""
+    if not run_dir.is_dir():
+        return "it is not a folder" if run_dir.exists() else "it does not exist"
+    summary = finished_summary(run_dir)
+    if summary is None:
+        return "not a finished run"
+    try:
+        records.validated(run_dir / "summary.json", summary.config, NAMED)
+    except records.RecordError as err:
+        return f"its config cannot name a wandb run ({err.problem})"
+    return "sent before" if _already_sent(run_dir, mode) else None
 
 
 def upload_runs(run_dirs: list[Path], mode: str = "auto", project: str = "ilif") -> dict[str, list]:
@@ -191,12 +221,11 @@ def upload_runs(run_dirs: list[Path], mode: str = "auto", project: str = "ilif")
 
     outcome: dict[str, list] = {"online": [], "offline": [], "left out": []}
     for run_dir in map(Path, run_dirs):
-        summary = finished_summary(run_dir) if run_dir.is_dir() else None
-        why = ("it does not exist" if not run_dir.is_dir() else "not a finished run" if summary is None else
-               "sent before" if _already_sent(run_dir, mode) else None)
+        why = _left_out(run_dir, mode)
         if why is not None:
             outcome["left out"].append((run_dir, why))
             continue
+        summary = finished_summary(run_dir)
         cfg = SimpleNamespace(mode=mode, project=project, entity=None, tags=[])
         logger = WandbLogger(cfg, run_dir, summary.config, summary.config_hash, summary.run_name)
         if logger.run is None:

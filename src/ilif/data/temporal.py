@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
@@ -176,10 +177,35 @@ def events_folder(root: Path, spec: SaccadeSpec) -> Path:
     return folder
 
 
+def _building_prefix() -> str:
+    return f".building-{socket.gethostname()}-"
+
+
+def remove_abandoned(parent: Path) -> None:
+    """Delete the ``.building-<host>-<pid>-*`` folders in ``parent`` that a generator on this host left
+    when it was killed (its process is gone); those of live processes and other hosts are kept."""
+    prefix = _building_prefix()
+    for stale in parent.glob(f"{prefix}*"):
+        pid = stale.name[len(prefix):].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _generate(folder: Path, spec: SaccadeSpec) -> None:
     images, labels = upsampled_digits(spec.upsample)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+    remove_abandoned(folder.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_building_prefix()}{os.getpid()}-", dir=folder.parent))
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -202,9 +228,11 @@ def _generate(folder: Path, spec: SaccadeSpec) -> None:
 
 def _load_events(path: Path) -> dict[str, np.ndarray]:
     try:
+        if not path.is_file():  # a FIFO would be waited on forever
+            raise ValueError("not a regular file")
         with np.load(path) as data:
             return {key: data[key] for key in ("t", "x", "y", "p")}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise DatasetError("ndigits", path, f"corrupt event file ({type(err).__name__})", "an .npz of t, x, y, p",
                            "a rebuild: delete its events_np-* folder") from None
 

@@ -15,6 +15,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import warnings
@@ -237,11 +238,34 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("ILIF_KERNEL_CACHE", Path.home() / ".cache" / "ilif"))
 
 
+def _private(path: Path) -> bool:
+    """Whether ``path`` is this user's own (not a link, owned by this user, writable by no one else)."""
+    info = os.lstat(path)
+    return not stat.S_ISLNK(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022
+
+
+def _digest_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def trusted(target: Path) -> bool:
+    """Whether a cached kernel may be loaded: a regular file in a folder, both this user's own
+    (:func:`_private`), whose content has the digest its build recorded beside it (``.sha256``, also
+    this user's own). Anything else is built again, never loaded."""
+    record = target.with_suffix(".sha256")
+    try:
+        return (_private(target.parent) and _private(target) and stat.S_ISREG(os.lstat(target).st_mode)
+                and _private(record) and record.read_text().strip() == _digest_file(target))
+    except OSError:
+        return False
+
+
 def _build(source: str, target: Path) -> None:
+    """Compile ``source`` into ``target`` and record its digest beside it (``.sha256``), each file moved
+    into place whole: concurrent builders never see a half-written library."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("no C compiler found (set CC or install gcc)")
-    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         src = Path(tmp) / "neuron_kernel.c"
         src.write_text(source)
@@ -249,7 +273,22 @@ def _build(source: str, target: Path) -> None:
         proc = subprocess.run([compiler, *_FLAGS, str(src), "-o", str(out), *_LIBS], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {proc.stderr.strip()[:500]}")
-        os.replace(out, target)  # atomic: concurrent builders never see a half-written library
+        record = Path(tmp) / "digest"
+        record.write_text(_digest_file(out) + "\n")
+        os.replace(record, target.with_suffix(".sha256"))
+        os.replace(out, target)
+
+
+def _cache_folder() -> Path:
+    """The kernel cache (made private when it is new); a private folder of this process's instead when
+    the cache is not this user's own (another user could have put a library there)."""
+    folder = _cache_dir()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if _private(folder):
+        return folder
+    warnings.warn(f"ilif: {folder} is not yours alone (owner or permissions); the C neuron kernel is built in a "
+                  "private temporary folder instead", RuntimeWarning)
+    return Path(tempfile.mkdtemp(prefix="ilif-kernel-"))
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -272,9 +311,9 @@ def load(strict: bool = False) -> Optional[ctypes.CDLL]:
         return None
     source = _source()
     digest = hashlib.sha256("\n".join([source, *_FLAGS, *_LIBS, _cpu_signature()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"neuron_kernel_{digest}.so"
     try:
-        if not target.exists():
+        target = _cache_folder() / f"neuron_kernel_{digest}.so"
+        if not trusted(target):
             _build(source, target)
         lib = ctypes.CDLL(str(target))
         _declare(lib)

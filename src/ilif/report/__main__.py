@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 import ilif
+from ilif import records
 from ilif.conf import use_config_dirs
 from ilif.errors import ConfigError, bad_input, entry_point
 from ilif.grid import FIGURES, SCALES, plan, table_jobs, table_numbers
@@ -70,9 +70,10 @@ def check_tables(numbers: list[int], scale: str, runs_root: str, expected_values
     for verdict in verdicts:
         print(verdict.line())
     failed = [v for v in verdicts if v.status.startswith(expected.FAILING)]
-    checked = [v for v in verdicts if v.status != "not checked"]
+    checked = [v for v in verdicts if v.checked]
+    unchecked = len(verdicts) - len(checked)
     print(f"{len(checked) - len(failed)} of {len(checked)} checked cells within their expected range"
-          + (f"; {len(failed)} not" if failed else ""))
+          + (f"; {len(failed)} not" if failed else "") + (f"; {unchecked} not checked (listed)" if unchecked else ""))
     return 1 if failed or not checked else 0
 
 
@@ -85,44 +86,61 @@ def with_provenance(table, records):
 
 
 FIGURE_COUNTS = "figures.json"  # beside the figures: how many finished runs each set was drawn from
+COUNT = records.record({"finished": records.number(0, integer=True), "planned": records.number(0, integer=True)},
+                       required=("finished", "planned"), others=None)
+#: figures.json: {set: {finished, planned}} for each set of figures (the experiment they are drawn from);
+#: a file of one {finished, planned} for all sets is that of an earlier version
+FIGURE_RECORD = records.either(records.mapping_of(COUNT, records.one_of(*FIGURES)), COUNT,
+                               what=f"a count of finished and planned runs for each of {sorted(FIGURES)}")
 
 
-def figures_finished_in(out: Path) -> Optional[int]:
-    """How many finished runs the figures in ``out`` were drawn from: 0 when there are none, None when
-    there are figures but no readable record of it (they are then kept unless forced)."""
+def figures_finished_in(out: Path, name: str, planned: int) -> Optional[int]:
+    """How many finished runs the set ``name`` of figures in ``out`` (``planned`` runs) was drawn from:
+    0 when there are no figures, None when there are but no readable record of it (kept unless
+    forced). A record of an earlier version counts all sets together: at most its count, or the set's
+    plan, is taken (never more than the set could have had)."""
     if not any(out.glob("fig*.png")):
         return 0
     try:
-        return int(json.loads((out / FIGURE_COUNTS).read_text())["finished"])
-    except (OSError, ValueError, KeyError, TypeError):
+        counts = records.read_json(out / FIGURE_COUNTS, FIGURE_RECORD)
+    except (OSError, records.RecordError):
         return None
+    if "finished" in counts:
+        return min(counts["finished"], planned)
+    return counts[name]["finished"] if name in counts else None
 
 
 def build_figures(scale: str, out: Path, runs_root: str, force: bool = False) -> list[Path]:
-    """The five figures, redrawn only from at least as many finished runs as the ones they replace
-    (or with ``force``), like the tables."""
-    main_name, gamma_name = FIGURES["neurons"], FIGURES["gamma"]
+    """The five figures: each set (the γ sweep's, figures 1, 2, 4; the neurons', figures 3 and 5)
+    redrawn only from at least as many finished runs as the figures it replaces (or with ``force``),
+    like the tables (:func:`ilif.report.tables.replaces`)."""
     overrides = [f"scale={scale}", f"runs_root={runs_root}"]
-    gamma_runs = load_runs(plan([gamma_name], overrides))
-    main_runs = load_runs(plan([main_name], overrides))
-    finished = sum(r.done for r in gamma_runs + main_runs)
-    before = figures_finished_in(out)
-    if not force and (before is None or before > finished or (finished == 0 and before)):
-        drawn = "an unrecorded number of" if before is None else str(before)
-        print(f"kept the figures in {out}: they were drawn from {drawn} finished runs, these runs give {finished} "
-              "(use --force to replace them)")
-        return []
-    written = [
-        plots.metric_vs_gamma(gamma_runs, tables.RATE.getter, "network firing rate", "Fig. 1 — firing rate vs γ",
-                              out / "fig1_firing_rate_vs_gamma.png"),
-        plots.metric_vs_gamma(gamma_runs, tables.ACC.getter, "top-1 accuracy (%)", "Fig. 2 — accuracy vs γ",
-                              out / "fig2_accuracy_vs_gamma.png", scale=100),
-        plots.layer_rates(main_runs, out / "fig3_layer_firing_rates.png"),
-        plots.metric_vs_gamma(gamma_runs, lambda r: r.final("grad/temporal_ratio"), "|∂L/∂x_1| / |∂L/∂x_T|",
-                              "Fig. 4 — temporal gradient ratio vs γ", out / "fig4_temporal_gradient_ratio.png"),
-        plots.training_curves(main_runs, out / "fig5_training_curves.png"),
-    ]
-    write_json_atomic({"finished": finished, "planned": len(gamma_runs) + len(main_runs)}, out / FIGURE_COUNTS)
+    runs = {name: load_runs(plan([FIGURES[name]], overrides)) for name in ("gamma", "neurons")}
+    draw = {
+        "gamma": lambda gamma_runs: [
+            plots.metric_vs_gamma(gamma_runs, tables.RATE.getter, "network firing rate", "Fig. 1 — firing rate vs γ",
+                                  out / "fig1_firing_rate_vs_gamma.png"),
+            plots.metric_vs_gamma(gamma_runs, tables.ACC.getter, "top-1 accuracy (%)", "Fig. 2 — accuracy vs γ",
+                                  out / "fig2_accuracy_vs_gamma.png", scale=100),
+            plots.metric_vs_gamma(gamma_runs, lambda r: r.final("grad/temporal_ratio"), "|∂L/∂x_1| / |∂L/∂x_T|",
+                                  "Fig. 4 — temporal gradient ratio vs γ", out / "fig4_temporal_gradient_ratio.png")],
+        "neurons": lambda main_runs: [plots.layer_rates(main_runs, out / "fig3_layer_firing_rates.png"),
+                                      plots.training_curves(main_runs, out / "fig5_training_curves.png")],
+    }
+    written, counts = [], {}
+    for name, records_of_set in runs.items():
+        finished, planned = sum(r.done for r in records_of_set), len(records_of_set)
+        before = figures_finished_in(out, name, planned)
+        if force or tables.replaces(before, finished):
+            written += draw[name](records_of_set)
+            counts[name] = {"finished": finished, "planned": planned}
+        else:
+            drawn = "an unrecorded number of" if before is None else str(before)
+            print(f"kept the figures of {FIGURES[name]} in {out}: they were drawn from {drawn} finished runs, these "
+                  f"runs give {finished} (use --force to replace them)")
+            counts[name] = {"finished": before, "planned": planned} if before is not None else None
+    if written:
+        write_json_atomic({name: count for name, count in counts.items() if count is not None}, out / FIGURE_COUNTS)
     return written
 
 
@@ -239,7 +257,7 @@ def main(argv=None) -> int:
                       f"finished under {args.runs_root}; expected values come from a complete grid", file=sys.stderr)
                 return 1
             built[number] = table
-        expected.write(expected_path, args.scale, built)
+        expected.write(expected_path, args.scale, built, args.force)
         print(f"wrote {expected_path} ({args.scale}: tables {sorted(built)})")
         return 0
     if args.check:

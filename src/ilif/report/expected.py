@@ -23,6 +23,9 @@ from typing import Optional
 
 import yaml
 
+from ilif import records
+from ilif.errors import ConfigError
+from ilif.grid import SCALES
 from ilif.rundir import write_text_atomic
 
 #: the columns that carry expectations, with their floor (absolute, or relative to the expected value)
@@ -35,6 +38,7 @@ PUBLISHED = [
     ({"dataset": "cifar10", "neuron": "clif"}, 95.41), ({"dataset": "cifar100", "neuron": "clif"}, 78.36),
 ]
 PUBLISHED_SOURCE = "CLIF repository README (Huang et al., ICML 2024), ResNet-18, T=6"
+PUBLISHED_SEEDS = 1  # the source gives one number per cell, no spread: one run is what it is compared with
 #: full-scale ILIF rows: the ILIF paper's own table could not be read, so nothing is expected of them
 UNKNOWN = [{"dataset": name, "neuron": "ilif"} for name in ("cifar10", "cifar100", "cifar10_dvs", "dvs_gesture",
                                                              "imagenet")]
@@ -95,54 +99,65 @@ def entries_from(table) -> list[dict]:
 
 def published_entries() -> list[dict]:
     entries = [{"key": key, "cells": {"top-1 final (%)": {"expected": value, "tolerance": PUBLISHED_TOLERANCE,
-                                                           "source": PUBLISHED_SOURCE}}} for key, value in PUBLISHED]
+                                                           "seeds": PUBLISHED_SEEDS, "source": PUBLISHED_SOURCE}}}
+               for key, value in PUBLISHED]
     return entries + [{"key": key, "cells": {"top-1 final (%)": {"expected": "unknown"}}} for key in UNKNOWN]
 
 
+def _expectation(value, where):
+    """A cell's expectation: a finite ``expected`` with a finite ``tolerance`` ≥ 0 and the ``seeds`` a
+    reproduction needs (and the ``source`` of a published value), or ``expected: unknown``."""
+    if isinstance(value, dict) and value.get("expected") == "unknown":
+        return records.record({"expected": records.one_of("unknown"), "source": records.text}, others=None)(value, where)
+    return records.record({"expected": records.number(), "tolerance": records.number(0),
+                           "seeds": records.number(1, integer=True), "source": records.text},
+                          required=("expected", "tolerance", "seeds"), others=None)(value, where)
+
+
+def _table_name(value, where):
+    if not (isinstance(value, str) and value.startswith("table") and value[5:].isdigit()):
+        raise records.Invalid(where, f"{value!r:.60} is not a table (table1, table2, ...)")
+    return value
+
+
+#: the check of results/expected.yaml (:mod:`ilif.records`): {scale: {tableN: [{key, cells}]}}, cells of
+#: the checked columns only
+EXPECTED = records.mapping_of(records.mapping_of(records.list_of(records.record(
+    {"key": records.mapping_of(records.either(records.number(), records.text, records.one_of(None),
+                                              what="a number, a string or null")),
+     "cells": records.mapping_of(_expectation, records.one_of(*CHECKED))},
+    required=("key", "cells"), others=None)), _table_name), records.one_of(*SCALES))
+
+
 def load(path: Path) -> dict:
-    """The expected values (``{scale: {table: [entry]}}``); empty when the file does not exist. Raises
-    ValueError naming the file when it is not such a mapping."""
-    if not path.exists():
-        return {}
+    """The expected values (``{scale: {table: [entry]}}``, checked: :data:`EXPECTED`); empty when the
+    file does not exist. Raises RecordError (a ValueError) naming the file and the key otherwise."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not readable YAML ({type(err).__name__})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ValueError(f"{path}: expected a mapping of scale -> table -> list of entries")
-    for scale, section in data.items():
-        for table, entries in section.items():
-            for index, entry in enumerate(entries if isinstance(entries, list) else [None]):
-                if not _well_formed(entry):
-                    raise ValueError(f"{path}: {scale}.{table}[{index}] is not an entry (a 'key' mapping and "
-                                     "'cells' of column -> {expected, tolerance})")
-    return data
+        return records.read_yaml(path, records.optional(EXPECTED)) or {}
+    except FileNotFoundError:
+        return {}
 
 
-def _well_formed(entry) -> bool:
-    if not (isinstance(entry, dict) and isinstance(entry.get("key"), dict) and isinstance(entry.get("cells"), dict)):
-        return False
-    for want in entry["cells"].values():
-        if not isinstance(want, dict) or "expected" not in want:
-            return False
-        if want["expected"] != "unknown" and not all(
-                isinstance(want.get(k), (int, float)) and not isinstance(want.get(k), bool)
-                for k in ("expected", "tolerance")):
-            return False
-    return True
+def render(data: dict) -> str:
+    """The text of an expected-values file holding ``data`` (sections in order, the header first)."""
+    return HEADER + yaml.safe_dump({k: data[k] for k in sorted(data)}, sort_keys=False, allow_unicode=True, width=110)
 
 
-def write(path: Path, scale: str, tables: dict[int, object]) -> None:
+def write(path: Path, scale: str, tables: dict[int, object], force: bool = False) -> None:
     """Replace the ``scale`` section's entries of ``tables`` ({number: Table}) by what their rows give,
-    keep every other section, and (re)write the published full-scale section."""
+    keep every other section, and (re)write the published full-scale section. A file that is not
+    exactly what this function writes (edited by hand: comments, order, another form) is refused
+    unless ``force``: its edits would be lost. Raises ConfigError."""
     data = load(path)
+    if data and not force and records.read_text(path) != render(data):
+        raise ConfigError.from_message(f"{path} was edited by hand (its text is not what --write-expected writes); "
+                                       "those edits would be lost: move them into the code or use --force")
     section = data.setdefault(scale, {})
     for number, table in sorted(tables.items()):
         section[f"table{number}"] = entries_from(table)
     data["full"] = {**data.get("full", {}), "table1": published_entries()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = yaml.safe_dump({k: data[k] for k in sorted(data)}, sort_keys=False, allow_unicode=True, width=110)
-    write_text_atomic(HEADER + body, path)
+    write_text_atomic(render(data), path)
 
 
 def _same(a, b) -> bool:
@@ -165,25 +180,36 @@ class Verdict:
     expected: object
     tolerance: Optional[float]
     status: str  # within | outside | missing | incomplete (fewer seeds than expected) | ambiguous | not checked
+    # | no expected value
+
+    @property
+    def checked(self) -> bool:
+        return not self.status.startswith("not checked")
 
     def line(self) -> str:
         where = ", ".join(f"{k}={v}" for k, v in self.key.items())
         shown = "—" if self.value is None else f"{self.value:.4g}"
+        if self.expected is None:
+            return f"{self.table} [{where}] {self.column}: {shown}; {self.status}"
         if self.status == "not checked":
             return f"{self.table} [{where}] {self.column}: {shown}; expected {self.expected}: not checked"
         low, high = self.expected - self.tolerance, self.expected + self.tolerance
         return f"{self.table} [{where}] {self.column}: {shown}; expected {low:.4g} … {high:.4g}: {self.status}"
 
 
-FAILING = ("outside", "missing", "incomplete", "ambiguous")
+FAILING = ("outside", "missing", "incomplete", "ambiguous", "no expected value")
+UNEXPECTED_AT_FULL = "not checked (no expected value: none is published)"
 
 
 def check(expected: dict, scale: str, tables: dict[int, object]) -> list[Verdict]:
-    """One verdict per expected cell of ``tables`` ({number: Table built from the runs}) at ``scale``."""
+    """One verdict per expected cell of ``tables`` ({number: Table built from the runs}) at ``scale``,
+    and one per checked column of a row that no entry names: a failure where expected values come from
+    complete grids (mini, smoke), named as not checked at full scale (no published value)."""
     verdicts = []
     for number, table in sorted(tables.items()):
         name = f"table{number}"
-        for entry in expected.get(scale, {}).get(name, []):
+        entries = expected.get(scale, {}).get(name, [])
+        for entry in entries:
             rows = [row for row in table.csv_rows if matches(entry["key"], _row_key(table, row))]
             if not rows and entry["key"].get("neuron") in OPTIONAL_NEURONS:
                 continue
@@ -196,11 +222,17 @@ def check(expected: dict, scale: str, tables: dict[int, object]) -> list[Verdict
                     status = f"ambiguous ({len(rows)} rows match)"
                 elif value is None:
                     status = "missing"
-                elif seeds < want.get("seeds", 1):
+                elif seeds < want["seeds"]:
                     status = f"incomplete ({seeds} of {want['seeds']} seeds)"
                 else:
                     status = "within" if abs(value - want["expected"]) <= want["tolerance"] else "outside"
                 verdicts.append(Verdict(name, entry["key"], column, value, want["expected"], want["tolerance"], status))
+        for row in table.csv_rows:
+            key = _row_key(table, row)
+            for column in CHECKED:
+                if not any(matches(entry["key"], key) and column in entry["cells"] for entry in entries):
+                    status = UNEXPECTED_AT_FULL if scale == "full" else "no expected value"
+                    verdicts.append(Verdict(name, key, column, _cell(table, row, column)[0], None, None, status))
     return verdicts
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from ilif import records
 from ilif.units import E_MAC_PJ
 from ilif.rundir import git_state, write_text_atomic
 
@@ -303,13 +304,22 @@ BUILDERS = {1: table1, 2: table2, 3: table3, 4: table4, 5: table5}
 FINISHED = re.compile(r"\((\d+) of (\d+) planned runs finished\)")
 
 
-def finished_in(path_md: Path) -> int:
-    """How many finished runs an existing table file was built from (0 when none, or not stated)."""
+def finished_in(path_md: Path) -> Optional[int]:
+    """How many finished runs an existing table file was built from: 0 when there is no file, None when
+    there is one that does not say (or cannot be read): it is then kept unless forced."""
     try:
-        match = FINISHED.search(path_md.read_text())
-    except (OSError, UnicodeDecodeError):
+        match = FINISHED.search(records.read_text(path_md))
+    except FileNotFoundError:
         return 0
-    return int(match.group(1)) if match else 0
+    except records.RecordError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def replaces(before: Optional[int], finished: int) -> bool:
+    """The keep rule of every output the report writes: whether an output drawn from ``finished``
+    finished runs may replace one drawn from ``before`` (None: an output that does not say)."""
+    return before is not None and before <= finished and (finished > 0 or before == 0)
 
 
 def write_table(table: Table, path_stem: Path, command: str, sources: str, scale: str, finished: int, planned: int,
@@ -317,7 +327,7 @@ def write_table(table: Table, path_stem: Path, command: str, sources: str, scale
     """``<stem>.md`` (with the producing command, the commit, the sources and how many runs finished)
     and ``<stem>.csv``, written atomically. An existing table built from more finished runs is kept
     unless ``force``: returns whether it was written."""
-    if not force and finished_in(path_stem.with_suffix(".md")) > finished:
+    if not force and not replaces(finished_in(path_stem.with_suffix(".md")), finished):
         return False
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"# {table.title}", "", f"Produced by `{command}` at commit {git_commit()} from the run directories "

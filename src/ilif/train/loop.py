@@ -23,9 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import ilif
+from ilif import records
 from ilif.conf import config_hash, distributed_env, identity, run_name
 from ilif.errors import ConfigError, Interrupted, RunConflict, describe, exit_code
 from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, weight_grad_norms
+from ilif.metrics.base import neuron_layers
 from ilif.rundir import (MetricsFile, RunLock, RunSummary, finished_summary, git_state, record_failure,
                          remove_stale_temporaries, summary_config_hash, symlink_in, symlink_message, write_json_atomic,
                          write_text_atomic)
@@ -179,6 +181,50 @@ def set_aside(run_dir: Path) -> Optional[Path]:
     return aside
 
 
+def batches_per_epoch(tcfg, samples: int) -> int:
+    """The training batches of one epoch of a single-process run over ``samples`` samples."""
+    whole, rest = divmod(samples, tcfg.batch_size)
+    batches = whole if (tcfg.drop_last or tcfg.compile) or not rest else whole + 1
+    return min(batches, tcfg.limit_train_batches) if tcfg.limit_train_batches else batches
+
+
+def _tensor(value, where):
+    if not isinstance(value, torch.Tensor) or not bool(torch.isfinite(value).all()):
+        raise records.Invalid(where, "is not a tensor of finite numbers")
+    return value
+
+
+def _running_sums(value, where):
+    """A mid-epoch checkpoint's (loss sum, hits, samples): three finite numbers ≥ 0, hits ≤ samples."""
+    sums = records.list_of(records.number(0))(value, where)
+    if len(sums) != 3 or sums[1] > sums[2]:
+        raise records.Invalid(where, f"{sums!r:.60} is not [loss sum, hits, samples] with hits ≤ samples")
+    return sums
+
+
+def progress_check(cfg: DictConfig, samples: int, model: torch.nn.Module) -> records.Check:
+    """The check of the progress a ``last.pt`` records (:mod:`ilif.records`), for a run of ``cfg`` on
+    ``samples`` training samples: the last finished epoch in [-1, epochs - 1], a mid-epoch step in
+    [1, batches of an epoch] with its three running sums (loss, hits, samples ≥ 0) and its meters' counts
+    by neuron layer, the best epoch's record, the epoch times."""
+    tcfg, layers = cfg.trainer, records.one_of(*neuron_layers(model))
+    steps = batches_per_epoch(tcfg, samples)
+    return records.record({
+        "epoch": records.number(-1, tcfg.epochs - 1, integer=True),
+        "step": records.number(1, steps, integer=True),
+        "sums": _running_sums,
+        "best": records.optional(records.record({"epoch": records.number(0, tcfg.epochs - 1, integer=True),
+                                                 "metrics": records.mapping_of(records.number(finite=False))},
+                                                required=("epoch", "metrics"))),
+        "meters": records.record({"spikes": records.mapping_of(records.mapping_of(_tensor), layers),
+                                  "grad_sums": records.mapping_of(_tensor, layers),
+                                  "grad_counts": records.mapping_of(records.number(0, integer=True), layers)},
+                                 required=("spikes", "grad_sums", "grad_counts"), others=None),
+        "epoch_seconds": records.list_of(records.number(0, 1e7)),
+        "changed_on_resume": records.list_of(records.text),
+    }, required=("epoch", "best"))
+
+
 class Trainer:
     """One run: its config, process (:class:`Process`), parts, directory and config hash, and the steps
     that train it. :meth:`fit` runs the epochs (each :meth:`train_epoch`, which ends with
@@ -202,6 +248,10 @@ class Trainer:
             other = state.get("config_hash") if isinstance(state, dict) else None
             raise RunConflict(f"{last_path} was written by another config ({other}, this is {self.identity_hash}): "
                               f"{START_OVER}, or choose another experiment_name or runs_root")
+        try:
+            state = records.validated(last_path, state, progress_check(self.cfg, len(parts.data[0]), parts.model))
+        except records.RecordError as err:
+            raise RunConflict(f"{err}: {START_OVER}") from None
         try:
             parts.model.load_state_dict(state["model"])
             parts.optimizer.load_state_dict(state["optimizer"])
