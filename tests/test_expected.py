@@ -104,7 +104,8 @@ def test_missing_cells_and_unknown_published_values(tmp_path, cli):
     }
     for name, (text, problem) in bad.items():
         (tmp_path / f"{name}.yaml").write_text(text)
-        proc = cli(report_main, "--scale", "mini", "--tables", "1", "--check", "--expected", str(tmp_path / f"{name}.yaml"))
+        proc = cli(report_main, "--scale", "mini", "--tables", "1", "--check", "--expected",
+                   str(tmp_path / f"{name}.yaml"))
         assert (proc.returncode, proc.stderr.strip()) == (2, f"error: {tmp_path / name}.yaml: {problem}"), name
 
 

@@ -108,7 +108,8 @@ def _expectation(value, where):
     """A cell's expectation: a finite ``expected`` with a finite ``tolerance`` ≥ 0 and the ``seeds`` a
     reproduction needs (and the ``source`` of a published value), or ``expected: unknown``."""
     if isinstance(value, dict) and value.get("expected") == "unknown":
-        return records.record({"expected": records.one_of("unknown"), "source": records.text}, others=None)(value, where)
+        unknown = records.record({"expected": records.one_of("unknown"), "source": records.text}, others=None)
+        return unknown(value, where)
     return records.record({"expected": records.number(), "tolerance": records.number(0),
                            "seeds": records.number(1, integer=True), "source": records.text},
                           required=("expected", "tolerance", "seeds"), others=None)(value, where)
