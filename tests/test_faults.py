@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,8 +119,12 @@ def test_another_configs_run_is_never_resumed_or_overwritten(train_run, tmp_path
     with pytest.raises(RunConflict, match="holds a finished run of another config"):
         train(other, run_dir)
     (run_dir / "summary.json").unlink()
+    with pytest.raises(RunConflict, match=f"belongs to a run of another config \\({summary.config_hash}, this is "):
+        train(other, run_dir)  # the owner's marker
+    (run_dir / ".ilif-run").unlink()  # a run directory from before the marker: its checkpoint tells
     with pytest.raises(RunConflict, match="last.pt was written by another config .*trainer.resume=false"):
         train(other, run_dir)
+    assert not (run_dir / ".ilif-run").exists() or (run_dir / ".ilif-run").read_text() != summary.config_hash
     (run_dir / "summary.json").write_text(before)
     assert json.loads(before)["config_hash"] == summary.config_hash
 
@@ -272,7 +277,7 @@ def test_stale_temporaries_are_cleaned_and_corrupt_files_read_without_a_tracebac
         warnings.simplefilter("always")
         assert finished_summary(run_dir) is None
         assert read_history(run_dir) == [{"epoch": 0}]
-    with pytest.warns(UserWarning, match="summary.json is unreadable"):
+    with pytest.warns(UserWarning, match="summary.json: is not readable JSON"):
         _, summary = train_run(*FAST)  # resumes: the stale temporary goes, the run finishes
     assert summary.status == "finished" and not list(run_dir.glob(".*.tmp-*"))
 
@@ -292,8 +297,17 @@ def test_a_failed_run_never_deletes_a_folder_it_did_not_create(tmp_path, cli, wh
     folder.mkdir(exist_ok=True)
     (folder / "chapter1.tex").write_text("years of work")
     proc = _failing_run(cli, f"hydra.run.dir={folder if where == 'user folder' else '.'}")
-    assert proc.returncode == 2 and "dataset 'cifar10'" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {folder if where == 'user folder' else '.'} holds files that no run wrote there (chapter1.tex): a run "
+        "writes only into an empty folder or its own; choose another folder, experiment_name or runs_root")
+    assert sorted(p.name for p in folder.iterdir()) == ["chapter1.tex"]  # refused before anything was written
     assert (folder / "chapter1.tex").read_text() == "years of work"
+    (folder / "chapter1.tex").unlink()
+    proc = _failing_run(cli, f"hydra.run.dir={folder if where == 'user folder' else '.'}")
+    assert proc.returncode == 2 and "dataset 'cifar10'" in proc.stderr  # an empty folder of one's own: the run's
+    assert sorted(p.name for p in folder.iterdir()) == [".ilif-run", ".lock", "summary.json"]  # and kept
+    assert json.loads((folder / "summary.json").read_text())["status"] == "failed"
 
 
 def test_a_failed_run_keeps_the_target_of_a_symlinked_run_directory(tmp_path, cli):
@@ -418,7 +432,86 @@ def test_resume_false_over_a_finished_run_moves_it_aside_and_loses_nothing(train
     assert again.status == "finished" and again.final == first.final
 
 
-@pytest.mark.parametrize("name", ["metrics.jsonl", "summary.json", "config.yaml", ".hydra"])
+def _snapshot(folder: Path) -> dict:
+    """Every file under ``folder``: (size, mtime, content)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_finished_run_run_again_writes_nothing(tmp_path, cli):
+    from ilif.train.app import main as train_main
+
+    assert cli(train_main, f"runs_root={tmp_path / 'runs'}", *FAST).returncode == 0
+    before = _snapshot(tmp_path / "runs")
+    assert {Path(name).name for name in before} >= {".ilif-run", "train.log", "summary.json", "last.pt"}
+    proc = cli(train_main, f"runs_root={tmp_path / 'runs'}", *FAST)
+    assert proc.returncode == 0 and "already finished, skipped" in proc.stdout
+    assert _snapshot(tmp_path / "runs") == before  # not its log, not its marker, nothing
+
+
+@pytest.mark.parametrize("own", [("config.yaml",), ("metrics.jsonl", "train.log"), ("notes.txt",)])
+def test_a_folder_of_ones_own_is_never_written_by_a_run(tmp_path, cli, own):
+    from ilif.train.app import main as train_main
+    from ilif.study import _train_one
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name in own:
+        (folder / name).write_text(f"my own {name}")
+    before = _snapshot(folder)
+    proc = cli(train_main, f"hydra.run.dir={folder}", f"runs_root={tmp_path / 'runs'}", *FAST)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"error: {folder} holds files that no run wrote there ({', '.join(sorted(own))}): "
+                                   "a run writes only into an empty folder or its own; choose another folder, "
+                                   "experiment_name or runs_root")
+    from ilif.conf import compose_config
+
+    status, detail = _train_one(dict(compose_config([f"runs_root={tmp_path / 'runs'}", *FAST])), str(folder))
+    assert (status, detail.endswith("(exit 2)")) == ("failed", True)  # a study's worker is refused alike
+    assert _snapshot(folder) == before and sorted(p.name for p in folder.iterdir()) == sorted(own)
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "summary.json", "train.log"])
+def test_a_special_file_in_a_run_directory_is_refused_not_waited_on(tmp_path, cli, name):
+    from ilif.conf import compose_config
+    from ilif.grid import run_dir_of
+    from ilif.train.app import main as train_main
+
+    run_dir = run_dir_of(compose_config([f"runs_root={tmp_path / 'runs'}", *FAST]))
+    run_dir.mkdir(parents=True)
+    os.mkfifo(run_dir / name)
+    proc = cli(train_main, f"runs_root={tmp_path / 'runs'}", *FAST)
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"error: {run_dir / name} is not a regular file: a run "
+                                                         "writes only plain files and folders")
+
+
+def test_a_run_started_over_records_the_change_of_code_and_is_a_new_wandb_run(train_run, tmp_path, monkeypatch):
+    from ilif import wandb_mirror
+    from ilif.conf import compose_config
+    from ilif.train.loop import train
+
+    run_dir, first = train_run(*FAST)
+    (run_dir / "summary.json").unlink()
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    state["runtime"]["code"] = "0123456789ab"
+    torch.save(state, run_dir / "last.pt")
+    cfg = compose_config([f"runs_root={tmp_path / 'runs'}", *FAST])
+    resumed = train(cfg, run_dir)
+    (change,) = resumed.provenance["changed_on_resume"]
+    assert change.startswith("code 0123456789ab -> ") and change.endswith(" at epoch 2")
+    (run_dir / "wandb").mkdir()
+    (run_dir / "wandb_uploaded.json").write_text('{"id": "x", "mode": "online", "project": "ilif"}')
+    first_id = wandb_mirror.wandb_id("default", first.config_hash, first.run_name, wandb_mirror.generation(run_dir))
+    train(compose_config([f"runs_root={tmp_path / 'runs'}", *FAST, "trainer.resume=false"]), run_dir)
+    (aside,) = run_dir.glob("replaced-*")
+    assert (aside / "wandb_uploaded.json").exists() and (aside / "wandb").is_dir()
+    assert not (run_dir / "wandb_uploaded.json").exists()  # the new run is not "sent before"
+    assert wandb_mirror.wandb_id("default", first.config_hash, first.run_name,
+                                 wandb_mirror.generation(run_dir)) != first_id
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "summary.json", "config.yaml", ".hydra", "train.log", "wandb",
+                                  "wandb_uploaded.json", ".ilif-run"])
 def test_a_run_directory_with_a_symlinked_file_is_refused(tmp_path, cli, name):
     from ilif.conf import compose_config
     from ilif.grid import run_dir_of
@@ -635,14 +728,14 @@ def test_the_report_keeps_figures_drawn_from_more_runs(tmp_path, monkeypatch, ca
     ('{"status": "finished", "final": {"epoch": 0}, "layers": [1]}', "layers.0: 1 is not a mapping"),
     ('{"final": {"epoch": 0, "test/acc1": "high"}}', "final.test/acc1: 'high' is not a finite number, null, or a "
                                                      "mapping or list of them"),
-    ('{"final": {"epoch": 0, "test/acc1": NaN}}', "is not JSON of finite numbers (NaN is not a finite number)"),
+    ('{"final": {"epoch": 0, "test/acc1": NaN}}', "is not readable JSON (NaN is not a finite number)"),
     ('{"final": {"epoch": 0}, "provenance": {"epoch_seconds": ["1 min"]}}',
      "provenance.epoch_seconds.0: '1 min' is not a finite number ≥ 0"),
     ('{"final": {"epoch": 0}, "provenance": {"epoch_seconds": [-5]}}',
      "provenance.epoch_seconds.0: -5 is not a finite number ≥ 0"),
     ('{"final": {"epoch": 0}, "world_size": 0}', "world_size: 0 is not an integer ≥ 1"),
     ('{"status": "failed", "error": 3}', "error: 3 is not a string"),
-    ("[" * 100_000 + "]" * 100_000, "is not JSON of finite numbers (nested more than 32 levels deep)"),
+    ("[" * 100_000 + "]" * 100_000, "is not readable JSON (nested more than 32 levels deep)"),
     ("[1, 2]", "[1, 2] is not a mapping"),
     (b"\xff\xfe", "is not UTF-8 text"),
 ])
@@ -875,11 +968,12 @@ def test_a_failure_record_is_kept_out_of_what_the_run_does_not_own(tmp_path, mon
     monkeypatch.setattr(loop, "build_parts", lambda cfg, run: None)
     with pytest.raises(RunConflict):
         loop.train(cfg, run_dir)
-    assert not (run_dir / "summary.json").exists()  # the directory is another config's
+    assert sorted(p.name for p in run_dir.iterdir()) == ["last.pt"]  # the directory is another config's: no record,
+    # no owner's mark, no lock left
     (run_dir / "last.pt").unlink()
     record_failure(run_dir, "BBBBBBBB", "earlier", 1)
     loop.claim(run_dir, config_hash(cfg))  # another config's failed record does not block
-    finished = {"status": "finished", "config_hash": config_hash(cfg), "final": {}}
+    finished = {"status": "finished", "config_hash": config_hash(cfg), "final": {"epoch": 0}}
     (run_dir / "summary.json").write_text(json.dumps(finished))
     loop.keep_failure(run_dir, config_hash(cfg), BrokenPipeError("stdout closed"))
     assert json.loads((run_dir / "summary.json").read_text()) == finished

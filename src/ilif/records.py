@@ -116,7 +116,7 @@ def read_json(path: Path, check: Optional[Check] = None, limit: int = MAX_BYTES)
     try:
         value = parse_json(text)
     except ValueError as err:
-        raise RecordError(path, f"is not JSON of finite numbers ({err})") from None
+        raise RecordError(path, f"is not readable JSON ({err})") from None
     return validated(path, value, check)
 
 

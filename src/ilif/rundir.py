@@ -263,6 +263,7 @@ class RunLock:
         import fcntl
 
         self.path = Path(run_dir) / LOCK_NAME
+        self.created = not self.path.exists()
         try:  # never through a symlink: a lock that points elsewhere would overwrite its target
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as err:
@@ -281,7 +282,11 @@ class RunLock:
         os.pwrite(self.fd, f"process {os.getpid()} on {os.uname().nodename}".encode(), 0)
         HELD_LOCKS.add(self.fd)
 
-    def release(self) -> None:
+    def release(self, discard: bool = False) -> None:
+        """Let the lock go; with ``discard`` (the run was refused the folder), remove the lock file too
+        when this lock made it, so a refused run leaves the folder as it found it."""
+        if discard and self.created:
+            self.path.unlink(missing_ok=True)
         HELD_LOCKS.discard(self.fd)
         os.close(self.fd)
 
@@ -331,9 +336,15 @@ class MetricsFile:
             os.fsync(f.fileno())
 
 
-#: the files a run writes into its directory (and ``.hydra``, Hydra's record, which runs made before
-#: ilif-train stopped writing it hold): never through a symlink
-RUN_FILES = (".hydra", "config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt", "train.log")
+#: the marker of a run directory's owner: the config hash of the run that claimed it
+OWNER = ".ilif-run"
+#: the marker of a run sent to wandb (:mod:`ilif.wandb_mirror`)
+UPLOADED = "wandb_uploaded.json"
+#: the files and folders a run writes into its directory (and ``.hydra``, Hydra's record, which runs made
+#: before ilif-train stopped writing it hold): never through a symlink, never into a special file
+RUN_FILES = (".hydra", "config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt", "train.log", "wandb",
+             UPLOADED, OWNER)
+RUN_FOLDERS = (".hydra", "wandb")
 
 
 def symlink_in(run_dir: Path) -> Optional[Path]:
@@ -348,10 +359,70 @@ def symlink_message(link: Path) -> str:
             "them; copy the files in, or choose another experiment_name or runs_root")
 
 
+def owner(run_dir: Path) -> Optional[str]:
+    """The config hash of the run that claimed ``run_dir`` (its :data:`OWNER` marker); None without one."""
+    try:
+        return records.read_text(Path(run_dir) / OWNER, limit=64).strip()
+    except (OSError, records.RecordError):
+        return None
+
+
+def _record_hash(run_dir: Path) -> Optional[str]:
+    """The config hash of the run's summary.json, finished or failed (None without a readable one)."""
+    return (_summary(run_dir, warn=False) or {}).get("config_hash")
+
+
+def ownership_problem(run_dir: Path, identity_hash: str) -> Optional[str]:
+    """Why the run of config ``identity_hash`` may not write into ``run_dir`` (None when it may): the
+    folder or one of its :data:`RUN_FILES` is a symlink or a special file; another config's run owns
+    it (its marker or its finished summary); or it holds files and no run claimed it (a folder of
+    one's own given as ``hydra.run.dir``). A folder without a marker that holds a run's record (this
+    config's, or another's failure), a checkpoint (its config is checked when it is read) or a set-aside
+    earlier run is a run's from before the marker, and is claimed."""
+    run_dir = Path(run_dir)
+    link = symlink_in(run_dir)
+    if link is not None:
+        return symlink_message(link)
+    if not run_dir.exists():
+        return None
+    if not run_dir.is_dir():
+        return f"{run_dir} is not a folder"
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.exists() and not (path.is_dir() if name in RUN_FOLDERS else path.is_file()):
+            kind = "folder" if name in RUN_FOLDERS else "file"
+            return f"{path} is not a regular {kind}: a run writes only plain files and folders"
+    other = summary_config_hash(run_dir)
+    if other not in (None, identity_hash):
+        return (f"{run_dir} holds a finished run of another config ({other}, this is {identity_hash}); "
+                "choose another experiment_name or runs_root")
+    mark = owner(run_dir)
+    if mark is not None:
+        return None if mark == identity_hash else (f"{run_dir} belongs to a run of another config ({mark}, this is "
+                                                   f"{identity_hash}); choose another experiment_name or runs_root")
+    entries = sorted(e.name for e in run_dir.iterdir() if e.name != LOCK_NAME and ".tmp-" not in e.name)
+    earlier = _record_hash(run_dir) is not None or (run_dir / "last.pt").exists() or \
+        any(name.startswith("replaced-") for name in entries)
+    if not entries or earlier:
+        return None
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    return (f"{run_dir} holds files that no run wrote there ({shown}): a run writes only into an empty folder or "
+            "its own; choose another folder, experiment_name or runs_root")
+
+
+def mark_owner(run_dir: Path, identity_hash: str) -> bool:
+    """Write the :data:`OWNER` marker (after :func:`ownership_problem` said yes, under the run's lock);
+    whether it was not there before."""
+    if owner(run_dir) == identity_hash:
+        return False
+    write_text_atomic(identity_hash + "\n", Path(run_dir) / OWNER)
+    return True
+
+
 #: what a run that trained nothing can have written into its directory (its job log, the resolved
 #: config, an empty history, the lock, the record of its failure; Hydra's record in older runs): the
 #: only names :func:`discard_untrained` removes (``summary.json`` only when it records a failure)
-RUN_WRITES = (".hydra", "config.yaml", "metrics.jsonl", LOCK_NAME)
+RUN_WRITES = (".hydra", "config.yaml", "metrics.jsonl", LOCK_NAME, OWNER)
 HYDRA_WRITES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 
 

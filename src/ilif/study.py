@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import ilif
 from ilif.conf import use_config_dirs
-from ilif.errors import ConfigError, Interrupted, TrainingDiverged, bad_input, describe, entry_point, exit_code
+from ilif.errors import ConfigError, Interrupted, bad_input, describe, entry_point, exit_code
 from ilif.grid import SCALES, experiment_names, plan, table_jobs, table_numbers, tables
 from ilif.rundir import failure_lines, finished_summary
 
@@ -114,34 +114,21 @@ def default_jobs() -> int:
 
 
 def _train_one(container: dict, run_dir: str) -> tuple[str, str]:
-    """Train one job in this (worker) process with its output in the run's train.log: (``finished``,
-    ""), (``failed``, its line as the run's record of its failure gives it) or (``interrupted``, "")."""
-    import contextlib
-
+    """Train one job in this (worker) process, its output in the run's train.log once the trainer has
+    claimed the directory: (``finished``, ""), (``failed``, its line as the run's record of its failure
+    gives it) or (``interrupted``, "")."""
     from ilif.train.loop import train
 
-    cfg = OmegaConf.create(container)
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path / "train.log")
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
-        with open(path / "train.log", "a") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            train(cfg, path)
+        train(OmegaConf.create(container), path, capture=True)
         return "finished", ""
     except Interrupted:
         return "interrupted", ""
     except Exception as err:  # noqa: BLE001 - one failed run must not stop the study
-        if isinstance(err, TrainingDiverged):
-            log.error("%s", err)
-        else:
-            log.exception("run failed")
         return "failed", f"{describe(err, path)} (exit {exit_code(err)})"
-    finally:
-        log.removeHandler(handler)
-        handler.close()
 
 
 def _stop_with_parent() -> None:

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Optional
 
 from . import records
-from .rundir import RunSummary, finished_summary, read_history, write_json_atomic
+from .rundir import UPLOADED, RunSummary, finished_summary, read_history, write_json_atomic
 
 log = logging.getLogger("ilif.train")
 
 INIT_TIMEOUT_S = 10
-UPLOADED = "wandb_uploaded.json"
 
 
 def _has_wandb_key() -> bool:
@@ -65,9 +64,17 @@ def config_group(config: dict) -> str:
     return f"{config.get('experiment_name', 'default')}-{digest}"
 
 
-def wandb_id(experiment_name: str, config_hash: str, run_name: str) -> str:
-    """A stable wandb run id for one run directory (letters, digits and dashes, 32 characters)."""
-    return hashlib.sha256(f"{experiment_name}/{run_name}-{config_hash}".encode()).hexdigest()[:32]
+def wandb_id(experiment_name: str, config_hash: str, run_name: str, generation: int = 0) -> str:
+    """A stable wandb run id for one run directory (letters, digits and dashes, 32 characters); a run
+    started over (``trainer.resume=false``: ``generation`` earlier runs set aside in the directory) is
+    a new wandb run."""
+    again = f"/{generation}" if generation else ""
+    return hashlib.sha256(f"{experiment_name}/{run_name}-{config_hash}{again}".encode()).hexdigest()[:32]
+
+
+def generation(run_dir: Path) -> int:
+    """How many earlier runs were set aside in ``run_dir`` (``replaced-*`` folders)."""
+    return sum(1 for entry in Path(run_dir).glob("replaced-*") if entry.is_dir())
 
 
 def describe_run(config: dict, config_hash: str) -> tuple[str, list[str]]:
@@ -108,7 +115,8 @@ class WandbLogger:
         name, tags = describe_run(config, config_hash)
         options = dict(project=cfg.project, entity=cfg.entity, group=config_group(config), name=name,
                        tags=tags + list(cfg.tags), config=config, dir=str(run_dir), job_type=job_type,
-                       id=wandb_id(config.get("experiment_name", ""), config_hash, run_name), resume="allow",
+                       id=wandb_id(config.get("experiment_name", ""), config_hash, run_name, generation(run_dir)),
+                       resume="allow",
                        reinit="finish_previous")
         try:
             self.run = self._init(options, mode)

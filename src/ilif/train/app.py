@@ -35,13 +35,12 @@ from omegaconf.errors import OmegaConfBaseException
 import ilif
 
 from ilif.checks import check_torch_free
-from ilif.conf import (CONFIG_DIR, EXTRA_CONFIG_DIRS, distributed_env, group_options, is_group,
+from ilif.conf import (CONFIG_DIR, EXTRA_CONFIG_DIRS, config_hash, distributed_env, group_options, is_group,
                        name_components, register, sweep_axes)
 from ilif.grid import grid_items, job_configs, run_dir_of
 from ilif.errors import (SIGNAL_EXIT, ConfigError, DatasetError, IlifError, TrainingDiverged, bad_input, debugging,
                          describe, entry_point, exit_code, one_line)
-from ilif.rundir import (NO_RECORD, discard_untrained, failure_lines, record_stamp, run_outcome, symlink_in,
-                         symlink_message)
+from ilif.rundir import NO_RECORD, discard_untrained, failure_lines, ownership_problem, record_stamp, run_outcome
 
 log = logging.getLogger("ilif.train")
 HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
@@ -194,12 +193,12 @@ def _check_jobs(items, experiment, searchpath: list[str], multirun: bool, run_di
             roots.add(cfg.runs_root)
             check_writable(Path(cfg.runs_root))
         target = run_dir if run_dir is not None and not multirun else run_dir_of(cfg)
-        link = symlink_in(target)
-        if link is not None:  # Hydra opens the job log before the trainer could refuse it
-            raise ConfigError.from_message(symlink_message(link))
-        if target.exists() and not target.is_dir():
+        if target.exists() and not target.is_dir() and not target.is_symlink():
             raise ConfigError("hydra.run.dir" if run_dir is not None else "runs_root", str(target),
                               "a folder (it is a file)")
+        problem = ownership_problem(target, config_hash(cfg))
+        if problem is not None:  # before Hydra makes or opens anything
+            raise ConfigError.from_message(problem)
     return jobs
 
 

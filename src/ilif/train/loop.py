@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 import os
 import platform
 import sys
@@ -25,11 +26,11 @@ from tqdm import tqdm
 import ilif
 from ilif import records
 from ilif.conf import config_hash, distributed_env, identity, run_name
-from ilif.errors import ConfigError, Interrupted, RunConflict, describe, exit_code
+from ilif.errors import ConfigError, IlifError, Interrupted, RunConflict, describe, exit_code
 from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, weight_grad_norms
 from ilif.metrics.base import neuron_layers
-from ilif.rundir import (MetricsFile, RunLock, RunSummary, finished_summary, git_state, record_failure,
-                         remove_stale_temporaries, summary_config_hash, symlink_in, symlink_message, write_json_atomic,
+from ilif.rundir import (OWNER, UPLOADED, MetricsFile, RunLock, RunSummary, finished_summary, git_state, record_failure,
+                         remove_stale_temporaries, mark_owner, ownership_problem, write_json_atomic,
                          write_text_atomic)
 from ilif.wandb_mirror import WandbLogger
 
@@ -120,23 +121,50 @@ def build_parts(cfg: DictConfig, run: Process) -> Parts:
 START_OVER = "run again with trainer.resume=false to start this run over (the old files are moved aside, not deleted)"
 
 
-def claim(run_dir: Path, identity_hash: str) -> None:
-    """Refuse a run directory that is a symlink or whose run files are (writing them would change files
-    elsewhere), or whose summary or checkpoint belongs to another config (never overwrite another run),
-    and clean the temporaries a killed writer left (the caller holds the lock)."""
-    link = symlink_in(run_dir)
-    if link is not None:
-        raise RunConflict(symlink_message(link))
+def claim(run_dir: Path, identity_hash: str) -> bool:
+    """Take ``run_dir`` for the run of ``identity_hash`` (the caller holds its lock): refuse it when the
+    run may not write there (:func:`ilif.rundir.ownership_problem`: a symlink or special file, another
+    config's run, files no run wrote), else clean the temporaries a killed writer left and mark it as
+    this run's (:func:`ilif.rundir.mark_owner`; whether the mark is new). Nothing else is written into
+    the folder before."""
+    problem = ownership_problem(run_dir, identity_hash)
+    if problem is not None:
+        raise RunConflict(problem)
     remove_stale_temporaries(run_dir)
-    other = summary_config_hash(run_dir)
-    if other not in (None, identity_hash):
-        raise RunConflict(f"{run_dir} holds a finished run of another config ({other}, this is {identity_hash}); "
-                          "choose another experiment_name or runs_root")
+    return mark_owner(run_dir, identity_hash)
+
+
+@contextmanager
+def run_log(run_dir: Path, capture: bool):
+    """Inside, every log record goes to the run's ``train.log`` too (opened after the claim), and, with
+    ``capture`` (a study's worker), stdout and stderr as well."""
+    handler = logging.FileHandler(run_dir / "train.log", delay=True)  # made at the first record
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        if not capture:
+            yield
+            return
+        with open(run_dir / "train.log", "a") as out, redirect_stdout(out), redirect_stderr(out):
+            yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The commit this process runs (12 characters, ``+dirty`` for a changed checkout; ``unknown``)."""
+    commit, dirty = git_state()
+    return commit[:12] + ("+dirty" if dirty else "")
 
 
 def numeric_setting(device) -> dict:
-    """What the numbers depend on besides the config: torch threads, torch version, device type."""
-    return {"threads": torch.get_num_threads(), "torch": str(torch.__version__), "device": torch.device(device).type}
+    """What the numbers depend on besides the config: the code's commit (``+dirty`` for a changed
+    checkout), torch threads, torch version, device type."""
+    return {"code": code_version(), "threads": torch.get_num_threads(),
+            "torch": str(torch.__version__), "device": torch.device(device).type}
 
 
 def provenance(device: torch.device) -> dict:
@@ -163,10 +191,12 @@ def report_finish(summary: RunSummary, run_dir: Path) -> None:
 
 
 def set_aside(run_dir: Path) -> Optional[Path]:
-    """``trainer.resume=false`` over an earlier run: move its summary, history and checkpoints into
-    ``replaced-<UTC time>/`` inside the run directory (nothing is deleted; the next start neither skips
-    nor resumes the old run). The folder, or None when there was nothing to move."""
-    present = [name for name in ("summary.json", "metrics.jsonl", "last.pt", "best.pt") if (run_dir / name).exists()]
+    """``trainer.resume=false`` over an earlier run: move its summary, history, checkpoints and wandb
+    record into ``replaced-<UTC time>/`` inside the run directory (nothing is deleted; the next start
+    neither skips nor resumes the old run, and its wandb run is a new one). The folder, or None when
+    there was nothing to move."""
+    present = [name for name in ("summary.json", "metrics.jsonl", "last.pt", "best.pt", UPLOADED, "wandb")
+               if (run_dir / name).exists()]
     if not present:
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -274,7 +304,7 @@ class Trainer:
         log.info("resumed from %s at epoch %d%s", last_path, parts.start_epoch,
                  f", step {parts.resume_inside[0]}" if parts.resume_inside else "")
         for key, before in (state.get("runtime") or {}).items():
-            now = numeric_setting(run.device)[key]
+            now = numeric_setting(run.device).get(key)
             if before != now:
                 change = f"{key} {before} -> {now} at epoch {parts.start_epoch}"
                 parts.changed_on_resume.append(change)
@@ -466,9 +496,10 @@ def keep_failure(run_dir: Path, identity_hash: str, err: Exception) -> None:
         log.warning("the record of this run's failure could not be written to %s: %s", run_dir, failure)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> RunSummary:
+def train(cfg: DictConfig, run_dir: Path, capture: bool = False) -> RunSummary:
     """Train (or resume, or skip when finished) the run ``cfg`` describes into ``run_dir``, with
-    ``trainer.threads`` torch threads; its summary."""
+    ``trainer.threads`` torch threads; its summary. A finished run is skipped without a write; from
+    the claim on, the run's log (and with ``capture`` its output) goes to its ``train.log``."""
     run_dir = Path(run_dir)
     previous = finished_summary(run_dir) if cfg.trainer.resume else None
     if previous is not None and previous.config_hash == config_hash(cfg):
@@ -476,24 +507,33 @@ def train(cfg: DictConfig, run_dir: Path) -> RunSummary:
         return previous
     rank, _, _ = distributed_env()
     lock = RunLock(run_dir) if rank == 0 else None  # rank 0 owns the directory
+    marked = False
     try:
         with torch_threads(cfg.trainer.threads), StopFlag() as stop:
             run = Process(cfg, stop)
             identity_hash = config_hash(cfg)
             if run.is_main:
-                claim(run_dir, identity_hash)
-                if not cfg.trainer.resume:
+                marked = claim(run_dir, identity_hash)
+            with run_log(run_dir, capture) if run.is_main else nullcontext():
+                if run.is_main and not cfg.trainer.resume:
                     aside = set_aside(run_dir)
                     if aside is not None:
                         log.warning("trainer.resume=false: the earlier run's files were moved to %s", aside)
-            try:
-                return Trainer(cfg, run, build_parts(cfg, run), run_dir, identity_hash).fit(stop)
-            except Exception as err:
-                if run.is_main and not isinstance(err, (Interrupted, RunConflict)):
-                    keep_failure(run_dir, identity_hash, err)
-                raise
+                try:
+                    return Trainer(cfg, run, build_parts(cfg, run), run_dir, identity_hash).fit(stop)
+                except Exception as err:
+                    if run.is_main and not isinstance(err, (Interrupted, RunConflict)):
+                        keep_failure(run_dir, identity_hash, err)
+                        if capture:
+                            log.error("run failed: %s", describe(err, run_dir), exc_info=not isinstance(err, IlifError))
+                    raise
+    except RunConflict:  # the folder is not this run's after all (an earlier run's checkpoint of another config)
+        if marked:
+            (run_dir / OWNER).unlink(missing_ok=True)
+        if lock is not None:
+            lock.release(discard=True)
+            lock = None
+        raise
     finally:
         if lock is not None:
             lock.release()
-
-
