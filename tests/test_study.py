@@ -215,3 +215,22 @@ def test_a_studys_config_error_ends_before_torch_is_imported():
                               capture_output=True, text=True, timeout=120)
         assert proc.stdout.strip().splitlines()[-1] == "torch not imported 2", proc.stderr
         assert proc.stderr.startswith(f"error: {override.lstrip('+').split('=')[0]}"), proc.stderr
+
+
+def test_sigterm_to_a_study_stops_its_runs_resumably_with_exit_75(tmp_path):
+    """SIGTERM (a scheduler's stop) to the study itself: its busy workers stop their runs where they are
+    (resumable), no further run starts, the counts come from the run directories, exit 75."""
+    (tmp_path / "killed").touch()
+    study = subprocess.Popen([sys.executable, "-m", "ilif.study", *SIX_RUNS[:-1], "1", "--override",
+                              "trainer.epochs=50"], cwd=tmp_path, env=_env_with_fixtures(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "runs" / "demo").glob("*/metrics.jsonl")) and time.time() < deadline:
+        time.sleep(0.2)
+    study.send_signal(signal.SIGTERM)
+    out, err = study.communicate(timeout=120)
+    assert study.returncode == 75, err
+    assert err.strip().splitlines()[-1].startswith("error: the study was interrupted; run the same command again")
+    assert "0 trained, 0 already finished, 0 failed" in out
+    (started,) = [d for d in (tmp_path / "runs" / "demo").iterdir() if (d / "last.pt").exists()]
+    assert "interrupted by SIGTERM" in (started / "train.log").read_text()

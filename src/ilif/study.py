@@ -116,7 +116,7 @@ def default_jobs() -> int:
 def _train_one(container: dict, run_dir: str) -> tuple[str, str]:
     """Train one job in this (worker) process, its output in the run's train.log once the trainer has
     claimed the directory: (``finished``, ""), (``failed``, its line as the run's record of its failure
-    gives it) or (``interrupted``, "")."""
+    gives it) or (``interrupted``, the exit code of the signal that stopped it)."""
     from ilif.train.loop import train
 
     path = Path(run_dir)
@@ -125,8 +125,8 @@ def _train_one(container: dict, run_dir: str) -> tuple[str, str]:
     try:
         train(OmegaConf.create(container), path, capture=True)
         return "finished", ""
-    except Interrupted:
-        return "interrupted", ""
+    except Interrupted as err:
+        return "interrupted", str(err.exit_code)
     except Exception as err:  # noqa: BLE001 - one failed run must not stop the study
         return "failed", f"{describe(err, path)} (exit {exit_code(err)})"
 
@@ -216,6 +216,11 @@ def _run_in_workers(todo, workers: int, record) -> None:
                 stopping = stopping or status == "interrupted"
                 if queue and not stopping and worker.process.is_alive():
                     worker.give(*queue.pop(0))
+    except BaseException:  # Ctrl-C or SIGTERM to the study: its runs stop where they are, resumably
+        for worker in pool:
+            if worker.run_dir is not None and worker.process.is_alive():
+                worker.process.terminate()
+        raise
     finally:
         for worker in pool:
             if worker.process.is_alive():
@@ -225,9 +230,13 @@ def _run_in_workers(todo, workers: int, record) -> None:
 def run_jobs(jobs, progress: bool = True, workers: int = 1) -> dict:
     """Train every unfinished job, ``workers`` at a time in separate processes (each with its
     ``trainer.threads`` torch threads, 1 by default), with one progress bar. A failed run, or a worker
-    that dies (killed by the out-of-memory killer, say), is recorded and the study goes on. Returns
-    counts of outcomes, the failures (run directory, reason) and the seconds taken."""
-    outcome = {"finished": 0, "skipped": 0, "failed": 0, "interrupted": 0, "failures": []}
+    that dies (killed by the out-of-memory killer, say), is recorded and the study goes on; SIGINT or
+    SIGTERM stops it (its runs resumably). Returns counts of outcomes (runs finished counted from their
+    directories, the truth whatever messages were lost), the failures (run directory, reason), the
+    exit code of the signal that stopped the study (``stopped``, None) and the seconds taken."""
+    import signal
+
+    outcome = {"finished": 0, "skipped": 0, "failed": 0, "interrupted": 0, "failures": [], "stopped": None}
     start = time.time()
     todo = [(cfg, run_dir) for _, cfg, run_dir in jobs if finished_summary(run_dir) is None]
     outcome["skipped"] = len(jobs) - len(todo)
@@ -239,8 +248,14 @@ def run_jobs(jobs, progress: bool = True, workers: int = 1) -> dict:
         if status == "failed":
             outcome["failures"].append((run_dir, detail))
             tqdm.write(f"failed: {run_dir}: {detail}")
+        if status == "interrupted":
+            outcome["stopped"] = outcome["stopped"] or int(detail)
         bar.update(1)
 
+    def terminated(signum, frame):
+        raise Interrupted("the study", signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         if workers <= 1:  # one at a time, in this process
             for cfg, run_dir in todo:
@@ -249,9 +264,13 @@ def run_jobs(jobs, progress: bool = True, workers: int = 1) -> dict:
                     break
         elif todo:
             _run_in_workers(todo, workers, record)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted) as err:
         outcome["interrupted"] += 1
+        outcome["stopped"] = outcome["stopped"] or exit_code(err)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     bar.close()
+    outcome["finished"] = sum(finished_summary(run_dir) is not None for _, run_dir in todo)
     outcome["seconds"] = time.time() - start
     return outcome
 
@@ -310,10 +329,10 @@ def main(argv=None) -> int:
           f"{outcome['skipped']} already finished, {outcome['failed']} failed")
     if outcome["failures"]:
         print("\n".join(failure_lines(outcome["failures"], "study")), file=sys.stderr)
-    if outcome["interrupted"]:
+    if outcome["stopped"]:
         print("error: the study was interrupted; run the same command again to go on (finished runs are kept, "
               "unfinished ones resume)", file=sys.stderr)
-        return 130
+        return outcome["stopped"]
     return 1 if outcome["failed"] else 0
 
 

@@ -524,8 +524,9 @@ def train(cfg: DictConfig, run_dir: Path, capture: bool = False) -> RunSummary:
                 except Exception as err:
                     if run.is_main and not isinstance(err, (Interrupted, RunConflict)):
                         keep_failure(run_dir, identity_hash, err)
-                        if capture:
-                            log.error("run failed: %s", describe(err, run_dir), exc_info=not isinstance(err, IlifError))
+                    if run.is_main and capture:  # the study's worker: its run's log says how it ended
+                        log.error("run %s: %s", "stopped" if isinstance(err, Interrupted) else "failed",
+                                  describe(err, run_dir), exc_info=not isinstance(err, IlifError))
                     raise
     except RunConflict:  # the folder is not this run's after all (an earlier run's checkpoint of another config)
         if marked:
