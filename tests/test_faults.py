@@ -1010,3 +1010,48 @@ def test_a_module_of_ones_own_that_cannot_be_imported_is_refused_before_a_run(tm
         "error: dataset._target_='broken_parts.data' is not allowed: it must name an importable function "
         "(ModuleNotFoundError: No module named 'not_installed_anywhere')"), proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------------ paths are data
+
+@pytest.mark.parametrize("path", ["/tmp/a b é", "/tmp/it's", "/tmp/a\\b", "/tmp/x\\", "/tmp/[1],${x}", "/tmp/q\\'z",
+                                  "/tmp/é=1 ~b"])
+def test_a_path_is_read_back_as_exactly_that_path(path):
+    from ilif.conf import compose_config, quoted
+
+    assert compose_config([f"runs_root={quoted(path)}"]).runs_root == path
+
+
+def test_config_folders_and_runs_roots_with_any_characters_work_everywhere(tmp_path, cli):
+    from ilif.report.__main__ import main as report_main
+    from ilif.study import main as study_main
+    from ilif.train.app import main as train_main
+
+    folder = tmp_path / "my configs é,[x]=1"
+    (folder / "experiment").mkdir(parents=True)
+    (folder / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\nexperiment_name: mine\ntrainer:\n  epochs: 1\n  limit_train_batches: 1\n"
+        "  progress: false\n")
+    runs = tmp_path / "r r é [1],x=2"
+    proc = cli(train_main, "-m", "--config-dir", str(folder), "experiment=mine", "seed=0,1",
+               f"runs_root={quoted_path(runs)}")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((runs / "mine").glob("*/summary.json"))) == 2
+    proc = cli(study_main, "mine", "--config-dir", str(folder), "--no-progress", "--override",
+               f"runs_root={quoted_path(runs)}", "--override", "seed=0")
+    assert proc.returncode == 0 and "0 trained, 1 already finished" in proc.stdout, proc.stderr
+    proc = cli(report_main, "--demo", "--runs-root", str(runs), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{runs}/demo" in (tmp_path / "out" / "demo" / "table.md").read_text()
+    proc = cli(train_main, f"runs_root={quoted_path(tmp_path / '${x}')}")
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"error: runs_root='{tmp_path / '${x}'}' is not allowed: "
+                                                         "a folder's path without '${'")
+    proc = cli(train_main, "--config-dir", str(tmp_path / "nowhere"))
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"error: --config-dir='{tmp_path / 'nowhere'}' is not allowed: "
+                                                         "an existing folder of config files")
+
+
+def quoted_path(path) -> str:
+    from ilif.conf import quoted
+
+    return quoted(str(path))

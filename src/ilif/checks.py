@@ -117,6 +117,13 @@ def path_segment(key: str, value: Any) -> None:
     require(ok, key, value, "one folder name (no '/', not '.' or '..')")
 
 
+def folder_path(key: str, value: Any) -> None:
+    """A check: a folder's path, any characters but ``${`` (Hydra's sweep would read it as an
+    interpolation when it makes the job's directory) and NUL."""
+    require(isinstance(value, str) and value != "" and "${" not in value and "\0" not in value, key, value,
+            "a folder's path without '${'")
+
+
 #: the surrogate widths γ that train: outside them the float32 surrogate gradient vanishes (a support too
 #: narrow to hold a potential, or a bump too flat to leave a nonzero gradient)
 GAMMA_RANGE = (1e-3, 1e3)
@@ -133,6 +140,7 @@ def gamma_width(key: str, value: Any) -> None:
 CHECKS: dict[str, Callable[[str, Any], None]] = {
     "seed": within(0, 2**32),
     "experiment_name": path_segment,
+    "runs_root": folder_path,
     "dataset.name": choice(dataset_names),
     "dataset.split": choice(("reference", "random")),
     "dataset.preprocess": choice(("clean", "reference")),

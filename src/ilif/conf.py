@@ -248,6 +248,16 @@ def name_components(cfg: DictConfig, choices: Optional[DictConfig] = None) -> Di
 EXTRA_CONFIG_DIRS: list[Path] = []
 
 
+def quoted(value: str) -> str:
+    """``value`` as a quoted string of Hydra's override grammar, read back as exactly ``value`` (a path
+    with spaces, non-ASCII letters, brackets, commas, quotes or ``${`` is data, never grammar)."""
+    import re
+
+    body = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", str(value))  # a quote and the backslashes before it
+    body = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, body)  # backslashes before the closing quote
+    return "'" + body.replace("${", "\\${") + "'"
+
+
 def use_config_dirs(dirs: list) -> None:
     """Add ``dirs`` (a user's own experiment, model, ... files) to every composition that follows.
     Raises ValueError naming a folder that does not exist."""
@@ -266,7 +276,7 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False) -> D
     ``overrides`` (as on the command line)."""
     register()
     if EXTRA_CONFIG_DIRS and not any(o.startswith("hydra.searchpath=") for o in overrides):
-        overrides = [*overrides, f"hydra.searchpath=[{','.join(f'file://{d}' for d in EXTRA_CONFIG_DIRS)}]"]
+        overrides = [*overrides, f"hydra.searchpath=[{','.join(quoted(f'file://{d}') for d in EXTRA_CONFIG_DIRS)}]"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = name_components(compose(config_name="train", overrides=overrides, return_hydra_config=True))
     if not return_hydra_config:

@@ -18,7 +18,7 @@ from typing import Optional
 
 import ilif
 from ilif import records
-from ilif.conf import use_config_dirs
+from ilif.conf import quoted, use_config_dirs
 from ilif.errors import ConfigError, bad_input, entry_point
 from ilif.grid import FIGURES, SCALES, plan, table_jobs, table_numbers
 from ilif.rundir import write_json_atomic
@@ -36,7 +36,7 @@ def kept(path: Path, finished: int) -> str:
 
 def table_from_runs(number: int, scale: str, runs_root: str):
     """(Table ``number`` at ``scale`` built from the run directories under ``runs_root``, its records)."""
-    records = load_runs(table_jobs([number], scale, [f"runs_root={runs_root}"]))
+    records = load_runs(table_jobs([number], scale, [f"runs_root={quoted(runs_root)}"]))
     return with_provenance(tables.BUILDERS[number](records, scale), records), records
 
 
@@ -114,7 +114,7 @@ def build_figures(scale: str, out: Path, runs_root: str, force: bool = False) ->
     """The five figures: each set (the γ sweep's, figures 1, 2, 4; the neurons', figures 3 and 5)
     redrawn only from at least as many finished runs as the figures it replaces (or with ``force``),
     like the tables (:func:`ilif.report.tables.replaces`)."""
-    overrides = [f"scale={scale}", f"runs_root={runs_root}"]
+    overrides = [f"scale={scale}", f"runs_root={quoted(runs_root)}"]
     runs = {name: load_runs(plan([FIGURES[name]], overrides)) for name in ("gamma", "neurons")}
     draw = {
         "gamma": lambda gamma_runs: [
@@ -181,7 +181,7 @@ def demo_summary(records) -> str:
 def build_demo(out: Path, runs_root: str, force: bool = False) -> str:
     """results/demo: the table and both figures (kept when they hold more finished runs), and the
     plain-language summary."""
-    records = load_runs(plan(["demo"], [f"runs_root={runs_root}"]))
+    records = load_runs(plan(["demo"], [f"runs_root={quoted(runs_root)}"]))
     finished = sum(r.done for r in records)
     if not tables.write_table(with_provenance(tables.demo_table(records), records), out / "table", "make demo",
                               f"{runs_root}/demo", "mini",

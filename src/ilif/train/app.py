@@ -36,7 +36,7 @@ import ilif
 
 from ilif.checks import check_torch_free
 from ilif.conf import (CONFIG_DIR, EXTRA_CONFIG_DIRS, config_hash, distributed_env, group_options, is_group,
-                       name_components, register, sweep_axes)
+                       name_components, quoted, register, sweep_axes)
 from ilif.grid import grid_items, job_configs, run_dir_of
 from ilif.errors import (SIGNAL_EXIT, ConfigError, DatasetError, IlifError, TrainingDiverged, bad_input, debugging,
                          describe, entry_point, exit_code, one_line)
@@ -54,8 +54,9 @@ def _fail(message: str, code: int = 2):
 
 
 def parse_cli(argv: list[str]) -> tuple[list[str], list[str], bool]:
-    """(overrides, search-path overrides, multirun) of a command line."""
-    overrides, searchpath, multirun, skip = [], [], False, False
+    """(overrides, config folders of the search path, multirun) of a command line: ``--config-dir DIR``
+    (an existing folder, else ConfigError) and ``hydra.searchpath=[...]`` add folders."""
+    overrides, folders, multirun, skip = [], [], False, False
     for index, arg in enumerate(argv):
         if skip:
             skip = False
@@ -63,7 +64,9 @@ def parse_cli(argv: list[str]) -> tuple[list[str], list[str], bool]:
         flag, eq, value = arg.partition("=")
         if flag in ("-cd", "--config-dir"):
             directory = value if eq else (argv[index + 1] if index + 1 < len(argv) else "")
-            searchpath.append(f"file://{Path(directory).resolve()}")
+            if not Path(directory).is_dir():
+                raise ConfigError(flag, directory, "an existing folder of config files")
+            folders.append(f"file://{Path(directory).resolve()}")
             skip = not eq
         elif flag in VALUE_FLAGS:
             skip = not eq
@@ -71,10 +74,23 @@ def parse_cli(argv: list[str]) -> tuple[list[str], list[str], bool]:
             multirun = True
         elif (eq or arg.startswith("~")) and not arg.startswith("-"):  # key=value, or ~key (remove it)
             if arg.startswith("hydra.searchpath="):
-                searchpath += [p.strip() for p in value.strip("[]").split(",") if p.strip()]
+                folders += [str(entry) for entry in override_value(arg)]
             elif not arg.lstrip("+~").startswith(("hydra.", "hydra/")):
                 overrides.append(arg)
-    return overrides, ([f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []), multirun
+    return overrides, folders, multirun
+
+
+def override_value(arg: str):
+    """The value of one ``key=value`` override as Hydra reads it (quotes removed, a list a list)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with bad_input():
+        return OverridesParser.create().parse_override(arg).value()
+
+
+def searchpath_override(folders: list[str]) -> list[str]:
+    """The ``hydra.searchpath`` override of ``folders`` (none for no folders), each a quoted string."""
+    return [f"hydra.searchpath=[{','.join(quoted(folder) for folder in folders)}]"] if folders else []
 
 
 def _check_group_options(items: list[tuple[str, str]]) -> None:
@@ -90,10 +106,8 @@ def _check_group_options(items: list[tuple[str, str]]) -> None:
 def help_text(searchpath: list[str]) -> str:
     """``ilif-train --help`` as Hydra writes it (train.yaml's ``hydra.help``, its config groups and their
     options), read from the config folders without composing a config (Hydra's own takes seconds).
-    ``searchpath``: the ``hydra.searchpath=[...]`` override of :func:`parse_cli`, if any."""
-    folders = [CONFIG_DIR, *EXTRA_CONFIG_DIRS]
-    for entry in searchpath:
-        folders += [Path(p.strip().removeprefix("file://")) for p in entry.partition("=")[2].strip("[]").split(",")]
+    ``searchpath``: the config folders of :func:`parse_cli`."""
+    folders = [CONFIG_DIR, *EXTRA_CONFIG_DIRS, *(Path(p.removeprefix("file://")) for p in searchpath)]
     groups: dict[str, set] = {}
     for folder in folders:
         for path in folder.rglob("*.yaml"):
@@ -152,9 +166,10 @@ def precheck(argv: list[str], writes: bool = True) -> list[DictConfig]:
         if not searchpath:  # options from other config directories are Hydra's to check
             _check_group_options([(k, v) for k, v in items if "(" not in v])
         experiments = next((axis for axis in sweep_axes(items) if axis[0][0] == "experiment"), [None])
-        run_dir = next((Path(arg.partition("=")[2]) for arg in argv if arg.startswith("hydra.run.dir=")), None)
+        run_dir = next((Path(override_value(arg)) for arg in argv if arg.startswith("hydra.run.dir=")), None)
         checked = [job for experiment in experiments
-                   for job in _check_jobs(items, experiment, searchpath, multirun, run_dir, writes)]
+                   for job in _check_jobs(items, experiment, searchpath_override(searchpath), multirun, run_dir,
+                                          writes)]
         if not all(told for _, told in checked):
             from .config import check_imported
 
@@ -294,7 +309,7 @@ def sweep_overrides(argv: list[str]) -> list[str]:
     _, searchpath, _ = parse_cli(argv)
     values = [arg for arg in argv if ("=" in arg or arg.startswith("~")) and not arg.startswith("-")
               and arg not in _flag_values(argv)]
-    return [*searchpath, *(arg for arg in values if not arg.startswith("hydra.searchpath="))]
+    return [*searchpath_override(searchpath), *(arg for arg in values if not arg.startswith("hydra.searchpath="))]
 
 
 def _flag_values(argv: list[str]) -> set[str]:
