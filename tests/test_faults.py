@@ -354,6 +354,10 @@ def test_a_lock_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("trainer.epochs=0", "trainer.epochs=0 is not allowed: an integer > 0"),
+    ("+dataset.test_fraction=2", "dataset.test_fraction=2 is not allowed: a number in [0.01, 0.99]"),
+    ("-m seed=0,1 +dataset.test_fraction=0,0.25", "dataset.test_fraction=0 is not allowed: a number in [0.01, 0.99]"),
+    ("dataset=cifar10_dvs +dataset.size=3", "dataset.size=3 is not allowed: an integer >= 8 and <= 1024"),
+    ("trainer.T=100000", "trainer.T=100000 is not allowed: an integer > 0 and <= 1024"),
     ("experiment_name=../elsewhere",
      "experiment_name='../elsewhere' is not allowed: one folder name (no '/', not '.' or '..')"),
     ("experiment_name=/tmp/abs",
@@ -1055,3 +1059,61 @@ def quoted_path(path) -> str:
     from ilif.conf import quoted
 
     return quoted(str(path))
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["ndigits", "--T", "0"], "error: dataset.T=0 is not allowed: an integer > 0 and <= 1024"),
+    (["ndigits", "--T", "100000"], "error: dataset.T=100000 is not allowed: an integer > 0 and <= 1024"),
+])
+def test_ilif_data_checks_its_dataset_s_keys_like_the_trainer(cli, argv, line):
+    from ilif.data.__main__ import main as data_main
+
+    proc = cli(data_main, *argv)
+    assert (proc.returncode, proc.stderr.strip()) == (2, line)
+
+
+def test_an_abandoned_build_of_the_event_digits_is_removed_by_the_next(tmp_path):
+    import socket
+
+    from ilif.data.temporal import remove_abandoned
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f".building-{socket.gethostname()}-{gone.stdout.strip()}-abc"
+    alive = tmp_path / f".building-{socket.gethostname()}-{os.getpid()}-def"
+    other = tmp_path / ".building-another-host-1-ghi"
+    for folder in (dead, alive, other):
+        (folder / "3").mkdir(parents=True)
+    remove_abandoned(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
+
+
+def test_an_empty_event_file_is_named(tmp_path):
+    from ilif.data.temporal import _load_events
+
+    (tmp_path / "0.npz").write_bytes(b"")
+    with pytest.raises(DatasetError, match=re.escape(f"corrupt event file (EOFError) at {tmp_path / '0.npz'}")):
+        _load_events(tmp_path / "0.npz")
+    os.mkfifo(tmp_path / "1.npz")
+    with pytest.raises(DatasetError, match=re.escape(f"corrupt event file (ValueError) at {tmp_path / '1.npz'}")):
+        _load_events(tmp_path / "1.npz")
+
+
+def test_a_compiled_kernel_is_loaded_only_when_it_is_this_users_own_and_whole(tmp_path, monkeypatch):
+    from ilif.neurons import _cpu_kernel
+
+    library = tmp_path / "neuron_kernel_x.so"
+    library.write_bytes(b"\x7fELF built here")
+    (tmp_path / "neuron_kernel_x.sha256").write_text(_cpu_kernel._digest_file(library) + "\n")
+    tmp_path.chmod(0o755)
+    assert _cpu_kernel.trusted(library)
+    library.write_bytes(b"\x7fELF put here by another")  # content changed: its recorded digest no longer fits
+    assert not _cpu_kernel.trusted(library)
+    (tmp_path / "neuron_kernel_x.sha256").write_text(_cpu_kernel._digest_file(library) + "\n")
+    library.chmod(0o666)  # anyone could have written it
+    assert not _cpu_kernel.trusted(library)
+    library.chmod(0o644)
+    tmp_path.chmod(0o777)  # a folder anyone can write to
+    assert not _cpu_kernel.trusted(library)
+    tmp_path.chmod(0o755)
+    monkeypatch.setattr(os, "getuid", lambda: 12345)  # another user's
+    assert not _cpu_kernel.trusted(library)

@@ -136,6 +136,18 @@ def gamma_width(key: str, value: Any) -> None:
             f"a width in [{low:g}, {high:g}] (outside it the surrogate gradient vanishes in float32)")
 
 
+#: the most time steps a run or a dataset's frames may have (beyond it one sample's frames of an event
+#: dataset alone take megabytes, and a dataset of them more memory than a machine has)
+MAX_T = 1024
+
+#: the own keys of the package's datasets and their checks (a function of one's own checks its own)
+DATASET_RULES: dict[str, Callable[[str, Any], None]] = {
+    "T": positive(integer=True, maximum=MAX_T),
+    "split_seed": within(0, 2**32),
+    "test_fraction": within(0.01, 0.99, high_inclusive=True),  # both parts keep every class of the digits
+    "size": positive(minimum=8, strict=False, integer=True, maximum=1024),
+}
+
 #: every checked key and its check (the open groups' own keys are checked by their components)
 CHECKS: dict[str, Callable[[str, Any], None]] = {
     "seed": within(0, 2**32),
@@ -161,7 +173,7 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "loss.mse_target": choice(("constant", "onehot")),
     "loss.phi": within(-1e6, 1e6, high_inclusive=True),
     "loss.label_smoothing": within(0.0, 1.0),
-    "trainer.T": positive(integer=True),
+    "trainer.T": positive(integer=True, maximum=MAX_T),
     "trainer.epochs": positive(integer=True),
     "trainer.timeout_s": positive(integer=True, maximum=10**7),  # 115 days; torch's waits overflow far above
     "trainer.checkpoint_every_min": positive(strict=False),
@@ -316,6 +328,10 @@ def dataset_keys(cfg: dict, function: Callable) -> dict:
     if cfg.get("_target_") and cfg.get("stand_in") and "stand_in" not in takes:
         raise ValueError(f"dataset.stand_in=True is not allowed: {cfg['_target_']} makes no stand-in data (it "
                          "takes no stand_in)")
+    if not cfg.get("_target_"):
+        for key, value in arguments.items():
+            if key in DATASET_RULES:
+                DATASET_RULES[key](f"dataset.{key}", value)
     return arguments
 
 
