@@ -7,21 +7,31 @@ yours. Naming the installed versions makes pip choose the releases built for you
 Reads package metadata only; torch is not imported.
 """
 
+import sys
 from importlib import metadata
 
 FAMILY = ("torch", "torchvision", "torchaudio")
 
 
 def pins() -> list[str]:
-    """The installed members of FAMILY as `name==version` (a local tag such as +cpu dropped)."""
+    """The installed members of FAMILY as `name==version` (a local tag such as +cpu dropped). Raises
+    ValueError naming a package whose metadata has no version (a broken install)."""
     found = []
     for name in FAMILY:
         try:
-            found.append(f"{name}=={metadata.version(name).split('+')[0]}")
+            version = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+        if not isinstance(version, str) or not version.split("+")[0].strip():
+            raise ValueError(f"{name} is installed without a version in its metadata ({version!r}): reinstall it, "
+                             "or pin it by hand")
+        found.append(f"{name}=={version.split('+')[0]}")
     return found
 
 
 if __name__ == "__main__":
-    print(" ".join(pins()))
+    try:
+        print(" ".join(pins()))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

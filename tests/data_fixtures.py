@@ -154,3 +154,18 @@ def killed_in_job_dataset(name: str, split_seed: int):
     if os.environ.get("SUBMITIT_EXECUTOR") and split_seed == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     return tiny_dataset(name)
+
+
+def not_a_dataset(name: str):
+    """A dataset function of one's own that returns the wrong thing."""
+    return "data"
+
+
+def not_a_neuron(**kwargs):
+    """A neuron "class" of one's own that makes nothing."""
+    return None
+
+
+def not_a_backbone(neuron, num_classes: int, in_channels: int, T: int):
+    """A backbone of one's own that returns no model."""
+    return {"layers": []}

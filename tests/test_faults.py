@@ -401,6 +401,10 @@ def test_runs_that_could_not_train_or_be_measured_are_one_line(tmp_path, cli, ov
     ({"RANK": "abc", "WORLD_SIZE": "2"}, "RANK='abc' is not allowed: an integer"),
     ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 WORLD_SIZE=2 LOCAL_RANK=0 is not allowed: 0 <= RANK < WORLD_SIZE"),
     ({"RANK": "0", "WORLD_SIZE": "2"}, "WORLD_SIZE=2 needs MASTER_ADDR and MASTER_PORT"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "abc"},
+     "MASTER_PORT='abc' is not allowed: a TCP port number in [1, 65535]"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "99999"},
+     "MASTER_PORT='99999' is not allowed: a TCP port number in [1, 65535]"),
 ])
 def test_half_set_launcher_variables_are_one_line(tmp_path, cli, monkeypatch, env, message):
     from ilif.train.app import main as train_main
@@ -1051,8 +1055,8 @@ def test_config_folders_and_runs_roots_with_any_characters_work_everywhere(tmp_p
     assert (proc.returncode, proc.stderr.strip()) == (2, f"error: runs_root='{tmp_path / '${x}'}' is not allowed: "
                                                          "a folder's path without '${'")
     proc = cli(train_main, "--config-dir", str(tmp_path / "nowhere"))
-    assert (proc.returncode, proc.stderr.strip()) == (2, f"error: --config-dir='{tmp_path / 'nowhere'}' is not allowed: "
-                                                         "an existing folder of config files")
+    assert (proc.returncode, proc.stderr.strip()) == (
+        2, f"error: --config-dir='{tmp_path / 'nowhere'}' is not allowed: an existing folder of config files")
 
 
 def quoted_path(path) -> str:
@@ -1117,3 +1121,50 @@ def test_a_compiled_kernel_is_loaded_only_when_it_is_this_users_own_and_whole(tm
     tmp_path.chmod(0o755)
     monkeypatch.setattr(os, "getuid", lambda: 12345)  # another user's
     assert not _cpu_kernel.trusted(library)
+
+
+# ------------------------------------------------------------------------------------ exit codes by meaning
+
+@pytest.mark.parametrize("override, line", [
+    ("neuron._target_=builtins.dict", "error: neuron._target_='builtins.dict' is not allowed: it must name a neuron "
+     "class whose parameters can be read (a Python function or class)"),
+    ("dataset._target_=data_fixtures.not_a_dataset", "error: dataset._target_='data_fixtures.not_a_dataset' is not "
+     "allowed: a dataset function returning (train set, test set, DatasetInfo); it returned str"),
+    ("neuron._target_=data_fixtures.not_a_neuron", "error: neuron._target_ is not allowed to make a NoneType: it must "
+     "name a neuron class (a torch.nn.Module taking surrogate and step_mode)"),
+    ("+model._target_=data_fixtures.not_a_backbone", "error: model: the backbone 'not_a_backbone' returned a dict, "
+     "not a torch.nn.Module"),
+])
+def test_a_component_of_ones_own_that_makes_the_wrong_thing_is_one_line(tmp_path, override, line):
+    proc = subprocess.run([sys.executable, "-m", "ilif.train", "trainer.progress=false", override], cwd=tmp_path,
+                          env=_env_with_tests(), capture_output=True, text=True, timeout=300)
+    assert (proc.returncode, proc.stderr.strip().splitlines()[-1]) == (2, line)
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing left
+
+
+def test_a_config_file_that_is_not_yaml_is_named_with_its_line(tmp_path, cli):
+    from ilif.study import main as study_main
+    from ilif.train.app import main as train_main
+
+    (tmp_path / "mine" / "model").mkdir(parents=True)
+    (tmp_path / "mine" / "model" / "broken.yaml").write_text("name: convnet_small\ndropout: [1,\n")
+    line = (f"error: {tmp_path / 'mine' / 'model' / 'broken.yaml'}, line 3, column 1 is not valid YAML: expected the "
+            "node content, but found '<stream end>'")
+    for main, argv in ((train_main, ["--config-dir", str(tmp_path / "mine"), "model=broken"]),
+                       (train_main, ["-m", "--config-dir", str(tmp_path / "mine"), "model=broken", "seed=1,2"]),
+                       (study_main, ["--config-dir", str(tmp_path / "mine"), "demo", "--override", "model=broken",
+                                     "--dry-run"])):
+        proc = cli(main, *argv)
+        assert (proc.returncode, proc.stderr.strip().splitlines()[-1]) == (2, line)
+
+
+def test_keep_torch_names_a_package_installed_without_a_version(monkeypatch, capsys):
+    import runpy
+    from importlib import metadata
+
+    monkeypatch.setattr(metadata, "version", lambda name: None if name == "torchvision" else "2.0.0+cpu")
+    with pytest.raises(SystemExit) as ended:
+        runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "keep_torch.py"), run_name="__main__")
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.strip() == ("error: torchvision is installed without a version in its metadata "
+                                               "(None): reinstall it, or pin it by hand")

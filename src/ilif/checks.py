@@ -295,7 +295,8 @@ def component_callable(group: str, spec: dict, imported: bool) -> Optional[Calla
                 module, _, name = target.rpartition(".")  # the line importing it would give
                 raise ValueError(f"{group}._target_={target!r} is not allowed: it must name an importable function "
                                  f"(AttributeError: module {module!r} has no attribute {name!r})")
-            return import_dotted(f"{group}._target_", target) if imported else sources.shadow(target)
+            found = import_dotted(f"{group}._target_", target) if imported else sources.shadow(target)
+            return _with_signature(f"{group}._target_", target, found, NOUNS[group])
         if imported:
             from ilif.data import BUILTIN
             from ilif.models.registry import _MODELS
@@ -307,6 +308,21 @@ def component_callable(group: str, spec: dict, imported: bool) -> Optional[Calla
                                   name_key="dataset" if group == "dataset" else "")
     except ValueError as err:
         raise ConfigError.from_message(str(err)) from None
+
+
+def _with_signature(key: str, target: str, found: Optional[Callable], noun: str) -> Optional[Callable]:
+    """``found`` when its parameters can be read (None stays None: the source could not tell); raises
+    ValueError naming ``key`` otherwise (a builtin such as ``dict`` has none to read)."""
+    import inspect
+
+    if found is None:
+        return None
+    try:
+        inspect.signature(found)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={target!r} is not allowed: it must name a {noun} whose parameters can be read (a "
+                         "Python function or class)") from None
+    return found
 
 
 def dataset_keys(cfg: dict, function: Callable) -> dict:
@@ -341,8 +357,9 @@ def check_neuron_keys(spec: dict, cls: Callable) -> None:
     import inspect
 
     accepted = inspect.signature(cls).parameters
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
     for key in spec:
-        if key not in ("name", "_target_") and (key not in accepted or key in NEURON_GIVEN):
+        if key not in ("name", "_target_") and (key not in accepted and not takes_any or key in NEURON_GIVEN):
             allowed = [k for k in accepted if k not in (*NEURON_GIVEN, "store_membrane", "backend")]
             raise unknown_key(f"neuron.{key}", spec[key], cls.__name__, allowed)
 

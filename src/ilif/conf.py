@@ -341,7 +341,7 @@ def distributed_env(environ=None) -> tuple[int, int, int]:
     """(rank, world size, local rank) from a launcher's variables (torchrun sets all of
     :data:`LAUNCHER_VARIABLES`); (0, 1, 0) when none is set. Raises ValueError (one line) for a half-set
     group: RANK without WORLD_SIZE or the reverse, a value that is not an integer, a rank outside the
-    world, or a world of several processes without MASTER_ADDR and MASTER_PORT."""
+    world, or a world of several processes without MASTER_ADDR and a MASTER_PORT that is a port."""
     env = os.environ if environ is None else environ
     given = {name: env.get(name) for name in LAUNCHER_VARIABLES}
     together = "a launcher such as torchrun sets " + ", ".join(LAUNCHER_VARIABLES) + " together"
@@ -365,6 +365,10 @@ def distributed_env(environ=None) -> tuple[int, int, int]:
                          "and LOCAL_RANK >= 0")
     if world > 1 and not (given["MASTER_ADDR"] and given["MASTER_PORT"]):
         raise ValueError(f"WORLD_SIZE={world} needs MASTER_ADDR and MASTER_PORT (where rank 0 listens): {together}")
+    port = given["MASTER_PORT"]
+    if world > 1 and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"MASTER_PORT={port!r} is not allowed: a TCP port number in [1, 65535] (where rank 0 "
+                         "listens)")
     return rank, world, local
 
 

@@ -108,8 +108,10 @@ class Interrupted(IlifError, RuntimeError):
 @contextmanager
 def bad_input():
     """Inside, an error is the user's input and ends the command as a ConfigError (exit 2): a
-    ValueError (a value out of range, an option that does not exist, a folder that is not there) or a
-    config that does not compose (Hydra's or OmegaConf's error, in one line with its cause)."""
+    ValueError (a value out of range, an option that does not exist, a folder that is not there), a
+    config that does not compose (Hydra's or OmegaConf's error, in one line with its cause) or a config
+    file that is not YAML (named, with the line)."""
+    import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -119,6 +121,12 @@ def bad_input():
         raise
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError.from_message(composition_error(err)) from err
+    except yaml.MarkedYAMLError as err:  # a config file that is not YAML: its name, line and column
+        mark = err.problem_mark or err.context_mark
+        where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a config file"
+        raise ConfigError.from_message(f"{where} is not valid YAML: {err.problem or err.context}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError.from_message(f"a config file is not valid YAML: {one_line(err)}") from err
     except ValueError as err:
         raise ConfigError.from_message(str(err)) from err
 

@@ -51,7 +51,21 @@ def build(cfg: Mapping[str, Any]) -> tuple[Dataset, Dataset, DatasetInfo]:
     if cfg.get("stand_in") and not cfg.get("_target_"):
         return stand_in(cfg["name"], T=cfg.get("T", 4), size=cfg.get("stand_in_size", 16),
                         samples=cfg.get("stand_in_samples", 16))
-    return function(**dataset_arguments(cfg, function))
+    return made("dataset._target_" if cfg.get("_target_") else "dataset",
+                cfg.get("_target_") or cfg["name"], function(**dataset_arguments(cfg, function)))
+
+
+def made(key: str, value: str, result: Any) -> tuple[Dataset, Dataset, DatasetInfo]:
+    """``result`` when it is what a dataset function returns: (train, test, info), both sets sized and
+    indexable, ``info`` a :class:`DatasetInfo`; ConfigError naming ``key`` otherwise."""
+    from ilif.errors import ConfigError
+
+    ok = isinstance(result, tuple) and len(result) == 3 and isinstance(result[2], DatasetInfo) and all(
+        hasattr(part, "__len__") and hasattr(part, "__getitem__") for part in result[:2])
+    if not ok:
+        raise ConfigError(key, value, f"a dataset function returning (train set, test set, DatasetInfo); it returned "
+                          f"{type(result).__name__}")
+    return result
 
 
 def dataset_function(cfg: Mapping[str, Any]) -> Callable[..., tuple[Dataset, Dataset, DatasetInfo]]:

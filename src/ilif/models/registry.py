@@ -8,6 +8,8 @@ from typing import Any, Callable, Mapping, Optional
 
 from torch import nn
 
+from ilif.errors import ConfigError
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -56,11 +58,19 @@ def call_backbone(function: Callable[..., nn.Module], input_size: Optional[int] 
     few backbones need it."""
     if input_size is not None and "input_size" in inspect.signature(function).parameters:
         kwargs["input_size"] = input_size
-    return function(**kwargs)
+    model = function(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise ConfigError.from_message(f"model: the backbone {getattr(function, '__name__', function)!r} returned a "
+                                       f"{type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 def spiking(neuron: Callable[[], nn.Module]) -> nn.Module:
-    """A fresh neuron from the factory, switched to multi-step mode."""
+    """A fresh neuron from the factory, switched to multi-step mode; ConfigError naming
+    ``neuron._target_`` when the factory makes something else than a neuron (a torch module)."""
     module = neuron()
+    if not isinstance(module, nn.Module):
+        raise ConfigError.from_message(f"neuron._target_ is not allowed to make a {type(module).__name__}: it must "
+                                       "name a neuron class (a torch.nn.Module taking surrogate and step_mode)")
     module.step_mode = "m"
     return module
