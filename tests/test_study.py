@@ -234,3 +234,16 @@ def test_sigterm_to_a_study_stops_its_runs_resumably_with_exit_75(tmp_path):
     assert "0 trained, 0 already finished, 0 failed" in out
     (started,) = [d for d in (tmp_path / "runs" / "demo").iterdir() if (d / "last.pt").exists()]
     assert "interrupted by SIGTERM" in (started / "train.log").read_text()
+
+
+def test_odd_epoch_times_in_any_record_never_stop_or_bend_the_estimate(tmp_path):
+    odd = tmp_path / "runs" / "demo" / "seqdigits-lif-g9-s0-00000000"
+    odd.mkdir(parents=True)
+    for seconds in (5, ["a", "b"], [-1000], [1e308, 1e308]):
+        (odd / "summary.json").write_text(json.dumps({"status": "finished", "final": {"epoch": 0},
+                                                      "provenance": {"epoch_seconds": seconds}}))
+        proc = _study(tmp_path, "--dry-run")
+        assert proc.returncode == 0, proc.stderr
+        relative = odd.relative_to(tmp_path) / "summary.json"
+        assert f"{relative}: provenance.epoch_seconds" in proc.stderr  # named, and left out
+        assert "estimate: 0 min (assumed for seqdigits (1 s per epoch on one GPU))" in proc.stdout

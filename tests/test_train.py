@@ -321,9 +321,13 @@ def test_wandb_mirror_flattens_names_and_never_duplicates(train_run, monkeypatch
     (run_dir / UPLOADED).unlink()
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
-    assert upload_runs([run_dir, tmp_path / "not-a-run", unfinished], mode="offline") == {
-        "online": [], "offline": [run_dir],
-        "left out": [(tmp_path / "not-a-run", "it does not exist"), (unfinished, "not a finished run")]}
+    nameless = tmp_path / "nameless"  # a finished record without the config that names a wandb run
+    nameless.mkdir()
+    (nameless / "summary.json").write_text(json.dumps({"status": "finished", "final": {"epoch": 0}}))
+    assert upload_runs([nameless, run_dir, tmp_path / "not-a-run", unfinished], mode="offline") == {
+        "online": [], "offline": [run_dir],  # one bad directory stops none after it
+        "left out": [(nameless, "its config cannot name a wandb run (has no 'dataset')"),
+                     (tmp_path / "not-a-run", "it does not exist"), (unfinished, "not a finished run")]}
     assert json.loads((run_dir / UPLOADED).read_text())["id"] == run_id
 
 

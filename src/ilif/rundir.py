@@ -138,6 +138,8 @@ def remove_stale_temporaries(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+#: the longest an epoch may have taken (115 days): a record beyond it is not a measurement
+MAX_EPOCH_SECONDS = 1e7
 #: a metric of an epoch's record: a number (null where it was not finite), or a table of them by layer,
 #: parameter or time step
 METRIC = records.either(records.optional(records.number()), records.mapping_of(records.optional(records.number())),
@@ -161,8 +163,9 @@ FINISHED_RECORD = records.record({
     "energy_totals": records.optional(records.mapping_of(records.optional(records.number()))),
     "surrogate": TABLE, "dataset_info": TABLE,
     "world_size": records.number(1, integer=True),
-    "provenance": records.optional(records.record({"epoch_seconds": records.list_of(records.number(0)),
-                                                   "changed_on_resume": records.list_of(records.text)})),
+    "provenance": records.optional(records.record({
+        "epoch_seconds": records.list_of(records.number(0, MAX_EPOCH_SECONDS)),
+        "changed_on_resume": records.list_of(records.text)})),
     "config": TABLE, "schema": records.number(1, integer=True),
 }, required=("final",))
 FAILED_RECORD = records.record({"status": records.one_of("failed"), "config_hash": records.optional(records.text),

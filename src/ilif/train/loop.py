@@ -29,9 +29,9 @@ from ilif.conf import config_hash, distributed_env, identity, run_name
 from ilif.errors import ConfigError, IlifError, Interrupted, RunConflict, describe, exit_code
 from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, weight_grad_norms
 from ilif.metrics.base import neuron_layers
-from ilif.rundir import (OWNER, UPLOADED, MetricsFile, RunLock, RunSummary, finished_summary, git_state, record_failure,
-                         remove_stale_temporaries, mark_owner, ownership_problem, write_json_atomic,
-                         write_text_atomic)
+from ilif.rundir import (MAX_EPOCH_SECONDS, OWNER, UPLOADED, MetricsFile, RunLock, RunSummary, finished_summary,
+                         git_state, mark_owner, ownership_problem, record_failure, remove_stale_temporaries,
+                         write_json_atomic, write_text_atomic)
 from ilif.wandb_mirror import WandbLogger
 
 from . import checkpoint
@@ -250,7 +250,7 @@ def progress_check(cfg: DictConfig, samples: int, model: torch.nn.Module) -> rec
                                   "grad_sums": records.mapping_of(_tensor, layers),
                                   "grad_counts": records.mapping_of(records.number(0, integer=True), layers)},
                                  required=("spikes", "grad_sums", "grad_counts"), others=None),
-        "epoch_seconds": records.list_of(records.number(0, 1e7)),
+        "epoch_seconds": records.list_of(records.number(0, MAX_EPOCH_SECONDS)),
         "changed_on_resume": records.list_of(records.text),
     }, required=("epoch", "best"))
 
