@@ -169,3 +169,18 @@ def not_a_neuron(**kwargs):
 def not_a_backbone(neuron, num_classes: int, in_channels: int, T: int):
     """A backbone of one's own that returns no model."""
     return {"layers": []}
+
+
+def crashing_dataset(name: str, split_seed: int):
+    """:func:`tiny_dataset`, except that ``dataset.split_seed=1`` ends in an error nobody foresaw when it
+    is built a second time (in its job: the sweep's check of the datasets built it first), the flag file
+    ``$ILIF_TEST_KILL_FLAG`` telling the two apart."""
+    import os
+    from pathlib import Path
+
+    flag = Path(os.environ["ILIF_TEST_KILL_FLAG"])
+    if split_seed == 1:
+        if flag.exists():
+            raise ZeroDivisionError("a bug in a dataset of one's own")
+        flag.touch()
+    return tiny_dataset(name)

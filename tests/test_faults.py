@@ -1168,3 +1168,18 @@ def test_keep_torch_names_a_package_installed_without_a_version(monkeypatch, cap
     assert ended.value.code == 2
     assert capsys.readouterr().err.strip() == ("error: torchvision is installed without a version in its metadata "
                                                "(None): reinstall it, or pin it by hand")
+
+
+def test_a_traceback_asked_for_never_stops_a_sweep(tmp_path):
+    env = _env_with_tests(HYDRA_FULL_ERROR="1", ILIF_TEST_KILL_FLAG=str(tmp_path / "built"))
+    proc = subprocess.run([sys.executable, "-m", "ilif.train", "-m", "trainer.progress=false", "trainer.epochs=1",
+                           "dataset._target_=data_fixtures.crashing_dataset", "dataset.split_seed=1,0"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr and "ZeroDivisionError: a bug" in proc.stderr
+    (failed,) = [d for d in run_dirs(tmp_path) if status(d) == "failed"]
+    assert [status(d) for d in run_dirs(tmp_path)].count("finished") == 1  # the next job trained
+    assert proc.stderr.strip().splitlines()[-2:] == [
+        "error: 1 run(s) of the sweep failed:",
+        f"  {failed.relative_to(tmp_path)}: ZeroDivisionError: a bug in a dataset of one's own (ILIF_DEBUG=1 shows the "
+        "traceback) (exit 1)"]

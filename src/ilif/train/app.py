@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -251,7 +252,9 @@ def job(cfg: DictConfig) -> float:
         return train(cfg, run_dir).final["test/acc1"]
     except Exception as err:  # noqa: BLE001 - every failure: one line and its code (ilif.errors), a traceback if asked
         if debugging() and not isinstance(err, (IlifError, OSError)):
-            raise
+            if HydraConfig.get().mode != RunMode.MULTIRUN:
+                raise
+            traceback.print_exc()  # the traceback asked for; the sweep goes on with its other jobs
         if isinstance(err, (ConfigError, DatasetError)):  # sweep syntax the precheck could not expand; missing data
             discard_untrained(run_dir, Path(cfg.runs_root))
         if isinstance(err, TrainingDiverged):
