@@ -33,6 +33,16 @@ def _isolated():
 
 
 @pytest.fixture
+def trainer_cfg():
+    """The config keys a :class:`ilif.train.loop.Trainer` reads to save and resume a checkpoint (for
+    tests that drive one with parts of their own, whose ``data`` has 16 training samples)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"trainer": {"epochs": 10, "batch_size": 4, "drop_last": False, "compile": False,
+                                         "limit_train_batches": 0}})
+
+
+@pytest.fixture
 def train_run(tmp_path):
     """``train_run(*overrides)``: compose, validate and train one run in this process under
     ``tmp_path/runs`` (for tests where a subprocess is not what is tested). Returns (run_dir, summary)."""

@@ -317,10 +317,16 @@ def test_a_backbone_gets_input_size_and_the_keys_it_names_or_takes_with_kwargs(m
 def test_an_old_or_odd_summary_reads_with_empty_tables():
     from ilif.rundir import RunSummary
 
-    odd = RunSummary.from_json({"status": "finished", "final": {"test/acc1": 0.5}, "provenance": None,
-                                "config": None, "layers": {"not": "a list"}, "best": None})
+    from ilif.records import Invalid
+    from ilif.rundir import check_summary
+
+    old = {"status": "finished", "final": {"epoch": 0, "test/acc1": 0.5}, "provenance": None, "config": None,
+           "layers": None, "best": None}
+    odd = RunSummary.from_json(check_summary(old, ""))
     assert (odd.provenance, odd.config, odd.layers, odd.best, odd.schema) == ({}, {}, [], None, 1)
-    assert odd.best_metrics == {"test/acc1": 0.5}
+    assert odd.best_metrics == {"epoch": 0, "test/acc1": 0.5}
+    with pytest.raises(Invalid, match="layers: {'not': 'a list'} is not a list"):  # a table of another type: refused
+        check_summary({**old, "layers": {"not": "a list"}}, "")
 
 
 PARTS = '''

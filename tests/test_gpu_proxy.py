@@ -40,12 +40,12 @@ def _parts(model):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return SimpleNamespace(model=model, optimizer=optimizer,
                            scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2), start_epoch=0, best=None,
-                           changed_on_resume=[], epoch_seconds=[], resume_inside=None,
+                           changed_on_resume=[], epoch_seconds=[], resume_inside=None, data=(range(16),),
                            remedy=Remedy().attach(model, None))
 
 
 @pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
-def test_resume_for_a_non_cpu_device_restores_every_rng_state_on_the_cpu(tmp_path):
+def test_resume_for_a_non_cpu_device_restores_every_rng_state_on_the_cpu(tmp_path, trainer_cfg):
     torch.manual_seed(0)
     parts = _parts(torch.nn.Linear(3, 2))
     parts.model(torch.randn(4, 3)).sum().backward()
@@ -53,10 +53,12 @@ def test_resume_for_a_non_cpu_device_restores_every_rng_state_on_the_cpu(tmp_pat
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     expected = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state()
     scaler = torch.amp.GradScaler("cuda", enabled=False)
-    loop.Trainer(None, SimpleNamespace(scaler=scaler, device=torch.device("cpu")), parts, tmp_path, "h").save(4, False)
+    on_cpu = SimpleNamespace(scaler=scaler, device=torch.device("cpu"))
+    loop.Trainer(trainer_cfg, on_cpu, parts, tmp_path, "h").save(4, False)
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     on_meta = _parts(torch.nn.Linear(3, 2).to("meta"))  # meta stands in for CUDA: nothing can be read back from it
-    loop.Trainer(None, SimpleNamespace(device=torch.device("meta"), scaler=scaler), on_meta, tmp_path, "h").resume()
+    meta_run = SimpleNamespace(device=torch.device("meta"), scaler=scaler)
+    loop.Trainer(trainer_cfg, meta_run, on_meta, tmp_path, "h").resume()
     assert random.getstate() == expected[0]
     assert np.array_equal(np.random.get_state()[1], expected[1])
     assert torch.equal(torch.get_rng_state(), expected[2])

@@ -346,7 +346,7 @@ def test_table5_compares_each_row_with_ilif_without_a_remedy(tmp_path):
     assert lif_reg[4 + 6:4 + 9] == ["2.000 ± 0.000", "1.000 ± 0.000", "3.000 ± 0.000"]
 
 
-def test_a_resume_restores_the_gamma_each_layer_trained_with(tmp_path):
+def test_a_resume_restores_the_gamma_each_layer_trained_with(tmp_path, trainer_cfg):
     from types import SimpleNamespace
 
     from ilif.train import loop
@@ -358,19 +358,20 @@ def test_a_resume_restores_the_gamma_each_layer_trained_with(tmp_path):
         return SimpleNamespace(model=model, optimizer=optimizer,
                                scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2),
                                start_epoch=0, best=None, changed_on_resume=[], epoch_seconds=[], resume_inside=None,
+                               data=(range(16),),
                                remedy=remedy)
 
     before = parts()
     before.remedy.set_gamma("0", 0.37)
     before.remedy.set_gamma("1", 2.5)
     run = SimpleNamespace(scaler=torch.amp.GradScaler("cpu", enabled=False), device=torch.device("cpu"))
-    loop.Trainer(None, run, before, tmp_path, "h").save(3, False)
+    loop.Trainer(trainer_cfg, run, before, tmp_path, "h").save(3, False)
     after = parts()
-    loop.Trainer(None, run, after, tmp_path, "h").resume()
+    loop.Trainer(trainer_cfg, run, after, tmp_path, "h").resume()
     assert after.remedy.record()["remedy/gamma"] == {"0": 0.37, "1": 2.5} and after.start_epoch == 4
 
 
-def test_a_resume_restores_each_learnable_gamma_and_its_optimiser(tmp_path):
+def test_a_resume_restores_each_learnable_gamma_and_its_optimiser(tmp_path, trainer_cfg):
     from types import SimpleNamespace
 
     from ilif.train import loop
@@ -382,6 +383,7 @@ def test_a_resume_restores_each_learnable_gamma_and_its_optimiser(tmp_path):
         return SimpleNamespace(model=model, optimizer=optimizer,
                                scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 2),
                                start_epoch=0, best=None, changed_on_resume=[], epoch_seconds=[], resume_inside=None,
+                               data=(range(16),),
                                remedy=_learnable(model, lr=0.05))
 
     def train_step(p):
@@ -391,8 +393,8 @@ def test_a_resume_restores_each_learnable_gamma_and_its_optimiser(tmp_path):
     run = SimpleNamespace(scaler=torch.amp.GradScaler("cpu", enabled=False), device=torch.device("cpu"))
     before, after = parts(), parts()
     train_step(before)
-    loop.Trainer(None, run, before, tmp_path, "h").save(0, False)
-    loop.Trainer(None, run, after, tmp_path, "h").resume()
+    loop.Trainer(trainer_cfg, run, before, tmp_path, "h").save(0, False)
+    loop.Trainer(trainer_cfg, run, after, tmp_path, "h").resume()
     assert after.remedy.record() == before.remedy.record()
     assert after.model[1].surrogate.parameter._base is after.remedy.gammas
     for p in (before, after):

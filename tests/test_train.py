@@ -61,7 +61,7 @@ def status(run_dir: Path):
     [("surrogate.gamma=-1", "surrogate.gamma=-1.0 is not allowed: " + WIDTH),
      ("neuron=foo",
       f"neuron='foo' is not allowed: choose one of {group_options('neuron')}"),
-     ("trainer.T=0", "trainer.T=0 is not allowed: an integer > 0"),
+     ("trainer.T=0", "trainer.T=0 is not allowed: an integer > 0 and <= 1024"),
      ("optim.name=adam", "optim.name='adam' is not allowed: choose one of ['adamw', 'sgd'], or give optim._target_ "
                          "(an optimiser function outside the package)"),
      ("loss.name=mse", "loss.name='mse' is not allowed: choose one of ['ce', 'tet'], or give loss._target_ (a loss "

@@ -63,6 +63,25 @@ class DatasetError(IlifError):
         super().__init__(f"dataset {dataset!r}: {problem} at {path}; expected {expected}; get it from {source}")
 
 
+class RecordError(IlifError, ValueError):
+    """A file read back that is not the record it should be (:mod:`ilif.records`): ``<file>: <key>: <what
+    is wrong>``."""
+
+    exit_code = 2
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+class Invalid(ValueError):
+    """A value that fails a check of :mod:`ilif.records`: ``where`` is its dotted key in the record."""
+
+    def __init__(self, where: str, problem: str):
+        self.where = where
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
 class RunBusy(IlifError, RuntimeError):
     """Another process holds the run directory."""
 

@@ -20,26 +20,12 @@ import stat
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ilif.errors import Invalid, RecordError
+
 #: the largest record read (a summary of a large network is a few MB)
 MAX_BYTES = 64 * 2**20
 #: the deepest nesting of lists and objects a record may have
 MAX_DEPTH = 32
-
-
-class RecordError(ValueError):
-    """A file that is not the record it should be: ``<file>: <key>: <what is wrong>``."""
-
-    def __init__(self, path: Path | str, problem: str):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: {problem}")
-
-
-class Invalid(ValueError):
-    """A value that fails a :data:`Check`: ``where`` is its dotted key in the record."""
-
-    def __init__(self, where: str, problem: str):
-        self.where = where
-        super().__init__(f"{where or 'the file'}: {problem}" if where else problem)
 
 
 #: a check: (value, its dotted key) -> the value, or raises :class:`Invalid`
