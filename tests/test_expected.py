@@ -101,6 +101,13 @@ def test_missing_cells_and_unknown_published_values(tmp_path, cli):
                     "tolerance: 1}}\n", "mini.table1.0.cells.firing rate: has no 'seeds'"),
         "scale": ("huge: {}\n", "'huge' is not one of ['full', 'mini', 'smoke']"),
         "deep": ("a: " + "[" * 200 + "]" * 200 + "\n", "nested more than 32 levels deep"),
+        "bomb": ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(9)),
+            "uses YAML aliases (*name), which a record never needs"),
+        "code": ("mini: !!python/object/apply:os.system ['echo run']\n", "is not readable YAML (ConstructorError)"),
+        "huge": ("mini:\n  table1:\n  - key: {dataset: digits}\n    cells: {firing rate: {expected: 1"
+                 + "0" * 400 + ", tolerance: 1, seeds: 3}}\n",
+                 "mini.table1.0.cells.firing rate.expected: 1" + "0" * 59 + " is not a finite number"),
     }
     for name, (text, problem) in bad.items():
         (tmp_path / f"{name}.yaml").write_text(text)
@@ -173,3 +180,11 @@ def test_a_row_without_an_expectation_fails_and_hand_edits_are_never_overwritten
     assert path.read_text() == edited
     assert cli(report_main, *args, "--write-expected", "--force").returncode == 0
     assert len(yaml.safe_load(path.read_text())["mini"]["table1"]) == 12
+    notes = tmp_path / "notes.yaml"
+    notes.write_text("# my hand-written notes\n# keep this\n")  # comments only: no data, still a file of one's own
+    proc = cli(report_main, "--scale", "mini", "--tables", "1", "--expected", str(notes), "--runs-root", runs,
+               "--write-expected")
+    assert proc.returncode == 2 and notes.read_text() == "# my hand-written notes\n# keep this\n"
+    proc = cli(report_main, "--scale", "mini", "--tables", "4", "--expected", str(path), "--write-expected")
+    assert (proc.returncode, proc.stderr.strip()) == (2, "error: --tables=[4] is not allowed: tables with expected "
+                                                         "values: some of [1, 2, 3]")

@@ -178,6 +178,9 @@ def test_every_error_lives_in_one_module_with_its_exit_code(tmp_path):
     assert codes == {"ConfigError": 2, "DatasetError": 2, "RunBusy": 2, "RunConflict": 2, "TrainingDiverged": 3}
     stopped = errors.Interrupted("at epoch 1, step 0", signal.SIGTERM)
     assert (errors.exit_code(stopped), errors.exit_code(errors.Interrupted("", signal.SIGINT))) == (75, 130)
+    assert errors.describe(stopped, tmp_path) == ("interrupted by SIGTERM at epoch 1, step 0, before its first "
+                                                  "checkpoint: run the same command again to start it")
+    (tmp_path / "last.pt").touch()
     assert errors.describe(stopped, tmp_path) == (f"interrupted by SIGTERM at epoch 1, step 0; {tmp_path / 'last.pt'} "
                                                   "resumes it at the last finished epoch: run the same command again")
     assert [errors.exit_code(e) for e in (OSError(28, "No space left on device"), KeyboardInterrupt(), KeyError("x"))] \

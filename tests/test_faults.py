@@ -77,7 +77,7 @@ def test_an_incomplete_cifar_folder_is_never_deleted_by_a_download(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cifar10").iterdir()) == ["cifar-10-batches-py"]
 
 
-def test_the_report_keeps_results_built_from_more_runs(tmp_path, monkeypatch):
+def test_the_report_keeps_results_built_from_more_runs(tmp_path, monkeypatch, capsys):
     from ilif.report.__main__ import main as report
 
     monkeypatch.chdir(tmp_path)
@@ -89,6 +89,17 @@ def test_the_report_keeps_results_built_from_more_runs(tmp_path, monkeypatch):
     assert report(["--scale", "mini", "--tables", "2", "--force"]) == 0
     assert "(0 of 120 planned runs finished)" in out.read_text()
     assert not list(out.parent.glob(".*.tmp-*"))
+    mine, alone = out.with_name("table1.md"), out.with_name("table1.csv")
+    mine.write_text("# My own table 1, no count of runs\n")
+    alone.write_text("my,own,table\n")
+    assert report(["--scale", "mini", "--tables", "1"]) == 0  # a table that does not say what made it: kept
+    assert mine.read_text() == "# My own table 1, no count of runs\n"
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "kept results/mini/table1.md: it was built from an unrecorded number of finished runs, these runs give 0 "
+        "(use --force to replace it)")
+    mine.unlink()
+    assert report(["--scale", "mini", "--tables", "1"]) == 0  # a CSV without its table: kept too
+    assert alone.read_text() == "my,own,table\n" and not mine.exists()
 
 
 def test_a_failed_metrics_rewrite_keeps_the_old_file(tmp_path, monkeypatch):
@@ -358,6 +369,8 @@ def test_a_lock_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path):
     ("-m seed=0,1 +dataset.test_fraction=0,0.25", "dataset.test_fraction=0 is not allowed: a number in [0.01, 0.99]"),
     ("dataset=cifar10_dvs +dataset.size=3", "dataset.size=3 is not allowed: an integer >= 8 and <= 1024"),
     ("trainer.T=100000", "trainer.T=100000 is not allowed: an integer > 0 and <= 1024"),
+    ("dataset.stand_in=true dataset.stand_in_size=200000", "dataset.stand_in_size=200000 is not allowed: an integer "
+                                                          "> 0 and <= 256"),
     ("experiment_name=../elsewhere",
      "experiment_name='../elsewhere' is not allowed: one folder name (no '/', not '.' or '..')"),
     ("experiment_name=/tmp/abs",
@@ -405,6 +418,8 @@ def test_runs_that_could_not_train_or_be_measured_are_one_line(tmp_path, cli, ov
      "MASTER_PORT='abc' is not allowed: a TCP port number in [1, 65535]"),
     ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "99999"},
      "MASTER_PORT='99999' is not allowed: a TCP port number in [1, 65535]"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "²"},
+     "MASTER_PORT='²' is not allowed: a TCP port number in [1, 65535]"),
 ])
 def test_half_set_launcher_variables_are_one_line(tmp_path, cli, monkeypatch, env, message):
     from ilif.train.app import main as train_main
@@ -457,26 +472,70 @@ def test_a_finished_run_run_again_writes_nothing(tmp_path, cli):
     assert _snapshot(tmp_path / "runs") == before  # not its log, not its marker, nothing
 
 
-@pytest.mark.parametrize("own", [("config.yaml",), ("metrics.jsonl", "train.log"), ("notes.txt",)])
+@pytest.mark.parametrize("own", [("config.yaml",), ("metrics.jsonl", "train.log"), ("notes.txt",),
+                                 (".lock", ".draft.tmp-2024"), ("config.yaml", "train.log", "replaced-notes.txt"),
+                                 ("last.pt", "notes.txt")])
 def test_a_folder_of_ones_own_is_never_written_by_a_run(tmp_path, cli, own):
-    from ilif.train.app import main as train_main
+    from ilif.conf import compose_config
+    from ilif.errors import RunConflict
     from ilif.study import _train_one
+    from ilif.train.app import main as train_main
+    from ilif.train.loop import train
 
     folder = tmp_path / "mine"
     folder.mkdir()
     for name in own:
         (folder / name).write_text(f"my own {name}")
     before = _snapshot(folder)
+    foreign = [name for name in own if name not in ("config.yaml", "metrics.jsonl", "train.log", "last.pt")]
+    line = (f"{folder} holds files that no run wrote there ({', '.join(sorted(foreign or own))}): a run writes only "
+            "into an empty folder or its own; choose another folder, experiment_name or runs_root")
     proc = cli(train_main, f"hydra.run.dir={folder}", f"runs_root={tmp_path / 'runs'}", *FAST)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"error: {folder} holds files that no run wrote there ({', '.join(sorted(own))}): "
-                                   "a run writes only into an empty folder or its own; choose another folder, "
-                                   "experiment_name or runs_root")
-    from ilif.conf import compose_config
-
-    status, detail = _train_one(dict(compose_config([f"runs_root={tmp_path / 'runs'}", *FAST])), str(folder))
-    assert (status, detail.endswith("(exit 2)")) == ("failed", True)  # a study's worker is refused alike
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"error: {line}")
+    cfg = compose_config([f"runs_root={tmp_path / 'runs'}", *FAST])
+    assert _train_one(dict(cfg), str(folder)) == ("failed", f"{line} (exit 2)")  # a study's worker is refused alike
+    with pytest.raises(RunConflict, match=re.escape(line)):  # and the trainer itself (hydra.run.dir set in a file)
+        train(cfg, folder)
     assert _snapshot(folder) == before and sorted(p.name for p in folder.iterdir()) == sorted(own)
+
+
+def test_a_run_directory_that_is_a_dangling_link_fails_its_run_and_the_study_goes_on(tmp_path):
+    from ilif.conf import compose_config
+    from ilif.grid import run_dir_of
+    from ilif.study import _train_one
+
+    cfg = compose_config([f"runs_root={tmp_path / 'runs'}", *FAST])
+    run_dir = run_dir_of(cfg)
+    run_dir.parent.mkdir(parents=True)
+    run_dir.symlink_to(tmp_path / "nowhere")
+    status, detail = _train_one(dict(cfg), str(run_dir))
+    assert (status, detail) == ("failed", f"{run_dir} is a symlink: a run directory and its files must be plain, or a "
+                                          "run would write through them; copy the files in, or choose another "
+                                          "experiment_name or runs_root (exit 2)")
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("marker", ["0123abcd\nline two\n\x1b[31mRED", "not a hash"])
+def test_a_marker_that_is_not_a_config_hash_is_named_not_printed(tmp_path, marker):
+    from ilif.rundir import ownership_problem
+
+    (tmp_path / ".ilif-run").write_text(marker)
+    assert ownership_problem(tmp_path, "0123abcd") == (f"{tmp_path / '.ilif-run'} is not a run's marker (a config "
+                                                       "hash): remove it if the folder is a run's")
+
+
+def test_an_oversized_history_on_resume_is_a_conflict_with_the_way_out(train_run, tmp_path):
+    from ilif.conf import compose_config
+    from ilif.errors import RunConflict
+    from ilif.train.loop import train
+
+    run_dir, _ = train_run(*FAST)
+    (run_dir / "summary.json").unlink()
+    os.truncate(run_dir / "metrics.jsonl", 65 * 2**20)  # sparse: nothing is read
+    with pytest.raises(RunConflict, match=r"metrics.jsonl: is 68157440 bytes, more than the 67108864 a record may "
+                                          r"have: run again with trainer.resume=false"):
+        train(compose_config([f"runs_root={tmp_path / 'runs'}", *FAST]), run_dir)
+    assert not (run_dir / "summary.json").exists()  # no record of a failure: the run is not this run's to judge
 
 
 @pytest.mark.parametrize("name", ["metrics.jsonl", "summary.json", "train.log"])
@@ -566,6 +625,8 @@ METERS = {"spikes": {}, "grad_sums": {}, "grad_counts": {}}
     ({"epoch": 1, "step": 1, "sums": [1.0, 5.0, 2.0], "meters": METERS},
      "sums: [1.0, 5.0, 2.0] is not [loss sum, hits, samples] with hits ≤ samples"),
     ({"epoch": 1, "step": 1, "sums": ["a"], "meters": METERS}, "sums.0: 'a' is not a finite number ≥ 0"),
+    ({"epoch": 1, "step": 2, "sums": [0.0, 0.0, 0.0], "meters": METERS},
+     "sums: [0.0, 0.0, 0.0] counts fewer samples than the 2 batches done"),
     ({"epoch": 1, "step": 1, "sums": [0.0, 0.0, 1.0], "meters": {**METERS, "spikes": {"nope": {}}}},
      "meters.spikes: 'nope' is not one of"),
     ({"best": {"epoch": 0}}, "best: has no 'metrics'"),
@@ -727,6 +788,12 @@ def test_the_report_keeps_figures_drawn_from_more_runs(tmp_path, monkeypatch, ca
     assert report(["--scale", "mini", "--figures"]) == 0  # each set by its own count, never a total of both
     assert figure.read_bytes().startswith(b"\x89PNG") and other.read_bytes() == b"drawn from 5 runs"
     assert json.loads((out / "figures.json").read_text())["neurons"] == {"finished": 5, "planned": planned["neurons"]}
+    for drawn in out.glob("fig[124]_*.png"):
+        drawn.unlink()
+    (out / "figures.json").write_text(json.dumps({"gamma": {"finished": 10, "planned": 10},
+                                                  "neurons": {"finished": 5, "planned": 9}}))
+    assert report(["--scale", "mini", "--figures"]) == 0  # a set whose figures are gone is drawn again
+    assert figure.read_bytes().startswith(b"\x89PNG") and other.read_bytes() == b"drawn from 5 runs"
 
 
 @pytest.mark.parametrize("content, problem", [
@@ -746,6 +813,7 @@ def test_the_report_keeps_figures_drawn_from_more_runs(tmp_path, monkeypatch, ca
     ("[" * 100_000 + "]" * 100_000, "is not readable JSON (nested more than 32 levels deep)"),
     ("[1, 2]", "[1, 2] is not a mapping"),
     (b"\xff\xfe", "is not UTF-8 text"),
+    ('{"final": {"epoch": 0}, "gamma": 1' + "0" * 400 + "}", "gamma: 1" + "0" * 59 + " is not a finite number"),
 ])
 def test_a_malformed_summary_counts_as_not_finished(tmp_path, content, problem):
     path = tmp_path / "summary.json"
@@ -767,6 +835,9 @@ def test_a_history_line_that_is_not_an_epochs_record_ends_the_history(tmp_path):
         assert read_history(tmp_path) == [{"epoch": 0}]
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": "1"}\n')
     with pytest.warns(UserWarning, match="line 2: epoch: '1' is not an integer ≥ 0"):
+        assert read_history(tmp_path) == [{"epoch": 0}]
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": 1, "lr": 1' + "0" * 400 + "}\n")
+    with pytest.warns(UserWarning, match="line 2: lr: 1000.* is not a finite number"):
         assert read_history(tmp_path) == [{"epoch": 0}]
 
 
@@ -1082,9 +1153,10 @@ def test_an_abandoned_build_of_the_event_digits_is_removed_by_the_next(tmp_path)
     from ilif.data.temporal import remove_abandoned
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = tmp_path / f".building-{socket.gethostname()}-{gone.stdout.strip()}-abc"
-    alive = tmp_path / f".building-{socket.gethostname()}-{os.getpid()}-def"
-    other = tmp_path / ".building-another-host-1-ghi"
+    host = socket.gethostname()
+    dead = tmp_path / f".building-{gone.stdout.strip()}@{host}-abc"
+    alive = tmp_path / f".building-{os.getpid()}@{host}-def"
+    other = tmp_path / f".building-{gone.stdout.strip()}@{host}-12-ghi"  # host "<this>-12" on a shared disk
     for folder in (dead, alive, other):
         (folder / "3").mkdir(parents=True)
     remove_abandoned(tmp_path)
@@ -1121,6 +1193,20 @@ def test_a_compiled_kernel_is_loaded_only_when_it_is_this_users_own_and_whole(tm
     tmp_path.chmod(0o755)
     monkeypatch.setattr(os, "getuid", lambda: 12345)  # another user's
     assert not _cpu_kernel.trusted(library)
+    monkeypatch.undo()
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    monkeypatch.setenv("ILIF_KERNEL_CACHE", str(shared))
+    monkeypatch.setattr(_cpu_kernel, "_lib", None)  # both put back after the test: later tests load the kernel
+    monkeypatch.setattr(_cpu_kernel, "_failed", None)
+    monkeypatch.setattr(_cpu_kernel, "_build", lambda source, target: (_ for _ in ()).throw(RuntimeError("no cc")))
+    made = []
+    monkeypatch.setattr(_cpu_kernel.tempfile, "mkdtemp", lambda **kw: made.append(tmp_path / "private") or
+                        (tmp_path / "private").mkdir() or str(tmp_path / "private"))
+    with pytest.warns(RuntimeWarning, match="is not yours alone"):
+        assert _cpu_kernel.load() is None
+    assert made and not made[0].exists() and list(shared.iterdir()) == []  # the private folder goes with the process
 
 
 # ------------------------------------------------------------------------------------ exit codes by meaning
@@ -1150,6 +1236,15 @@ def test_a_config_file_that_is_not_yaml_is_named_with_its_line(tmp_path, cli):
     (tmp_path / "mine" / "model" / "broken.yaml").write_text("name: convnet_small\ndropout: [1,\n")
     line = (f"error: {tmp_path / 'mine' / 'model' / 'broken.yaml'}, line 3, column 1 is not valid YAML: expected the "
             "node content, but found '<stream end>'")
+    (tmp_path / "mine" / "model" / "latin.yaml").write_bytes(b"name: convnet_small\n# caf\xe9\n")
+    proc = cli(train_main, "--config-dir", str(tmp_path / "mine"), "model=latin")
+    assert (proc.returncode, proc.stderr.strip()) == (
+        2, "error: a config file is not UTF-8 text (invalid continuation byte at byte 25): save your config files as "
+           "UTF-8")
+    (tmp_path / "odd${x}").mkdir()
+    proc = cli(train_main, "--config-dir", str(tmp_path / "odd${x}"))
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"error: --config-dir='{tmp_path / 'odd${x}'}' is not "
+                                                         "allowed: a folder whose path has no '${'")
     for main, argv in ((train_main, ["--config-dir", str(tmp_path / "mine"), "model=broken"]),
                        (train_main, ["-m", "--config-dir", str(tmp_path / "mine"), "model=broken", "seed=1,2"]),
                        (study_main, ["--config-dir", str(tmp_path / "mine"), "demo", "--override", "model=broken",

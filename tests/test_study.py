@@ -136,7 +136,7 @@ def test_a_users_own_experiment_is_studied_and_reported_with_config_dir(tmp_path
     assert without.returncode == 2 and "matches nothing" in without.stderr
     bad = cli(report_main, "--config-dir", str(tmp_path / "nope"), "--demo")
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        f"error: --config-dir={str(tmp_path / 'nope')!r} is not allowed: it must be an existing folder")
+        f"error: --config-dir={str(tmp_path / 'nope')!r} is not allowed: an existing folder of config files")
 
 
 def test_the_estimate_is_measured_by_finished_runs_where_there_are_any(tmp_path, cli):

@@ -157,8 +157,8 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "dataset.split": choice(("reference", "random")),
     "dataset.preprocess": choice(("clean", "reference")),
     "dataset.val_fraction": within(0.0, 1.0),
-    "dataset.stand_in_size": positive(integer=True),
-    "dataset.stand_in_samples": positive(integer=True),
+    "dataset.stand_in_size": positive(integer=True, maximum=256),  # stand-in data is tiny: it proves a pipeline
+    "dataset.stand_in_samples": positive(integer=True, maximum=4096),
     "model.dropout": within(0.0, 1.0),
     "surrogate.family": choice(FAMILIES),
     "surrogate.gamma": gamma_width,

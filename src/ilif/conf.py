@@ -258,12 +258,20 @@ def quoted(value: str) -> str:
     return "'" + body.replace("${", "\\${") + "'"
 
 
+def check_config_dir(flag: str, directory: str) -> None:
+    """Raise ValueError unless ``directory`` is an existing folder whose path Hydra's search path can
+    hold (no ``${``: it would be read as an interpolation)."""
+    if "${" in directory:
+        raise ValueError(f"{flag}={directory!r} is not allowed: a folder whose path has no '${{'")
+    if not Path(directory).is_dir():
+        raise ValueError(f"{flag}={directory!r} is not allowed: an existing folder of config files")
+
+
 def use_config_dirs(dirs: list) -> None:
     """Add ``dirs`` (a user's own experiment, model, ... files) to every composition that follows.
     Raises ValueError naming a folder that does not exist."""
     for directory in dirs:
-        if not Path(directory).is_dir():
-            raise ValueError(f"--config-dir={str(directory)!r} is not allowed: it must be an existing folder")
+        check_config_dir("--config-dir", str(directory))
     EXTRA_CONFIG_DIRS[:] = [Path(d).resolve() for d in dirs]
 
 
@@ -366,7 +374,7 @@ def distributed_env(environ=None) -> tuple[int, int, int]:
     if world > 1 and not (given["MASTER_ADDR"] and given["MASTER_PORT"]):
         raise ValueError(f"WORLD_SIZE={world} needs MASTER_ADDR and MASTER_PORT (where rank 0 listens): {together}")
     port = given["MASTER_PORT"]
-    if world > 1 and not (port.isdigit() and 1 <= int(port) <= 65535):
+    if world > 1 and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise ValueError(f"MASTER_PORT={port!r} is not allowed: a TCP port number in [1, 65535] (where rank 0 "
                          "listens)")
     return rank, world, local

@@ -120,6 +120,8 @@ class Interrupted(IlifError, RuntimeError):
         name = signal.Signals(self.signum).name
         if run_dir is None:
             return f"interrupted by {name} {self}"
+        if not (Path(run_dir) / "last.pt").exists():
+            return f"interrupted by {name} {self}, before its first checkpoint: run the same command again to start it"
         return (f"interrupted by {name} {self}; {Path(run_dir) / 'last.pt'} resumes it at the last finished epoch: "
                 "run the same command again")
 
@@ -146,6 +148,9 @@ def bad_input():
         raise ConfigError.from_message(f"{where} is not valid YAML: {err.problem or err.context}") from err
     except yaml.YAMLError as err:
         raise ConfigError.from_message(f"a config file is not valid YAML: {one_line(err)}") from err
+    except UnicodeDecodeError as err:  # a config file that is not UTF-8 text (Hydra does not say which)
+        raise ConfigError.from_message(f"a config file is not UTF-8 text ({err.reason} at byte {err.start}): "
+                                       "save your config files as UTF-8") from err
     except ValueError as err:
         raise ConfigError.from_message(str(err)) from err
 

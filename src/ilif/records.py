@@ -26,6 +26,10 @@ from ilif.errors import Invalid, RecordError
 MAX_BYTES = 64 * 2**20
 #: the deepest nesting of lists and objects a record may have
 MAX_DEPTH = 32
+#: the most lists, objects and values a record may hold
+MAX_NODES = 10**6
+#: the largest magnitude a number in a record may have (a larger integer is no measurement, and no float)
+LARGEST = 1e308
 
 
 #: a check: (value, its dotted key) -> the value, or raises :class:`Invalid`
@@ -86,11 +90,15 @@ def parse_json(text: str) -> Any:
 
 
 def check_depth(value: Any) -> None:
-    """Raise ValueError when lists and mappings in ``value`` nest deeper than :data:`MAX_DEPTH`."""
-    level = [value]
+    """Raise ValueError when lists and mappings in ``value`` nest deeper than :data:`MAX_DEPTH` or hold
+    more than :data:`MAX_NODES` items."""
+    level, seen = [value], 1
     for _ in range(MAX_DEPTH + 1):
         level = [child for node in level if isinstance(node, (dict, list))
                  for child in (node.values() if isinstance(node, dict) else node)]
+        seen += len(level)
+        if seen > MAX_NODES:
+            raise ValueError(f"holds more than {MAX_NODES} items")
         if not level:
             return
     raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
@@ -124,6 +132,8 @@ def read_yaml(path: Path, check: Optional[Check] = None) -> Any:
 
     text = read_text(path)
     try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise ValueError("uses YAML aliases (*name), which a record never needs")
         value = yaml.safe_load(text)
         check_depth(value)
     except (yaml.YAMLError, RecursionError) as err:
@@ -155,8 +165,8 @@ def number(low: float = -math.inf, high: float = math.inf, integer: bool = False
         f" ≥ {low:g}" if high == math.inf else f" in [{low:g}, {high:g}]"
 
     def check(value, where):
-        ok = isinstance(value, int) if integer else isinstance(value, (int, float)) and \
-            (math.isfinite(value) or not finite)
+        ok = isinstance(value, int) and abs(value) <= LARGEST if integer else \
+            isinstance(value, (int, float)) and (abs(value) <= LARGEST or not finite and isinstance(value, float))
         if isinstance(value, bool) or not ok or not (low <= value <= high or not finite and not math.isfinite(value)):
             raise Invalid(where, f"{value!r:.60} is not {kind}{bounds}")
         return value

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import warnings
 from contextlib import contextmanager
@@ -133,9 +134,17 @@ class RunSummary:
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
-    """Delete ``.NAME.tmp-PID`` files that a killed writer left (call while holding the run's lock)."""
+    """Delete the ``.NAME.tmp-PID`` files of a run's own files that a killed writer left (call while
+    holding the run's lock); a file of any other name is left alone."""
     for tmp in Path(run_dir).glob(".*.tmp-*"):
-        tmp.unlink(missing_ok=True)
+        if _temporary(tmp.name) and tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+
+
+def _temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary of one of a run's own files (:func:`atomic_write`)."""
+    match = re.fullmatch(r"\.(.+)\.tmp-\d+", name)
+    return match is not None and match.group(1) in RUN_FILES
 
 
 #: the longest an epoch may have taken (115 days): a record beyond it is not a measurement
@@ -363,11 +372,14 @@ def symlink_message(link: Path) -> str:
 
 
 def owner(run_dir: Path) -> Optional[str]:
-    """The config hash of the run that claimed ``run_dir`` (its :data:`OWNER` marker); None without one."""
+    """The text of ``run_dir``'s :data:`OWNER` marker (the config hash of the run that claimed it); None
+    without one."""
     try:
         return records.read_text(Path(run_dir) / OWNER, limit=64).strip()
-    except (OSError, records.RecordError):
+    except FileNotFoundError:
         return None
+    except (OSError, records.RecordError):
+        return ""
 
 
 def _record_hash(run_dir: Path) -> Optional[str]:
@@ -375,13 +387,36 @@ def _record_hash(run_dir: Path) -> Optional[str]:
     return (_summary(run_dir, warn=False) or {}).get("config_hash")
 
 
+#: what ``trainer.resume=false`` moves into a ``replaced-<time>`` folder (``ilif.train.loop.set_aside``)
+SET_ASIDE = ("summary.json", "metrics.jsonl", "last.pt", "best.pt", UPLOADED, "wandb")
+
+
+def _written_here(entry: Path) -> bool:
+    """Whether ``entry`` of a run directory is a name a run writes: one of :data:`RUN_FILES`, a run's
+    lock (its holder's line), a temporary of a run file, or a ``replaced-*`` folder of what a restart
+    sets aside."""
+    name = entry.name
+    if entry.is_symlink():
+        return False
+    if name in RUN_FILES or _temporary(name):
+        return True
+    if name == LOCK_NAME:
+        try:
+            return re.fullmatch(r"(process \d+ on \S+)?", records.read_text(entry, limit=256)) is not None
+        except (OSError, records.RecordError):
+            return False
+    return name.startswith("replaced-") and entry.is_dir() and \
+        all(e.name in SET_ASIDE and not e.is_symlink() for e in entry.iterdir())
+
+
 def ownership_problem(run_dir: Path, identity_hash: str) -> Optional[str]:
     """Why the run of config ``identity_hash`` may not write into ``run_dir`` (None when it may): the
     folder or one of its :data:`RUN_FILES` is a symlink or a special file; another config's run owns
-    it (its marker or its finished summary); or it holds files and no run claimed it (a folder of
-    one's own given as ``hydra.run.dir``). A folder without a marker that holds a run's record (this
-    config's, or another's failure), a checkpoint (its config is checked when it is read) or a set-aside
-    earlier run is a run's from before the marker, and is claimed."""
+    it (its marker or its finished summary); or no run claimed it and it holds a file no run writes, or
+    only such names without a run's trace (a folder of one's own given as ``hydra.run.dir``, even with
+    a ``config.yaml`` of its own). A folder without a marker that holds only what a run writes and a
+    run's trace (a record, a checkpoint, a set-aside run) is a run's from before the marker; its
+    checkpoint's config is checked when it is claimed (``ilif.train.loop.claim``)."""
     run_dir = Path(run_dir)
     link = symlink_in(run_dir)
     if link is not None:
@@ -400,15 +435,20 @@ def ownership_problem(run_dir: Path, identity_hash: str) -> Optional[str]:
         return (f"{run_dir} holds a finished run of another config ({other}, this is {identity_hash}); "
                 "choose another experiment_name or runs_root")
     mark = owner(run_dir)
+    if mark is not None and not re.fullmatch(r"[0-9a-f]{8}", mark):
+        return f"{run_dir / OWNER} is not a run's marker (a config hash): remove it if the folder is a run's"
     if mark is not None:
         return None if mark == identity_hash else (f"{run_dir} belongs to a run of another config ({mark}, this is "
                                                    f"{identity_hash}); choose another experiment_name or runs_root")
-    entries = sorted(e.name for e in run_dir.iterdir() if e.name != LOCK_NAME and ".tmp-" not in e.name)
-    earlier = _record_hash(run_dir) is not None or (run_dir / "last.pt").exists() or \
-        any(name.startswith("replaced-") for name in entries)
-    if not entries or earlier:
+    entries = list(run_dir.iterdir())
+    foreign = sorted(e.name for e in entries if not _written_here(e))
+    traces = [e for e in entries if e.name not in (LOCK_NAME,) and not _temporary(e.name)]
+    trace = _record_hash(run_dir) is not None or (run_dir / "last.pt").is_file() or \
+        any(e.name.startswith("replaced-") for e in entries)
+    if not foreign and (not traces or trace):
         return None
-    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    listed = foreign or sorted(e.name for e in traces)
+    shown = ", ".join(listed[:3]) + (", ..." if len(listed) > 3 else "")
     return (f"{run_dir} holds files that no run wrote there ({shown}): a run writes only into an empty folder or "
             "its own; choose another folder, experiment_name or runs_root")
 

@@ -177,17 +177,16 @@ def events_folder(root: Path, spec: SaccadeSpec) -> Path:
     return folder
 
 
-def _building_prefix() -> str:
-    return f".building-{socket.gethostname()}-"
+BUILDING = ".building-"
 
 
 def remove_abandoned(parent: Path) -> None:
-    """Delete the ``.building-<host>-<pid>-*`` folders in ``parent`` that a generator on this host left
-    when it was killed (its process is gone); those of live processes and other hosts are kept."""
-    prefix = _building_prefix()
-    for stale in parent.glob(f"{prefix}*"):
-        pid = stale.name[len(prefix):].partition("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+    """Delete the ``.building-<pid>@<host>-*`` folders in ``parent`` that a generator on this host left
+    when it was killed (its process is gone); those of live processes and of other hosts are kept."""
+    host = socket.gethostname()
+    for stale in parent.glob(f"{BUILDING}*"):
+        pid, _, where = stale.name[len(BUILDING):].rpartition("-")[0].partition("@")
+        if where == host and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -205,7 +204,7 @@ def _generate(folder: Path, spec: SaccadeSpec) -> None:
     images, labels = upsampled_digits(spec.upsample)
     folder.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned(folder.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_building_prefix()}{os.getpid()}-", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{BUILDING}{os.getpid()}@{socket.gethostname()}-", dir=folder.parent))
     try:
         umask = os.umask(0)
         os.umask(umask)

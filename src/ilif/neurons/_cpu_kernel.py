@@ -279,16 +279,17 @@ def _build(source: str, target: Path) -> None:
         os.replace(out, target)
 
 
-def _cache_folder() -> Path:
-    """The kernel cache (made private when it is new); a private folder of this process's instead when
-    the cache is not this user's own (another user could have put a library there)."""
+def _cache_folder() -> tuple[Path, bool]:
+    """The kernel cache (made private when it is new), or, when the cache is not this user's own
+    (another user could have put a library there), a private temporary folder of this process's, to
+    be removed once the library is loaded: (folder, whether it is temporary)."""
     folder = _cache_dir()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if _private(folder):
-        return folder
+        return folder, False
     warnings.warn(f"ilif: {folder} is not yours alone (owner or permissions); the C neuron kernel is built in a "
                   "private temporary folder instead", RuntimeWarning)
-    return Path(tempfile.mkdtemp(prefix="ilif-kernel-"))
+    return Path(tempfile.mkdtemp(prefix="ilif-kernel-")), True
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -312,10 +313,15 @@ def load(strict: bool = False) -> Optional[ctypes.CDLL]:
     source = _source()
     digest = hashlib.sha256("\n".join([source, *_FLAGS, *_LIBS, _cpu_signature()]).encode()).hexdigest()[:16]
     try:
-        target = _cache_folder() / f"neuron_kernel_{digest}.so"
-        if not trusted(target):
-            _build(source, target)
-        lib = ctypes.CDLL(str(target))
+        folder, temporary = _cache_folder()
+        target = folder / f"neuron_kernel_{digest}.so"
+        try:
+            if not trusted(target):
+                _build(source, target)
+            lib = ctypes.CDLL(str(target))
+        finally:
+            if temporary:  # a loaded library stays mapped once its file is gone
+                shutil.rmtree(folder, ignore_errors=True)
         _declare(lib)
     except (OSError, RuntimeError) as err:
         _failed = str(err)

@@ -30,7 +30,9 @@ EXPECTED_TABLES = (1, 2, 3)  # the tables whose cells have expected values (resu
 
 
 def kept(path: Path, finished: int) -> str:
-    return (f"kept {path}: it was built from {tables.finished_in(path)} finished runs, these runs give {finished} "
+    before = tables.finished_in(path)
+    drawn = "an unrecorded number of" if before is None else str(before)
+    return (f"kept {path}: it was built from {drawn} finished runs, these runs give {finished} "
             "(use --force to replace it)")
 
 
@@ -94,12 +96,18 @@ FIGURE_RECORD = records.either(records.mapping_of(COUNT, records.one_of(*FIGURES
                                what=f"a count of finished and planned runs for each of {sorted(FIGURES)}")
 
 
+#: the figures of each set (the experiment of ilif.grid.FIGURES they are drawn from)
+FIGURE_FILES = {"gamma": ("fig1_firing_rate_vs_gamma.png", "fig2_accuracy_vs_gamma.png",
+                          "fig4_temporal_gradient_ratio.png"),
+                "neurons": ("fig3_layer_firing_rates.png", "fig5_training_curves.png")}
+
+
 def figures_finished_in(out: Path, name: str, planned: int) -> Optional[int]:
     """How many finished runs the set ``name`` of figures in ``out`` (``planned`` runs) was drawn from:
-    0 when there are no figures, None when there are but no readable record of it (kept unless
+    0 when none of its figures is there, None when some are but no readable record says (kept unless
     forced). A record of an earlier version counts all sets together: at most its count, or the set's
     plan, is taken (never more than the set could have had)."""
-    if not any(out.glob("fig*.png")):
+    if not any((out / figure).exists() or (out / figure).is_symlink() for figure in FIGURE_FILES[name]):
         return 0
     try:
         counts = records.read_json(out / FIGURE_COUNTS, FIGURE_RECORD)
@@ -111,21 +119,22 @@ def figures_finished_in(out: Path, name: str, planned: int) -> Optional[int]:
 
 
 def build_figures(scale: str, out: Path, runs_root: str, force: bool = False) -> list[Path]:
-    """The five figures: each set (the γ sweep's, figures 1, 2, 4; the neurons', figures 3 and 5)
-    redrawn only from at least as many finished runs as the figures it replaces (or with ``force``),
-    like the tables (:func:`ilif.report.tables.replaces`)."""
+    """The five figures: each set (the γ sweep's, figures 1, 2, 4; the neurons', figures 3 and 5:
+    :data:`FIGURE_FILES`) redrawn only from at least as many finished runs as the figures it replaces
+    (or with ``force``), like the tables (:func:`ilif.report.tables.replaces`)."""
     overrides = [f"scale={scale}", f"runs_root={quoted(runs_root)}"]
     runs = {name: load_runs(plan([FIGURES[name]], overrides)) for name in ("gamma", "neurons")}
+    rate, accuracy, ratio = (out / figure for figure in FIGURE_FILES["gamma"])
+    layers, curves = (out / figure for figure in FIGURE_FILES["neurons"])
     draw = {
         "gamma": lambda gamma_runs: [
             plots.metric_vs_gamma(gamma_runs, tables.RATE.getter, "network firing rate", "Fig. 1 — firing rate vs γ",
-                                  out / "fig1_firing_rate_vs_gamma.png"),
+                                  rate),
             plots.metric_vs_gamma(gamma_runs, tables.ACC.getter, "top-1 accuracy (%)", "Fig. 2 — accuracy vs γ",
-                                  out / "fig2_accuracy_vs_gamma.png", scale=100),
+                                  accuracy, scale=100),
             plots.metric_vs_gamma(gamma_runs, lambda r: r.final("grad/temporal_ratio"), "|∂L/∂x_1| / |∂L/∂x_T|",
-                                  "Fig. 4 — temporal gradient ratio vs γ", out / "fig4_temporal_gradient_ratio.png")],
-        "neurons": lambda main_runs: [plots.layer_rates(main_runs, out / "fig3_layer_firing_rates.png"),
-                                      plots.training_curves(main_runs, out / "fig5_training_curves.png")],
+                                  "Fig. 4 — temporal gradient ratio vs γ", ratio)],
+        "neurons": lambda main_runs: [plots.layer_rates(main_runs, layers), plots.training_curves(main_runs, curves)],
     }
     written, counts = [], {}
     for name, records_of_set in runs.items():
@@ -248,6 +257,8 @@ def main(argv=None) -> int:
         if args.scale == "full":
             raise ConfigError.from_message("--scale full is not allowed with --write-expected: full-scale expectations "
                                            "are the published values (choose mini or smoke)")
+        if not set(numbers) & set(EXPECTED_TABLES):
+            raise ConfigError("--tables", numbers, f"tables with expected values: some of {list(EXPECTED_TABLES)}")
         built = {}
         for number in [n for n in numbers if n in EXPECTED_TABLES]:
             table, records = table_from_runs(number, args.scale, args.runs_root)

@@ -150,7 +150,7 @@ def write(path: Path, scale: str, tables: dict[int, object], force: bool = False
     exactly what this function writes (edited by hand: comments, order, another form) is refused
     unless ``force``: its edits would be lost. Raises ConfigError."""
     data = load(path)
-    if data and not force and records.read_text(path) != render(data):
+    if path.exists() and not force and records.read_text(path) != render(data):
         raise ConfigError.from_message(f"{path} was edited by hand (its text is not what --write-expected writes); "
                                        "those edits would be lost: move them into the code or use --force")
     section = data.setdefault(scale, {})

@@ -327,7 +327,11 @@ def write_table(table: Table, path_stem: Path, command: str, sources: str, scale
     """``<stem>.md`` (with the producing command, the commit, the sources and how many runs finished)
     and ``<stem>.csv``, written atomically. An existing table built from more finished runs is kept
     unless ``force``: returns whether it was written."""
-    if not force and not replaces(finished_in(path_stem.with_suffix(".md")), finished):
+    md, csv_path = path_stem.with_suffix(".md"), path_stem.with_suffix(".csv")
+    before = finished_in(md)
+    if not md.exists() and (csv_path.exists() or csv_path.is_symlink()):
+        before = None  # a CSV without its table says nothing of the runs behind it: it is kept too
+    if not force and not replaces(before, finished):
         return False
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"# {table.title}", "", f"Produced by `{command}` at commit {git_commit()} from the run directories "

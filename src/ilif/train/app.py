@@ -36,8 +36,8 @@ from omegaconf.errors import OmegaConfBaseException
 import ilif
 
 from ilif.checks import check_torch_free
-from ilif.conf import (CONFIG_DIR, EXTRA_CONFIG_DIRS, config_hash, distributed_env, group_options, is_group,
-                       name_components, quoted, register, sweep_axes)
+from ilif.conf import (CONFIG_DIR, EXTRA_CONFIG_DIRS, check_config_dir, config_hash, distributed_env,
+                       group_options, is_group, name_components, quoted, register, sweep_axes)
 from ilif.grid import grid_items, job_configs, run_dir_of
 from ilif.errors import (SIGNAL_EXIT, ConfigError, DatasetError, IlifError, TrainingDiverged, bad_input, debugging,
                          describe, entry_point, exit_code, one_line)
@@ -65,8 +65,10 @@ def parse_cli(argv: list[str]) -> tuple[list[str], list[str], bool]:
         flag, eq, value = arg.partition("=")
         if flag in ("-cd", "--config-dir"):
             directory = value if eq else (argv[index + 1] if index + 1 < len(argv) else "")
-            if not Path(directory).is_dir():
-                raise ConfigError(flag, directory, "an existing folder of config files")
+            try:
+                check_config_dir(flag, directory)
+            except ValueError as err:
+                raise ConfigError.from_message(str(err)) from None
             folders.append(f"file://{Path(directory).resolve()}")
             skip = not eq
         elif flag in VALUE_FLAGS:

@@ -29,8 +29,8 @@ from ilif.conf import config_hash, distributed_env, identity, run_name
 from ilif.errors import ConfigError, IlifError, Interrupted, RunConflict, describe, exit_code
 from ilif.metrics import OpsMeter, SpikeMeter, TemporalGradientMeter, weight_grad_norms
 from ilif.metrics.base import neuron_layers
-from ilif.rundir import (MAX_EPOCH_SECONDS, OWNER, UPLOADED, MetricsFile, RunLock, RunSummary, finished_summary,
-                         git_state, mark_owner, ownership_problem, record_failure, remove_stale_temporaries,
+from ilif.rundir import (MAX_EPOCH_SECONDS, OWNER, SET_ASIDE, MetricsFile, RunLock, RunSummary, finished_summary,
+                         git_state, mark_owner, owner, ownership_problem, record_failure, remove_stale_temporaries,
                          write_json_atomic, write_text_atomic)
 from ilif.wandb_mirror import WandbLogger
 
@@ -130,6 +130,15 @@ def claim(run_dir: Path, identity_hash: str) -> bool:
     problem = ownership_problem(run_dir, identity_hash)
     if problem is not None:
         raise RunConflict(problem)
+    last = run_dir / "last.pt"
+    if owner(run_dir) is None and last.is_file():  # a run's from before the marker: its checkpoint says whose
+        try:
+            other = checkpoint.load(last).get("config_hash")
+        except Exception:  # noqa: BLE001 - any unreadable checkpoint
+            other = "unreadable"
+        if other != identity_hash:
+            raise RunConflict(f"{last} was written by another config ({other}, this is {identity_hash}): "
+                              f"{START_OVER}, or choose another experiment_name or runs_root")
     remove_stale_temporaries(run_dir)
     return mark_owner(run_dir, identity_hash)
 
@@ -195,8 +204,7 @@ def set_aside(run_dir: Path) -> Optional[Path]:
     record into ``replaced-<UTC time>/`` inside the run directory (nothing is deleted; the next start
     neither skips nor resumes the old run, and its wandb run is a new one). The folder, or None when
     there was nothing to move."""
-    present = [name for name in ("summary.json", "metrics.jsonl", "last.pt", "best.pt", UPLOADED, "wandb")
-               if (run_dir / name).exists()]
+    present = [name for name in SET_ASIDE if (run_dir / name).exists()]
     if not present:
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -236,10 +244,10 @@ def progress_check(cfg: DictConfig, samples: int, model: torch.nn.Module) -> rec
     """The check of the progress a ``last.pt`` records (:mod:`ilif.records`), for a run of ``cfg`` on
     ``samples`` training samples: the last finished epoch in [-1, epochs - 1], a mid-epoch step in
     [1, batches of an epoch] with its three running sums (loss, hits, samples ≥ 0) and its meters' counts
-    by neuron layer, the best epoch's record, the epoch times."""
+    by neuron layer (at least one sample a batch), the best epoch's record, the epoch times."""
     tcfg, layers = cfg.trainer, records.one_of(*neuron_layers(model))
     steps = batches_per_epoch(tcfg, samples)
-    return records.record({
+    fields = records.record({
         "epoch": records.number(-1, tcfg.epochs - 1, integer=True),
         "step": records.number(1, steps, integer=True),
         "sums": _running_sums,
@@ -253,6 +261,15 @@ def progress_check(cfg: DictConfig, samples: int, model: torch.nn.Module) -> rec
         "epoch_seconds": records.list_of(records.number(0, MAX_EPOCH_SECONDS)),
         "changed_on_resume": records.list_of(records.text),
     }, required=("epoch", "best"))
+
+    def check(value, where):
+        state = fields(value, where)
+        if state.get("step") and (not state.get("sums") or state["sums"][2] < state["step"]):
+            raise records.Invalid("sums", f"{state.get('sums')!r:.60} counts fewer samples than the "
+                                  f"{state['step']} batches done")
+        return state
+
+    return check
 
 
 class Trainer:
@@ -445,7 +462,12 @@ class Trainer:
             self.resume()
         self.wrap()
         self.loader = loader_factory(cfg, run)
-        metrics = MetricsFile(run_dir / "metrics.jsonl", keep_epochs_below=parts.start_epoch) if run.is_main else None
+        metrics = None
+        if run.is_main:
+            try:
+                metrics = MetricsFile(run_dir / "metrics.jsonl", keep_epochs_below=parts.start_epoch)
+            except records.RecordError as err:
+                raise RunConflict(f"{err}: {START_OVER}") from None
         if run.is_main:
             write_text_atomic(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
             wandb = WandbLogger(cfg.logger.wandb, run_dir, OmegaConf.to_container(cfg, resolve=True),
@@ -506,6 +528,9 @@ def train(cfg: DictConfig, run_dir: Path, capture: bool = False) -> RunSummary:
         log.info("already finished, skipped: %s", run_dir)
         return previous
     rank, _, _ = distributed_env()
+    problem = ownership_problem(run_dir, config_hash(cfg)) if rank == 0 else None
+    if problem is not None:  # before the lock file: a folder that is not the run's is left as it is
+        raise RunConflict(problem)
     lock = RunLock(run_dir) if rank == 0 else None  # rank 0 owns the directory
     marked = False
     try:
