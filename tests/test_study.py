@@ -247,3 +247,21 @@ def test_odd_epoch_times_in_any_record_never_stop_or_bend_the_estimate(tmp_path)
         relative = odd.relative_to(tmp_path) / "summary.json"
         assert f"{relative}: provenance.epoch_seconds" in proc.stderr  # named, and left out
         assert "estimate: 0 min (assumed for seqdigits (1 s per epoch on one GPU))" in proc.stdout
+
+
+def test_a_study_stopped_by_ctrl_c_counts_the_runs_that_finished_from_their_directories(tmp_path, monkeypatch):
+    """Ctrl-C can land after a run wrote its summary and before its answer was counted: the counts come
+    from the run directories."""
+    import ilif.study as study
+    from ilif.grid import plan
+
+    jobs = plan(["demo"], ["seed=0", "surrogate.gamma=1", f"runs_root={tmp_path / 'runs'}"])
+
+    def finishes_then_interrupted(container, run_dir):
+        Path(run_dir).mkdir(parents=True)
+        (Path(run_dir) / "summary.json").write_text(json.dumps({"status": "finished", "final": {"epoch": 0}}))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study, "_train_one", finishes_then_interrupted)
+    outcome = study.run_jobs(jobs, progress=False, workers=1)
+    assert (outcome["finished"], outcome["stopped"], len(jobs)) == (1, 130, 2)
