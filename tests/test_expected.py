@@ -104,7 +104,9 @@ def test_missing_cells_and_unknown_published_values(tmp_path, cli):
         "bomb": ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
             f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(9)),
             "uses YAML aliases (*name), which a record never needs"),
-        "code": ("mini: !!python/object/apply:os.system ['echo run']\n", "is not readable YAML (ConstructorError)"),
+        "code": ("mini: !!python/object/apply:os.system ['echo run']\n", "is not readable YAML (could not determine "
+                 "a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system', line 1)"),
+        "twice": ("mini: {}\nmini: {}\n", "is not readable YAML (the key 'mini' is given twice, line 2)"),
         "huge": ("mini:\n  table1:\n  - key: {dataset: digits}\n    cells: {firing rate: {expected: 1"
                  + "0" * 400 + ", tolerance: 1, seeds: 3}}\n",
                  "mini.table1.0.cells.firing rate.expected: 1" + "0" * 59 + " is not a finite number"),

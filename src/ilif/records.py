@@ -127,20 +127,42 @@ def read_json_lines(path: Path, check: Optional[Check] = None) -> tuple[list, Op
 
 
 def read_yaml(path: Path, check: Optional[Check] = None) -> Any:
-    """The YAML value in ``path`` (safe loading: plain data only), passed through ``check``."""
+    """The YAML value in ``path`` (plain data only: no tags, no aliases, no key given twice), passed
+    through ``check``."""
     import yaml
 
     text = read_text(path)
     try:
         if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
             raise ValueError("uses YAML aliases (*name), which a record never needs")
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=_loader())
         check_depth(value)
+    except yaml.MarkedYAMLError as err:
+        where = f", line {err.problem_mark.line + 1}" if err.problem_mark else ""
+        raise RecordError(path, f"is not readable YAML ({err.problem or type(err).__name__}{where})") from None
     except (yaml.YAMLError, RecursionError) as err:
         raise RecordError(path, f"is not readable YAML ({type(err).__name__})") from None
     except ValueError as err:
         raise RecordError(path, str(err)) from None
     return validated(path, value, check)
+
+
+def _loader():
+    """PyYAML's safe loader, refusing a mapping that gives a key twice (the last would win unseen)."""
+    import yaml
+
+    class Strict(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return Strict
 
 
 def validated(path: Path, value: Any, check: Optional[Check]) -> Any:
