@@ -53,7 +53,7 @@ def make_step(neuron_cls, args, mode: str, amp: str = "off"):
                          in_channels=3, T=T, input_size=args.size)
     model = model.to(args.device).train()
     name = mode.partition("+")[2]
-    remedy = REMEDIES[name](model, None, **REMEDY_SPECS[name]) if name else None
+    remedy = REMEDIES[name](**REMEDY_SPECS[name]).attach(model, None) if name else None
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     net = torch.compile(model, dynamic=False) if mode == "compiled" else model
     x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
