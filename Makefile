@@ -8,7 +8,7 @@ SCALE ?= full
 export WANDB_SILENT ?= true
 
 # (reproduce-table% and check-table% are pattern rules, so they cannot be .PHONY; no file of those names is made.)
-.PHONY: install test test-all demo smoke bench-neurons bench-train bench-data bench-cli energy-table clean reproduce-figures reproduce-all
+.PHONY: install test test-all demo smoke bench-neurons bench-train bench-data bench-cli bench-memory energy-table clean reproduce-figures reproduce-all
 
 # The stamp is written only after pip succeeds, so a failed install is retried on the next call.
 $(STAMP): pyproject.toml constraints.txt
@@ -72,6 +72,9 @@ bench-data: $(STAMP)
 
 bench-cli: $(STAMP)
 	$(PY) scripts/bench_cli.py
+
+bench-memory: $(STAMP)
+	$(PY) scripts/bench_memory.py
 
 energy-table: $(STAMP)
 	$(PY) scripts/energy_table.py

@@ -201,3 +201,18 @@ def test_temporal_gradient_ratio_and_weight_norms():
     assert meter.ratios()["1"] == pytest.approx(expected.item(), rel=1e-6)
     assert meter.network_ratio() == pytest.approx(expected.item(), rel=1e-6)
     assert weight_grad_norms(net) == {"0": pytest.approx(net[0].weight.grad.norm().item())}
+
+
+def test_saved_for_backward_counts_each_storage_once_without_the_parameters():
+    from ilif.metrics.memory import saved_for_backward
+    from ilif.neurons import LIF
+
+    x = torch.randn(4, 8, requires_grad=True)
+    w = torch.nn.Parameter(torch.randn(8))
+    # x * w saves x (and w, left out); x * x saves x twice (counted once); exp saves its 2×8 result; a view
+    # of x times a number saves nothing
+    _, saved = saved_for_backward(lambda: (x * w).sum() + (x * x).sum() + (x[:2] * 3).exp().sum(), exclude=[w])
+    assert saved == {"bytes": 4 * 8 * 4 + 2 * 8 * 4, "storages": 2, "by_dtype": {"float32": 192}}
+    neuron = LIF(step_mode="m")
+    _, saved = saved_for_backward(lambda: neuron(torch.randn(4, 10, requires_grad=True)))
+    assert saved == {"bytes": 4 * 10 * 4, "storages": 1, "by_dtype": {"float32": 160}}  # LIF keeps its h [T, N]
