@@ -258,6 +258,11 @@ def quoted(value: str) -> str:
     return "'" + body.replace("${", "\\${") + "'"
 
 
+def searchpath_override(folders: list[str]) -> list[str]:
+    """The ``hydra.searchpath`` override of ``folders`` (none for no folders), each a quoted string."""
+    return [f"hydra.searchpath=[{','.join(quoted(folder) for folder in folders)}]"] if folders else []
+
+
 def check_config_dir(flag: str, directory: str) -> None:
     """Raise ValueError unless ``directory`` is an existing folder whose path Hydra's search path can
     hold (no ``${``: it would be read as an interpolation)."""
@@ -284,7 +289,7 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False) -> D
     ``overrides`` (as on the command line)."""
     register()
     if EXTRA_CONFIG_DIRS and not any(o.startswith("hydra.searchpath=") for o in overrides):
-        overrides = [*overrides, f"hydra.searchpath=[{','.join(quoted(f'file://{d}') for d in EXTRA_CONFIG_DIRS)}]"]
+        overrides = [*overrides, *searchpath_override([f"file://{d}" for d in EXTRA_CONFIG_DIRS])]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = name_components(compose(config_name="train", overrides=overrides, return_hydra_config=True))
     if not return_hydra_config:

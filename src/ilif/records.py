@@ -117,8 +117,14 @@ def read_json(path: Path, check: Optional[Check] = None, limit: int = MAX_BYTES)
 def read_json_lines(path: Path, check: Optional[Check] = None) -> tuple[list, Optional[str]]:
     """The values of a file of one JSON value a line, up to the first line that is not one that passes
     ``check`` (a line cut by a kill ends the file): (values, the problem that stopped it or None)."""
+    return json_lines(path, read_text(path).splitlines(), check)
+
+
+def json_lines(path: Path, lines: list[str], check: Optional[Check] = None) -> tuple[list, Optional[str]]:
+    """The values of ``lines`` (read from ``path``), one JSON value each, up to the first that is not
+    one that passes ``check``: (values, the problem that stopped them or None)."""
     values = []
-    for number, line in enumerate(read_text(path).splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         try:
             values.append(validated(path, parse_json(line), check))
         except (ValueError, RecordError) as err:

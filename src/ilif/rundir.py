@@ -215,14 +215,6 @@ def finished_summary(run_dir: Path, config_hash: Optional[str] = None) -> Option
     return RunSummary.from_json(summary)
 
 
-def summary_config_hash(run_dir: Path) -> Optional[str]:
-    """The config hash that the run's summary.json records when the run finished; None without a
-    readable finished summary (the record of a failure protects nothing: a checkpoint of another
-    config is refused when it is read)."""
-    summary = _summary(run_dir, warn=False)
-    return None if summary is None or summary.get("status") != "finished" else summary.get("config_hash")
-
-
 def record_failure(run_dir: Path, config_hash: str, detail: str, code: int) -> None:
     """Write the run's ``summary.json`` as the record of its failure: ``status: failed``, the one line
     that ended it and its exit code. The trainer writes it (after it has claimed the directory, see
@@ -330,14 +322,8 @@ class MetricsFile:
         if not path.exists():
             return
         lines = records.read_text(path).splitlines()
-        kept = []
-        for line in lines:
-            try:
-                record = records.validated(path, records.parse_json(line), HISTORY_RECORD)
-            except (ValueError, records.RecordError):
-                break
-            if record["epoch"] < keep_epochs_below:
-                kept.append(line)
+        history, _ = records.json_lines(path, lines, HISTORY_RECORD)
+        kept = [line for line, record in zip(lines, history) if record["epoch"] < keep_epochs_below]
         if kept != lines:
             write_text_atomic("".join(line + "\n" for line in kept), path)
 
@@ -380,11 +366,6 @@ def owner(run_dir: Path) -> Optional[str]:
         return None
     except (OSError, records.RecordError):
         return ""
-
-
-def _record_hash(run_dir: Path) -> Optional[str]:
-    """The config hash of the run's summary.json, finished or failed (None without a readable one)."""
-    return (_summary(run_dir, warn=False) or {}).get("config_hash")
 
 
 #: what ``trainer.resume=false`` moves into a ``replaced-<time>`` folder (``ilif.train.loop.set_aside``)
@@ -430,7 +411,8 @@ def ownership_problem(run_dir: Path, identity_hash: str) -> Optional[str]:
         if path.exists() and not (path.is_dir() if name in RUN_FOLDERS else path.is_file()):
             kind = "folder" if name in RUN_FOLDERS else "file"
             return f"{path} is not a regular {kind}: a run writes only plain files and folders"
-    other = summary_config_hash(run_dir)
+    summary = _summary(run_dir, warn=False)  # a run's record, finished or failed (a failure protects nothing)
+    other = summary.get("config_hash") if summary is not None and summary.get("status") == "finished" else None
     if other not in (None, identity_hash):
         return (f"{run_dir} holds a finished run of another config ({other}, this is {identity_hash}); "
                 "choose another experiment_name or runs_root")
@@ -442,8 +424,8 @@ def ownership_problem(run_dir: Path, identity_hash: str) -> Optional[str]:
                                                    f"{identity_hash}); choose another experiment_name or runs_root")
     entries = list(run_dir.iterdir())
     foreign = sorted(e.name for e in entries if not _written_here(e))
-    traces = [e for e in entries if e.name not in (LOCK_NAME,) and not _temporary(e.name)]
-    trace = _record_hash(run_dir) is not None or (run_dir / "last.pt").is_file() or \
+    traces = [e for e in entries if e.name != LOCK_NAME and not _temporary(e.name)]
+    trace = summary is not None or (run_dir / "last.pt").is_file() or \
         any(e.name.startswith("replaced-") for e in entries)
     if not foreign and (not traces or trace):
         return None
@@ -453,13 +435,9 @@ def ownership_problem(run_dir: Path, identity_hash: str) -> Optional[str]:
             "its own; choose another folder, experiment_name or runs_root")
 
 
-def mark_owner(run_dir: Path, identity_hash: str) -> bool:
-    """Write the :data:`OWNER` marker (after :func:`ownership_problem` said yes, under the run's lock);
-    whether it was not there before."""
-    if owner(run_dir) == identity_hash:
-        return False
+def mark_owner(run_dir: Path, identity_hash: str) -> None:
+    """Write the :data:`OWNER` marker (after :func:`ownership_problem` said yes, under the run's lock)."""
     write_text_atomic(identity_hash + "\n", Path(run_dir) / OWNER)
-    return True
 
 
 #: what a run that trained nothing can have written into its directory (its job log, the resolved

@@ -26,10 +26,10 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 import ilif
-from ilif.conf import config_hash, use_config_dirs
-from ilif.errors import ConfigError, Interrupted, RunConflict, bad_input, describe, entry_point, exit_code
+from ilif.conf import use_config_dirs
+from ilif.errors import ConfigError, Interrupted, bad_input, describe, entry_point, exit_code
 from ilif.grid import SCALES, experiment_names, plan, table_jobs, table_numbers, tables
-from ilif.rundir import failure_lines, finished_summary, ownership_problem
+from ilif.rundir import failure_lines, finished_summary
 
 log = logging.getLogger("ilif.train")
 
@@ -122,12 +122,7 @@ def _train_one(container: dict, run_dir: str) -> tuple[str, str]:
     path = Path(run_dir)
     log.setLevel(logging.INFO)
     try:
-        cfg = OmegaConf.create(container)
-        problem = ownership_problem(path, config_hash(cfg))
-        if problem is not None:  # a symlink, a file, or a folder no run wrote where the run would go
-            raise RunConflict(problem)
-        path.mkdir(parents=True, exist_ok=True)
-        train(cfg, path, capture=True)
+        train(OmegaConf.create(container), path, capture=True)
         return "finished", ""
     except Interrupted as err:
         return "interrupted", str(err.exit_code)

@@ -204,12 +204,11 @@ def _already_sent(run_dir: Path, mode: str) -> bool:
     return sent_mode in ("online", _wanted_mode(mode))
 
 
-def _left_out(run_dir: Path, mode: str) -> Optional[str]:
-    """Why a directory is not uploaded (None when it is): missing, not finished, no config to name the
-    run by, or sent before."""
+def _left_out(run_dir: Path, summary: Optional[RunSummary], mode: str) -> Optional[str]:
+    """Why a directory (``summary``: its finished record, or None) is not uploaded (None when it is):
+    missing, not finished, no config to name the run by, or sent before."""
     if not run_dir.is_dir():
         return "it is not a folder" if run_dir.exists() else "it does not exist"
-    summary = finished_summary(run_dir)
     if summary is None:
         return "not a finished run"
     try:
@@ -229,11 +228,11 @@ def upload_runs(run_dirs: list[Path], mode: str = "auto", project: str = "ilif")
 
     outcome: dict[str, list] = {"online": [], "offline": [], "left out": []}
     for run_dir in map(Path, run_dirs):
-        why = _left_out(run_dir, mode)
+        summary = finished_summary(run_dir) if run_dir.is_dir() else None
+        why = _left_out(run_dir, summary, mode)
         if why is not None:
             outcome["left out"].append((run_dir, why))
             continue
-        summary = finished_summary(run_dir)
         cfg = SimpleNamespace(mode=mode, project=project, entity=None, tags=[])
         logger = WandbLogger(cfg, run_dir, summary.config, summary.config_hash, summary.run_name)
         if logger.run is None:

@@ -29,11 +29,14 @@ from .runs import compared, group, load_runs, mean_std, provenance_note, values
 EXPECTED_TABLES = (1, 2, 3)  # the tables whose cells have expected values (results/expected.yaml)
 
 
+def runs_behind(before: Optional[int]) -> str:
+    """How many finished runs an output was made from, in words (None: it does not say)."""
+    return "an unrecorded number of" if before is None else str(before)
+
+
 def kept(path: Path, finished: int) -> str:
-    before = tables.finished_in(path)
-    drawn = "an unrecorded number of" if before is None else str(before)
-    return (f"kept {path}: it was built from {drawn} finished runs, these runs give {finished} "
-            "(use --force to replace it)")
+    return (f"kept {path}: it was built from {runs_behind(tables.finished_in(path))} finished runs, these runs give "
+            f"{finished} (use --force to replace it)")
 
 
 def table_from_runs(number: int, scale: str, runs_root: str):
@@ -144,9 +147,8 @@ def build_figures(scale: str, out: Path, runs_root: str, force: bool = False) ->
             written += draw[name](records_of_set)
             counts[name] = {"finished": finished, "planned": planned}
         else:
-            drawn = "an unrecorded number of" if before is None else str(before)
-            print(f"kept the figures of {FIGURES[name]} in {out}: they were drawn from {drawn} finished runs, these "
-                  f"runs give {finished} (use --force to replace them)")
+            print(f"kept the figures of {FIGURES[name]} in {out}: they were drawn from {runs_behind(before)} finished "
+                  f"runs, these runs give {finished} (use --force to replace them)")
             counts[name] = {"finished": before, "planned": planned} if before is not None else None
     if written:
         write_json_atomic({name: count for name, count in counts.items() if count is not None}, out / FIGURE_COUNTS)

@@ -37,7 +37,7 @@ import ilif
 
 from ilif.checks import check_torch_free
 from ilif.conf import (CONFIG_DIR, EXTRA_CONFIG_DIRS, check_config_dir, config_hash, distributed_env,
-                       group_options, is_group, name_components, quoted, register, sweep_axes)
+                       group_options, is_group, name_components, register, searchpath_override, sweep_axes)
 from ilif.grid import grid_items, job_configs, run_dir_of
 from ilif.errors import (SIGNAL_EXIT, ConfigError, DatasetError, IlifError, TrainingDiverged, bad_input, debugging,
                          describe, entry_point, exit_code, one_line)
@@ -89,11 +89,6 @@ def override_value(arg: str):
 
     with bad_input():
         return OverridesParser.create().parse_override(arg).value()
-
-
-def searchpath_override(folders: list[str]) -> list[str]:
-    """The ``hydra.searchpath`` override of ``folders`` (none for no folders), each a quoted string."""
-    return [f"hydra.searchpath=[{','.join(quoted(folder) for folder in folders)}]"] if folders else []
 
 
 def _check_group_options(items: list[tuple[str, str]]) -> None:

@@ -125,13 +125,14 @@ def claim(run_dir: Path, identity_hash: str) -> bool:
     """Take ``run_dir`` for the run of ``identity_hash`` (the caller holds its lock): refuse it when the
     run may not write there (:func:`ilif.rundir.ownership_problem`: a symlink or special file, another
     config's run, files no run wrote), else clean the temporaries a killed writer left and mark it as
-    this run's (:func:`ilif.rundir.mark_owner`; whether the mark is new). Nothing else is written into
-    the folder before."""
+    this run's (:func:`ilif.rundir.mark_owner`) when no marker says so yet: whether it did. Nothing else
+    is written into the folder before."""
     problem = ownership_problem(run_dir, identity_hash)
     if problem is not None:
         raise RunConflict(problem)
+    fresh = owner(run_dir) is None  # else it is this run's own marker
     last = run_dir / "last.pt"
-    if owner(run_dir) is None and last.is_file():  # a run's from before the marker: its checkpoint says whose
+    if fresh and last.is_file():  # a run's from before the marker: its checkpoint says whose
         try:
             other = checkpoint.load(last).get("config_hash")
         except Exception:  # noqa: BLE001 - any unreadable checkpoint
@@ -140,7 +141,9 @@ def claim(run_dir: Path, identity_hash: str) -> bool:
             raise RunConflict(f"{last} was written by another config ({other}, this is {identity_hash}): "
                               f"{START_OVER}, or choose another experiment_name or runs_root")
     remove_stale_temporaries(run_dir)
-    return mark_owner(run_dir, identity_hash)
+    if fresh:
+        mark_owner(run_dir, identity_hash)
+    return fresh
 
 
 @contextmanager
@@ -468,7 +471,6 @@ class Trainer:
                 metrics = MetricsFile(run_dir / "metrics.jsonl", keep_epochs_below=parts.start_epoch)
             except records.RecordError as err:
                 raise RunConflict(f"{err}: {START_OVER}") from None
-        if run.is_main:
             write_text_atomic(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
             wandb = WandbLogger(cfg.logger.wandb, run_dir, OmegaConf.to_container(cfg, resolve=True),
                                 self.identity_hash, run_name(cfg))
@@ -522,21 +524,22 @@ def train(cfg: DictConfig, run_dir: Path, capture: bool = False) -> RunSummary:
     """Train (or resume, or skip when finished) the run ``cfg`` describes into ``run_dir``, with
     ``trainer.threads`` torch threads; its summary. A finished run is skipped without a write; from
     the claim on, the run's log (and with ``capture`` its output) goes to its ``train.log``."""
-    run_dir = Path(run_dir)
+    run_dir, identity_hash = Path(run_dir), config_hash(cfg)
     previous = finished_summary(run_dir) if cfg.trainer.resume else None
-    if previous is not None and previous.config_hash == config_hash(cfg):
+    if previous is not None and previous.config_hash == identity_hash:
         log.info("already finished, skipped: %s", run_dir)
         return previous
     rank, _, _ = distributed_env()
-    problem = ownership_problem(run_dir, config_hash(cfg)) if rank == 0 else None
-    if problem is not None:  # before the lock file: a folder that is not the run's is left as it is
-        raise RunConflict(problem)
-    lock = RunLock(run_dir) if rank == 0 else None  # rank 0 owns the directory
+    if rank == 0:  # rank 0 owns the directory; before its lock file, a folder that is not the run's is left as is
+        problem = ownership_problem(run_dir, identity_hash)
+        if problem is not None:
+            raise RunConflict(problem)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir) if rank == 0 else None
     marked = False
     try:
         with torch_threads(cfg.trainer.threads), StopFlag() as stop:
             run = Process(cfg, stop)
-            identity_hash = config_hash(cfg)
             if run.is_main:
                 marked = claim(run_dir, identity_hash)
             with run_log(run_dir, capture) if run.is_main else nullcontext():
