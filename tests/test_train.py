@@ -84,6 +84,36 @@ def test_the_command_prints_only_the_error_line_and_exits_2(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.parametrize("keep, kept", [("best", ["best.pt"]), ("none", [])])
+def test_a_finished_run_keeps_the_checkpoints_asked_for(train_run, keep, kept):
+    run_dir, summary = train_run(*FAST, f"trainer.keep_checkpoints={keep}")
+    assert sorted(p.name for p in run_dir.glob("*.pt")) == kept
+    assert summary.status == "finished"
+    reference_dir, reference = train_run(*FAST)  # the same run: the choice is out of the hash
+    assert reference_dir == run_dir and reference.final == summary.final
+
+
+def test_a_write_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import types
+
+    from ilif import rundir
+    from ilif.rundir import atomic_write
+
+    path = tmp_path / "last.pt"
+    monkeypatch.setattr(rundir.os, "statvfs", lambda _: types.SimpleNamespace(f_bavail=3, f_frsize=4096))
+    with pytest.raises(OSError) as caught, atomic_write(path, "wb") as f:
+        f.write(b"x" * 2**20)
+        f.flush()
+        raise RuntimeError("unexpected pos 704 vs 598")  # what torch.save says when a write comes up short
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert "1.0 MB of it written, 0.0 MB free" in caught.value.strerror
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(rundir.os, "statvfs", lambda _: types.SimpleNamespace(f_bavail=2**20, f_frsize=4096))
+    with pytest.raises(RuntimeError, match="unexpected pos"), atomic_write(path, "wb"):
+        raise RuntimeError("unexpected pos 704 vs 598")  # with space left it is not the disk's fault
+
+
 def test_run_directory_is_complete(train_run, capsys):
     run_dir, _ = train_run(*FAST)
     assert run_dir.name.startswith("digits-ilif-g1-s0-")

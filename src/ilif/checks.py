@@ -177,6 +177,7 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "trainer.epochs": positive(integer=True),
     "trainer.timeout_s": positive(integer=True, maximum=10**7),  # 115 days; torch's waits overflow far above
     "trainer.checkpoint_every_min": positive(strict=False),
+    "trainer.keep_checkpoints": choice(("all", "best", "none")),
     "trainer.batch_size": positive(integer=True),
     "trainer.eval_batch_size": positive(integer=True),
     "trainer.num_workers": positive(strict=False, integer=True),

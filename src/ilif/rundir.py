@@ -9,6 +9,7 @@ The schema of both records is here: :data:`METRICS` (the keys of an epoch's reco
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -48,9 +49,34 @@ def atomic_write(path: Path, mode: str = "w"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as err:
+        full = no_space(path, tmp)
+        if full is None:
+            raise
+        raise full from err
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+#: free bytes below which a failed write is put down to a full file system
+FULL_BELOW = 16 * 2**20
+
+
+def no_space(path: Path, tmp: Path) -> Optional[OSError]:
+    """The error of a write to ``path`` (through ``tmp``) that failed because its file system is full
+    (torch.save says only "unexpected pos" when a write comes up short): ENOSPC naming the file, the bytes
+    written and free; None when there is space (the write failed for another reason)."""
+    try:
+        stat = os.statvfs(tmp.parent)
+        written = tmp.stat().st_size if tmp.exists() else 0
+    except OSError:
+        return None
+    free = stat.f_bavail * stat.f_frsize
+    if free >= FULL_BELOW:
+        return None
+    return OSError(errno.ENOSPC, f"no space left on the device ({written / 2**20:.1f} MB of it written, "
+                                 f"{free / 2**20:.1f} MB free): free some, or set runs_root to another disk", str(path))
 
 
 def write_text_atomic(text: str, path: Path) -> None:

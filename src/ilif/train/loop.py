@@ -502,9 +502,21 @@ class Trainer:
         summary = self.summary(record)
         if run.is_main:
             write_json_atomic(summary.to_json(), run_dir / "summary.json")
+            drop_checkpoints(run_dir, cfg.trainer.keep_checkpoints)
             wandb.finish(summary)
             report_finish(summary, run_dir)
         return summary
+
+
+#: the checkpoints a finished run removes for each ``trainer.keep_checkpoints``
+DROPPED = {"all": (), "best": ("last.pt",), "none": ("last.pt", "best.pt")}
+
+
+def drop_checkpoints(run_dir: Path, keep: str) -> None:
+    """Remove what a finished run does not keep (:data:`DROPPED`; after its summary is written, so a
+    run killed before has its checkpoint to resume from)."""
+    for name in DROPPED[keep]:
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def keep_failure(run_dir: Path, identity_hash: str, err: Exception) -> None:
