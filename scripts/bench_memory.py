@@ -46,7 +46,7 @@ def measure(factory, args) -> tuple[dict, float]:
     def forward():
         return LOSS(model(x), y)
 
-    loss, saved = saved_for_backward(forward, exclude=list(model.parameters()))
+    loss, saved = saved_for_backward(forward, exclude=[*model.parameters(), *model.buffers()])
     loss.backward()
     functional.reset_net(model)
     seconds = []

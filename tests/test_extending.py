@@ -276,18 +276,18 @@ def test_a_neuron_written_as_one_step_gets_the_rest_from_its_base():
     assert isinstance(multi.v, float) and torch.equal(multi(x.detach()), spikes.detach())
 
 
-def test_the_fused_ops_take_the_kernel_params_by_their_field_names_and_one_family_enum():
+def test_the_fused_ops_take_the_constants_and_the_kernel_flags_by_their_field_names_and_one_family_enum():
     import inspect
 
     from ilif.neurons import FAMILIES, Surrogate
-    from ilif.neurons._contract import KernelParams
+    from ilif.neurons._contract import KernelFlags
     from ilif.neurons._cpu_kernel import _source
     from ilif.neurons._ops import neuron_backward, neuron_forward
     from ilif.neurons.surrogate import Family
 
     for op, first in ((neuron_forward, "gamma"), (neuron_backward, "g_sum")):
         names = list(inspect.signature(op._init_fn).parameters)
-        assert names[names.index(first) + 1:] == [*KernelParams._fields, "count", "backend"]
+        assert names[names.index(first) + 1:] == ["constants", *KernelFlags._fields, "count", "backend"]
     assert FAMILIES == ("rectangle", "triangle", "sigmoid", "atan")
     assert [Surrogate(name).family_id for name in FAMILIES] == list(Family)
     assert all(f"#define FAMILY_{member.name} {int(member)}\n" in _source() for member in Family)

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from devices import DEVICE, FUSED
 from ilif.neurons import FAMILIES, NeuronParams, Surrogate, multistep
+from ilif.neurons.functional import kernel_constants
 from ilif.train import loop
 from ilif.errors import ConfigError
 from ilif.train.engine import EpochSampler, EpochSeeded, first_non_finite_grad
@@ -102,13 +102,14 @@ def test_fused_backends_on_strided_inputs_equal_the_oracle(backend, layout, fami
 
 # --- opcheck -------------------------------------------------------------------------------------------------
 
-def _op_args(backend: str, transposed: bool, extras: bool, kp=ILIF_FULL.kernel_params()):
+def _op_args(backend: str, transposed: bool, extras: bool, params=ILIF_FULL):
     """The forward op's arguments; ``extras``: a learnable γ and the spike count."""
     T, N = 4, 37
     x = torch.randn(N, T, dtype=torch.float32).t() if transposed else torch.randn(T, N)
     state = [torch.randn(N) * 0.3 for _ in range(4)]
-    gamma = torch.tensor(2.0 * kp.half_width, requires_grad=True) if extras else torch.empty(0)
-    return (x.requires_grad_(), *[s.requires_grad_() for s in state], gamma, *kp, extras, backend)
+    gamma = torch.tensor(params.surrogate.gamma, requires_grad=True) if extras else torch.empty(0)
+    return (x.requires_grad_(), *[s.requires_grad_() for s in state], gamma, kernel_constants(params, x.device),
+            *params.kernel_flags(), extras, backend)
 
 
 @pytest.mark.parametrize("backend", FUSED)
@@ -160,18 +161,50 @@ def test_every_specialisation_compiles_for_sm80_and_sm90():
 
 # --- launches: no per-call copy, the device guard ------------------------------------------------------------
 
-@pytest.mark.skipif("triton" not in FUSED, reason="Triton is not available")
-def test_a_launch_copies_no_constants_from_the_host_after_the_first():
-    from ilif.neurons import _triton_kernel as tk
+class _HostTraffic:
+    """Counts, while active, the tensors made from Python numbers (each a copy from the host on a GPU)
+    and the tensors read back as numbers (each a wait for the GPU)."""
 
-    x = torch.randn(3, 50, requires_grad=True)
-    multistep(x, None, ILIF_FULL, backend="triton")[0].sum().backward()  # first use: the constants are made
-    with mock.patch.object(torch, "tensor", wraps=torch.tensor) as made:
-        for _ in range(3):
-            multistep(x, None, ILIF_FULL, backend="triton")[0].sum().backward()
-    assert made.call_count == 0
-    assert tk.constants(ILIF_FULL.kernel_params(), torch.float32, x.device) is \
-        tk.constants(ILIF_FULL.kernel_params(), torch.float32, x.device)
+    def __init__(self, monkeypatch):
+        self.made, self.read = 0, 0
+        tensor, tolist, item = torch.tensor, torch.Tensor.tolist, torch.Tensor.item
+        monkeypatch.setattr(torch, "tensor", lambda *a, **k: self._count("made") or tensor(*a, **k))
+        monkeypatch.setattr(torch.Tensor, "tolist", lambda t: self._count("read") or tolist(t))
+        monkeypatch.setattr(torch.Tensor, "item", lambda t: self._count("read") or item(t))
+
+    def _count(self, what: str) -> None:
+        setattr(self, what, getattr(self, what) + 1)
+
+
+@pytest.mark.skipif("triton" not in FUSED, reason="Triton is not available")
+@pytest.mark.parametrize("learnable", [False, True], ids=["fixed_gamma", "learnable_gamma"])
+def test_a_step_neither_copies_constants_from_the_host_nor_reads_them_back(monkeypatch, learnable):
+    from spikingjelly.activation_based import functional
+
+    from ilif.neurons import ILIF
+
+    layer = ILIF(step_mode="m", backend="triton", surrogate=Surrogate("sigmoid", 1.0, "peak"))
+    gammas = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 2, 25, requires_grad=True)
+
+    def step(value: float) -> None:  # what remedy=learnable_gamma does: γ moved on the device, then published
+        if learnable:
+            with torch.no_grad():
+                gammas.fill_(value)
+            layer.set_surrogate(Surrogate("sigmoid", value, "peak", parameter=gammas[0]))
+        functional.reset_net(layer)
+        layer(x).sum().backward()
+
+    step(1.0)  # the first use of the neuron's own constants
+    traffic = _HostTraffic(monkeypatch)
+    for value in (0.5, 2.0, 4.0):
+        step(value)
+    monkeypatch.undo()
+    assert (traffic.made, traffic.read) == (0, 0)
+    expected = Surrogate("sigmoid", 4.0 if learnable else 1.0, "peak")
+    assert layer.kernel_constants.view(torch.float64)[4:].tolist() == list(expected.constant_values())
+    if learnable:
+        assert gammas.grad is not None and gammas.grad.ne(0).all()
 
 
 @pytest.mark.skipif("triton" not in FUSED, reason="Triton is not available")

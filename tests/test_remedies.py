@@ -204,6 +204,44 @@ def test_the_rate_regulariser_acts_the_same_under_torch_compile():
     torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("remedy", ["anneal_gamma", "learnable_gamma"])
+def test_a_moving_gamma_never_recompiles_the_network_and_trains_as_it_does_eagerly(remedy):
+    """anneal_gamma (adaptive_gamma: the same set_gamma) changes every layer's γ between epochs and
+    learnable_gamma after every step: the compiled network reads the neurons' constants tensors, changed
+    in place, so what is compiled at the first step serves every later one, with the eager gradients."""
+    import copy
+
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), ILIF(surrogate=Surrogate("triangle"), step_mode="m"), nn.Linear(8, 3),
+                          LIF(surrogate=Surrogate("sigmoid", normalize="peak"), step_mode="m"))
+    eager = copy.deepcopy(model)
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, backend=counter, dynamic=False)
+    make = {"anneal_gamma": lambda: AnnealedGamma(start=4.0, end=0.25, shape="geometric"),
+            "learnable_gamma": lambda: LearnableGamma(init=1.0, lr=0.1, min=0.05, max=16.0)}[remedy]
+    remedies = [make().attach(m, None) for m in (model, eager)]
+    x = torch.randn(4, 5, 6) * 2
+    for epoch in range(4):
+        grads = []
+        for each, net, run in zip(remedies, (model, eager), (compiled, eager)):
+            each.start_epoch(epoch, 4)
+            functional.reset_net(net)
+            net.zero_grad()
+            run(x).sum().backward()
+            learnt = [each.gammas.grad] if remedy == "learnable_gamma" else []
+            grads.append([p.grad for p in net.parameters()] + learnt)
+            each.after_step(1.0, False)
+        assert all(torch.equal(a, b) for a, b in zip(*grads)), epoch
+        if epoch == 0:
+            first = counter.frame_count
+    assert counter.frame_count == first
+    gammas = [layer.surrogate.gamma for layer in (model[1], model[3])]
+    assert gammas == ([0.25, 0.25] if remedy == "anneal_gamma" else remedies[1].gammas.tolist())
+
+
 def test_the_annealed_gamma_at_each_epoch():
     assert [annealed_gamma(4.0, 1.0, "linear", e, 3) for e in range(3)] == [4.0, 2.5, 1.0]
     assert [annealed_gamma(4.0, 0.25, "geometric", e, 3) for e in range(3)] == pytest.approx([4.0, 1.0, 0.25])
@@ -283,8 +321,6 @@ WIDTH = "(outside it the surrogate gradient vanishes in float32)"
     ("remedy=learnable_gamma remedy.lr=-1", "remedy.lr=-1 is not allowed: a finite number > 0"),
     ("remedy=learnable_gamma surrogate.gamma=32",
      "remedy.init=32.0 is not allowed: within [remedy.min, remedy.max] = [0.05, 16.0]"),
-    ("remedy=learnable_gamma trainer.compile=true", "trainer.compile=True is not allowed: false with "
-     "remedy=learnable_gamma (γ changes at every step, and torch.compile would recompile the network at each)"),
 ])
 def test_bad_remedy_values_are_refused_in_one_line(override, message):
     with pytest.raises(ConfigError) as err:

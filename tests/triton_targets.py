@@ -49,11 +49,12 @@ def _signature(kind: str, flags: dict, dtype: str, cdt: str) -> dict:
     else:
         names = [("gs_ptr", "in"), ("x_ptr", "in" if flags["CURRENT"] else "c"), ("h_ptr", "c"), ("mseq_ptr", "c"),
                  ("igrad_ptr", "u8" if flags["CURRENT"] else "c"), ("gx_ptr", "in")]
-        names += [(n, "c") for n in ("gv_ptr", "gi_ptr", "gm_ptr", "gxs_ptr", "gzz_ptr", "gsum_ptr")]
+        names += [(n, "c") for n in ("gv_ptr", "gi_ptr", "gm_ptr", "gxs_ptr", "gzz_ptr")] + [("gsum_ptr", "f64")]
     if kind == "forward":
         names += [(n, "c") for n in ("v_ptr", "i_ptr", "m_ptr", "xs_ptr")]
+    ptr["f64"] = "*fp64"  # the constants and the spike count's gradient: float64 whatever the compute dtype
     sig = {name: ptr[p] for name, p in names}
-    sig.update({"c_ptr": ptr["c"], "T": "i32", "N": "i32"})
+    sig.update({"c_ptr": ptr["f64"], "T": "i32", "N": "i32"})
     sig.update({name: "constexpr" for name in (*flags, "PRECISE", "BLOCK")})
     return sig
 

@@ -11,7 +11,7 @@ import torch
 def saved_for_backward(forward: Callable[[], Any], exclude: Iterable[torch.Tensor] = ()) -> tuple[Any, dict]:
     """Run ``forward`` (a forward pass that builds a graph) and count the tensors autograd saves for its
     backward: each storage once, whole, however many ops or views save it (our neurons' custom ops
-    included); the storages of ``exclude`` (the parameters, resident anyway) left out. Returns
+    included); the storages of ``exclude`` (the model's parameters and buffers, resident anyway) left out. Returns
     (``forward``'s result, which keeps the graph alive; ``{"bytes", "storages", "by_dtype": {dtype name:
     bytes}}``)."""
     excluded = {tensor.untyped_storage().data_ptr() for tensor in exclude}

@@ -1,10 +1,17 @@
 """What every fused backend (C kernel, torch loop, Triton kernel) implements, and the precision policy.
 
-    forward(x [T, N], v, i, m, xs [N] (updated in place to the final state), kp: KernelParams)
+    forward(x [T, N], v, i, m, xs [N] (updated in place to the final state), flags: KernelFlags,
+            constants [8] float64)
         -> spikes [T, N] (x's dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or [0]
     backward(grad_s [T, N], x [T, N] or [0], h, m_seq, i_grad,
              gv, gi, gm, gxs [N] (grads of the final state, replaced in place by the grads of the
-             initial state), g_sum [] or [0], kp) -> grad_x [T, N] (grad_s's dtype), gz_z [N]
+             initial state), g_sum [] or [0], flags, constants) -> grad_x [T, N] (grad_s's dtype), gz_z [N]
+
+The float constants (:data:`CONSTANTS`) travel as one float64 tensor on the input's device, never as
+Python numbers: a neuron module keeps its own and changes it in place when γ changes, and a learnable γ
+derives its part on the device, so a new γ neither copies anything from the host nor recompiles a
+compiled network. The C kernel and the torch loop read them as numbers (a CPU tensor: no wait); the
+Triton kernels load them and round them to the compute dtype (as torch rounds: to nearest even).
 
 g_sum is the gradient of the layer's spike count (the op's ``spike_sum`` output, which an activity
 regulariser reads), added to grad_s at every step and neuron inside the pass; [0] where nothing uses
@@ -31,29 +38,53 @@ import torch
 INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-class KernelParams(NamedTuple):
-    """The resolved constants a kernel needs (see ``NeuronParams.kernel_params``). The custom ops take
-    them as scalar arguments named and ordered as these fields (then ``count`` and ``backend``):
-    :meth:`from_op` reads them back; the C and Triton kernels receive these fields by name."""
+#: the float constants of a fused neuron, in the order of its constants tensor: λ, V_th, κ_I, κ_M (the
+#: neuron's), then the surrogate's γ/2, height, alpha and π/2·alpha (what the backward reads)
+CONSTANTS = ("lam", "vth", "kc", "km", "half_width", "height", "alpha", "atan_scale")
+#: where the surrogate's part of the constants starts
+SURROGATE_CONSTANTS = CONSTANTS.index("half_width")
 
-    lam: float
-    vth: float
-    kc: float
-    km: float
+
+class KernelFlags(NamedTuple):
+    """What a kernel is specialised on (see ``NeuronParams.kernel_flags``). The custom ops take them as
+    scalar arguments named and ordered as these fields (then ``count`` and ``backend``): :meth:`from_op`
+    reads them back."""
+
     current: bool
     membrane: bool
     hard: bool
     detach: bool
     clamp_ge: bool  # d max(i, 0)/di is 1[i ≥ 0] (True) or 1[i > 0] (False)
     family: int
+
+    @classmethod
+    def from_op(cls, scalars) -> "KernelFlags":
+        """The flags among a custom op's scalar arguments (the fields, in order, then the rest)."""
+        return cls(*scalars[:len(cls._fields)])
+
+
+class KernelParams(NamedTuple):
+    """The flags and the constants as numbers, as the C kernel and the torch loop read them."""
+
+    current: bool
+    membrane: bool
+    hard: bool
+    detach: bool
+    clamp_ge: bool
+    family: int
+    lam: float
+    vth: float
+    kc: float
+    km: float
     half_width: float
     height: float
     alpha: float
+    atan_scale: float
 
     @classmethod
-    def from_op(cls, scalars) -> "KernelParams":
-        """The params among a custom op's scalar arguments (the fields, in order, then the rest)."""
-        return cls(*scalars[:len(cls._fields)])
+    def of(cls, flags: KernelFlags, constants: torch.Tensor) -> "KernelParams":
+        """``constants`` [8] (:data:`CONSTANTS`) read as numbers (on a GPU, a wait for it)."""
+        return cls(*flags, *constants.tolist())
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from ._contract import KernelParams, compute_dtype, unused
+from ._contract import KernelFlags, KernelParams, compute_dtype, unused
 from .surrogate import Family
 
 BLOCK = 512
@@ -341,8 +341,9 @@ def _suffix(x: torch.Tensor) -> str:
     return "f32" if x.dtype == torch.float32 else "f64"
 
 
-def forward(x, v, i, m, xs, kp: KernelParams):
+def forward(x, v, i, m, xs, flags: KernelFlags, constants: torch.Tensor):
     """Kernel forward; see ``_contract``. ``x`` [T, N] on the CPU; states [N] (compute dtype) updated in place."""
+    kp = KernelParams.of(flags, constants)
     lib = load(strict=True)
     out_dtype = x.dtype
     x = x.to(compute_dtype(x.dtype)).contiguous()
@@ -360,9 +361,10 @@ def forward(x, v, i, m, xs, kp: KernelParams):
     return spikes.to(out_dtype), h_seq, m_seq, i_grad
 
 
-def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, kp: KernelParams):
+def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, flags: KernelFlags, constants: torch.Tensor):
     """Kernel backward; see ``_contract``. Returns grad_x [T, N] and gz_z [N]; gv, gi, gm, gxs [N] become
     initial-state grads."""
+    kp = KernelParams.of(flags, constants)
     lib = load(strict=True)
     out_dtype = grad_s.dtype
     grad_s = grad_s.to(h_seq.dtype).contiguous()

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import _cpu_kernel, _torch_loop
-from ._contract import KernelParams, compute_dtype
+from ._contract import CONSTANTS, KernelFlags, compute_dtype
 from .surrogate import width_grad
 
 
@@ -59,29 +59,34 @@ def backend_module(backend: str, x: Tensor) -> ModuleType:
 _OUTPUTS = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
+def _check_constants(x: Tensor, constants: Tensor) -> None:
+    if constants.dtype != torch.float64 or constants.shape != (len(CONSTANTS),) or constants.device != x.device:
+        raise ValueError(f"neuron constants of dtype {constants.dtype}, shape {tuple(constants.shape)} on "
+                         f"{constants.device} are not allowed: float64 [{len(CONSTANTS)}] on the input's device "
+                         f"({x.device}); move the neuron with the model (model.to(device))")
+
+
 @torch.library.custom_op("ilif::neuron_forward", mutates_args=())
 def neuron_forward(
-    x: Tensor, v: Tensor, i: Tensor, m: Tensor, xs: Tensor, gamma: Tensor,
-    lam: float, vth: float, kc: float, km: float,
-    current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool,
-    family: int, half_width: float, height: float, alpha: float, count: bool, backend: str,
+    x: Tensor, v: Tensor, i: Tensor, m: Tensor, xs: Tensor, gamma: Tensor, constants: Tensor,
+    current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool, family: int, count: bool, backend: str,
 ) -> _OUTPUTS:
     """All T steps. ``x`` [T, N]; v, i, m, xs [N] in the compute dtype; ``gamma``: the learnable surrogate
-    width (0-dim, its value 2·``half_width``; only its gradient is computed here) or [0] where γ is a
-    constant. Returns spikes [T, N] (x's dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or
-    [0], the final v, i, m, xs [N], and with ``count`` the number of spikes (0-dim float64, exact; its
-    gradient reaches every spike inside the backward pass), else [0]."""
-    kp = KernelParams.from_op((lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height,
-                               alpha))
+    width (0-dim, its value 2·``constants[4]``; only its gradient is computed here) or [0] where γ is a
+    constant; ``constants`` [8] float64 (``_contract.CONSTANTS``) on x's device. Returns spikes [T, N]
+    (x's dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or [0], the final v, i, m, xs [N],
+    and with ``count`` the number of spikes (0-dim float64, exact; its gradient reaches every spike
+    inside the backward pass), else [0]."""
+    _check_constants(x, constants)
+    flags = KernelFlags(current, membrane, hard, detach, clamp_ge, family)
     v, i, m, xs = (t.clone() for t in (v, i, m, xs))
-    spikes, h_seq, m_seq, i_grad = backend_module(backend, x).forward(x, v, i, m, xs, kp)
+    spikes, h_seq, m_seq, i_grad = backend_module(backend, x).forward(x, v, i, m, xs, flags, constants)
     spike_sum = spikes.sum(dtype=torch.float64) if count else x.new_empty((0,), dtype=torch.float64)
     return spikes, h_seq, m_seq, i_grad, v, i, m, xs, spike_sum
 
 
 @neuron_forward.register_fake
-def _(x, v, i, m, xs, gamma, lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height,
-      alpha, count, backend):
+def _(x, v, i, m, xs, gamma, constants, current, membrane, hard, detach, clamp_ge, family, count, backend):
     cdt = compute_dtype(x.dtype)
     full = x.new_empty(x.shape, dtype=cdt)  # new_empty: row-major, as every backend returns, whatever x's strides
     return (
@@ -95,30 +100,29 @@ def _(x, v, i, m, xs, gamma, lam, vth, kc, km, current, membrane, hard, detach, 
 @torch.library.custom_op("ilif::neuron_backward", mutates_args=())
 def neuron_backward(
     grad_s: Tensor, x: Tensor, h_seq: Tensor, m_seq: Tensor, i_grad: Tensor,
-    gv: Tensor, gi: Tensor, gm: Tensor, gxs: Tensor, g_sum: Tensor,
-    lam: float, vth: float, kc: float, km: float,
-    current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool,
-    family: int, half_width: float, height: float, alpha: float, count: bool, backend: str,
+    gv: Tensor, gi: Tensor, gm: Tensor, gxs: Tensor, g_sum: Tensor, constants: Tensor,
+    current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool, family: int, count: bool, backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """BPTT through all T steps. Returns grad_x [T, N] (grad_s's dtype), the grads of the initial
     v, i, m, xs [N], and gz_z [N] (``_contract``); ``g_sum``: the gradient of the spike count, or [0]."""
-    kp = KernelParams.from_op((lam, vth, kc, km, current, membrane, hard, detach, clamp_ge, family, half_width, height,
-                               alpha))
+    _check_constants(h_seq, constants)
+    flags = KernelFlags(current, membrane, hard, detach, clamp_ge, family)
     gv, gi, gm, gxs = (g.contiguous().clone() for g in (gv, gi, gm, gxs))
     grad_x, gz_z = backend_module(backend, h_seq).backward(grad_s.contiguous(), x, h_seq, m_seq, i_grad, gv, gi, gm,
-                                                           gxs, g_sum, kp)
+                                                           gxs, g_sum, flags, constants)
     return grad_x, gv, gi, gm, gxs, gz_z
 
 
 @neuron_backward.register_fake
-def _(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, *scalars):
+def _(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, constants, *scalars):
     return tuple(g.new_empty(g.shape) for g in (grad_s, gv, gi, gm, gxs, gv))
 
 
 def _setup_context(ctx, inputs, output):
-    x, _v, _i, _m, _xs, gamma, *scalars = inputs
+    x, _v, _i, _m, _xs, gamma, constants, *scalars = inputs
     _spikes, h_seq, m_seq, i_grad, *_state, _spike_sum = output
-    ctx.save_for_backward(x if KernelParams.from_op(scalars).current else x.new_empty((0,)), h_seq, m_seq, i_grad)
+    saved_x = x if KernelFlags.from_op(scalars).current else x.new_empty((0,))
+    ctx.save_for_backward(saved_x, h_seq, m_seq, i_grad, constants)
     ctx.scalars = scalars
     ctx.gamma_dtype = gamma.dtype
     ctx.mark_non_differentiable(h_seq, m_seq, i_grad)
@@ -126,16 +130,17 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_s, _grad_h, _grad_m_seq, _grad_i_grad, gv, gi, gm, gxs, g_sum):
-    x, h_seq, m_seq, i_grad = ctx.saved_tensors
+    x, h_seq, m_seq, i_grad, constants = ctx.saved_tensors
     state_like = h_seq[0]
     grad_s = torch.zeros(h_seq.shape, dtype=x.dtype, device=h_seq.device) if grad_s is None else grad_s
     gv, gi, gm, gxs = (torch.zeros_like(state_like) if g is None else g for g in (gv, gi, gm, gxs))
     g_sum = h_seq.new_empty((0,)) if g_sum is None else g_sum
-    *grads, gz_z = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, *ctx.scalars)
+    *grads, gz_z = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, constants, *ctx.scalars)
     grad_gamma = None
     if ctx.needs_input_grad[5]:
-        grad_gamma = width_grad(gz_z, 2.0 * KernelParams.from_op(ctx.scalars).half_width).to(ctx.gamma_dtype)
-    return (*grads, grad_gamma, *([None] * len(ctx.scalars)))
+        gamma = 2.0 * constants[CONSTANTS.index("half_width")]
+        grad_gamma = width_grad(gz_z, gamma).to(ctx.gamma_dtype)
+    return (*grads, grad_gamma, None, *([None] * len(ctx.scalars)))
 
 
 neuron_forward.register_autograd(_backward, setup_context=_setup_context)

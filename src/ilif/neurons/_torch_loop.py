@@ -1,18 +1,20 @@
 """The fused contract (``_contract``) as a torch loop over T: any device, a dozen small ops per step.
 
-The fallback where neither the C kernel (CPU) nor Triton (CUDA) can run.
+The fallback where neither the C kernel (CPU) nor Triton (CUDA) can run (on a GPU it reads the
+constants back to the host once per call).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._contract import KernelParams, compute_dtype, unused
+from ._contract import KernelFlags, KernelParams, compute_dtype, unused
 from .surrogate import surrogate_grad
 
 
-def forward(x: torch.Tensor, v, i, m, xs, kp: KernelParams):
+def forward(x: torch.Tensor, v, i, m, xs, flags: KernelFlags, constants: torch.Tensor):
     """See ``_contract``. ``x`` [T, N]; v, i, m, xs [N] in the compute dtype, updated in place."""
+    kp = KernelParams.of(flags, constants)
     out_dtype = x.dtype
     x = x.to(compute_dtype(x.dtype))
     T = x.shape[0]
@@ -41,9 +43,10 @@ def forward(x: torch.Tensor, v, i, m, xs, kp: KernelParams):
     return spikes.to(out_dtype), h_seq, m_seq, i_grad
 
 
-def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, kp: KernelParams):
+def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, flags: KernelFlags, constants: torch.Tensor):
     """See ``_contract``. Returns grad_x [T, N] and gz_z [N]; gv, gi, gm, gxs [N] become the initial-state
     grads."""
+    kp = KernelParams.of(flags, constants)
     out_dtype = grad_s.dtype
     grad_s = grad_s.to(h_seq.dtype)
     x = x.to(h_seq.dtype)

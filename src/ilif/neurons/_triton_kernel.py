@@ -4,12 +4,10 @@ One program per block of ``BLOCK`` neurons loops over T with the state (v, i, m,
 their gradients in the backward) in registers, so every input is read once and every output written
 once per pass, as in the C kernel. The flags (units, reset, detach, clamp gradient, surrogate family)
 are compile-time constants, so each combination is its own specialised kernel. The float constants
-travel in a small tensor of the compute dtype (float64 runs keep every digit, float32 runs round them
-as the C kernel does), made once per (constants, dtype, device) and kept: a launch copies nothing from
-the host, so it never waits for the GPU and can be captured in a CUDA graph. (A learnable width,
-``remedy=learnable_gamma``, changes the constants every step: then each layer copies its 8 constants
-once per step.) Time offsets are 64-bit
-(T·N may pass 2³¹).
+are the neuron's float64 tensor (``_contract``), loaded once per program and rounded to the compute
+dtype here (float64 runs keep every digit, float32 runs round them as torch does): a launch copies
+nothing from the host, so it never waits for the GPU and can be captured in a CUDA graph, whatever γ
+does between steps. Time offsets are 64-bit (T·N may pass 2³¹).
 
 Rounding on a GPU: floating-point contraction (FMA) is off and every division is IEEE round-to-nearest
 (``div_rn``; Triton's ``/`` would compile to an approximate ``div.full.f32``), so additions,
@@ -25,7 +23,6 @@ kernels on CPU tensors (slowly but exactly); the tests use that on machines with
 from __future__ import annotations
 
 import functools
-import math
 import os
 from contextlib import nullcontext
 
@@ -34,7 +31,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import libdevice
 
-from ._contract import KernelParams, compute_dtype, unused
+from ._contract import KernelFlags, compute_dtype, unused
 from .surrogate import Family
 
 # the surrogate families as the kernels compare them (a jitted function reads only constexpr globals)
@@ -93,10 +90,10 @@ def _block(N, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _constants4(c_ptr, first: tl.constexpr):
-    """Four scalar constants ``c[first : first + 4]``."""
-    return (tl.load(c_ptr + first), tl.load(c_ptr + first + 1), tl.load(c_ptr + first + 2),
-            tl.load(c_ptr + first + 3))
+def _constants4(c_ptr, first: tl.constexpr, dtype: tl.constexpr):
+    """Four scalar constants ``c[first : first + 4]`` (float64) rounded to ``dtype``."""
+    return (tl.load(c_ptr + first).to(dtype), tl.load(c_ptr + first + 1).to(dtype),
+            tl.load(c_ptr + first + 2).to(dtype), tl.load(c_ptr + first + 3).to(dtype))
 
 
 @triton.jit
@@ -119,7 +116,7 @@ def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr,
                     CURRENT: tl.constexpr, MEMBRANE: tl.constexpr, HARD: tl.constexpr, CLAMP_GE: tl.constexpr,
                     PRECISE: tl.constexpr, BLOCK: tl.constexpr):
     offs, mask = _block(N, BLOCK)
-    lam, vth, kc, km = _constants4(c_ptr, 0)
+    lam, vth, kc, km = _constants4(c_ptr, 0, v_ptr.dtype.element_ty)
     v, ic, m, xs = _load4(v_ptr, i_ptr, m_ptr, xs_ptr, offs, mask)
     for t in range(T):
         off = tl.cast(t, tl.int64) * N + offs
@@ -156,11 +153,12 @@ def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, 
                      CURRENT: tl.constexpr, MEMBRANE: tl.constexpr, HARD: tl.constexpr, DETACH: tl.constexpr,
                      FAMILY: tl.constexpr, PRECISE: tl.constexpr, BLOCK: tl.constexpr):
     offs, mask = _block(N, BLOCK)
-    lam, vth, kc, km = _constants4(c_ptr, 0)
-    half_width, height, alpha, atan_scale = _constants4(c_ptr, 4)
+    cdt = gv_ptr.dtype.element_ty
+    lam, vth, kc, km = _constants4(c_ptr, 0, cdt)
+    half_width, height, alpha, atan_scale = _constants4(c_ptr, 4, cdt)
     gv, gi, gm, gxs = _load4(gv_ptr, gi_ptr, gm_ptr, gxs_ptr, offs, mask)
     gzz = tl.zeros([BLOCK], dtype=gv.dtype)
-    g_sum = tl.load(gsum_ptr)  # the gradient of the spike count (0 where nothing uses it)
+    g_sum = tl.load(gsum_ptr).to(cdt)  # the gradient of the spike count (0 where nothing uses it)
     for j in range(T):
         off = tl.cast(T - 1 - j, tl.int64) * N + offs
         h = tl.load(h_ptr + off, mask=mask, other=0.0)
@@ -206,20 +204,10 @@ def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, 
     tl.store(gzz_ptr + offs, gzz, mask=mask)
 
 
-def constant_values(kp: KernelParams) -> tuple[float, ...]:
-    """The float constants [8], in the order the kernels load them."""
-    return (kp.lam, kp.vth, kp.kc, kp.km, kp.half_width, kp.height, kp.alpha, math.pi / 2.0 * kp.alpha)
-
-
-@functools.lru_cache(maxsize=256)
-def _constants_tensor(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.tensor(values, dtype=dtype, device=device)
-
-
-def constants(kp: KernelParams, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The constants [8] as a tensor of ``dtype`` on ``device``, made on first use and reused (a
-    host-to-device copy only the first time; the kernels only read it)."""
-    return _constants_tensor(constant_values(kp), dtype, device)
+@functools.lru_cache(maxsize=8)
+def _zero(device: torch.device) -> torch.Tensor:
+    """A float64 0 on ``device``: the spike count's gradient where nothing uses the count (made once)."""
+    return torch.zeros(1, dtype=torch.float64, device=device)
 
 
 def device_guard(device: torch.device):
@@ -240,7 +228,7 @@ def check_device(x: torch.Tensor) -> None:
         )
 
 
-def forward(x: torch.Tensor, v, i, m, xs, kp: KernelParams):
+def forward(x: torch.Tensor, v, i, m, xs, kp: KernelFlags, constants: torch.Tensor):
     """Kernel forward; see ``_contract``. ``x`` [T, N] (any strides); states [N] (compute dtype) updated in place."""
     x = x.contiguous()
     T, N = x.shape
@@ -252,14 +240,14 @@ def forward(x: torch.Tensor, v, i, m, xs, kp: KernelParams):
     with device_guard(x.device):
         _forward_kernel[_grid(N)](
             x, spikes, h_seq, m_seq if kp.membrane else h_seq, i_grad if kp.current else spikes,
-            v, i, m, xs, constants(kp, cdt, x.device), T, N,
+            v, i, m, xs, constants, T, N,
             CURRENT=kp.current, MEMBRANE=kp.membrane, HARD=kp.hard, CLAMP_GE=kp.clamp_ge, PRECISE=PRECISE_EXP,
             BLOCK=BLOCK, enable_fp_fusion=False,
         )
     return spikes, h_seq, m_seq, i_grad
 
 
-def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, kp: KernelParams):
+def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, kp: KernelFlags, constants: torch.Tensor):
     """Kernel backward; see ``_contract``. ``grad_s`` and ``x`` [T, N] (any strides; ``x`` as the forward
     was given it). Returns grad_x [T, N] and gz_z [N]; gv, gi, gm, gxs [N] become initial-state grads."""
     grad_s = grad_s.contiguous()
@@ -270,13 +258,11 @@ def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, kp: Kernel
     out_dtype = h_seq.dtype if INTERPRET else grad_s.dtype
     grad_x = torch.empty(h_seq.shape, dtype=out_dtype, device=h_seq.device)
     gz_z = torch.empty_like(gv)
-    g_sum = g_sum.to(h_seq.dtype).reshape(1) if g_sum.numel() else _constants_tensor((0.0,), h_seq.dtype, h_seq.device)
+    g_sum = g_sum.reshape(1) if g_sum.numel() else _zero(h_seq.device)
     with device_guard(h_seq.device):
         _backward_kernel[_grid(N)](
             grad_s, x, h_seq, m_seq if kp.membrane else h_seq,
-            i_grad if kp.current else h_seq, grad_x, gv, gi, gm, gxs, gz_z, g_sum,
-            constants(kp, h_seq.dtype, h_seq.device),
-            T, N,
+            i_grad if kp.current else h_seq, grad_x, gv, gi, gm, gxs, gz_z, g_sum, constants, T, N,
             CURRENT=kp.current, MEMBRANE=kp.membrane, HARD=kp.hard, DETACH=kp.detach, FAMILY=kp.family,
             PRECISE=PRECISE_EXP, BLOCK=BLOCK, enable_fp_fusion=False,
         )

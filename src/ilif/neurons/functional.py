@@ -28,11 +28,12 @@ Two implementations of the same equations:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional
 
 import torch
 
-from ._contract import KernelParams, check_dtype, compute_dtype
+from ._contract import SURROGATE_CONSTANTS, KernelFlags, check_dtype, compute_dtype
 from ._ops import neuron_forward
 from .rules import check_parameter
 from .surrogate import Surrogate
@@ -65,9 +66,13 @@ class LIFParams(NamedTuple):
         """These constants as the fused core's: ILIF with both inhibitory units off."""
         return NeuronParams(*self)
 
-    def kernel_params(self) -> KernelParams:
-        """The resolved constants the fused kernels take."""
-        return self.core().kernel_params()
+    def kernel_flags(self) -> KernelFlags:
+        """What the fused kernels are specialised on."""
+        return self.core().kernel_flags()
+
+    def constant_values(self) -> tuple[float, ...]:
+        """The fused kernels' constants (:data:`ilif.neurons._contract.CONSTANTS`)."""
+        return self.core().constant_values()
 
 
 class NeuronParams(NamedTuple):
@@ -103,15 +108,18 @@ class NeuronParams(NamedTuple):
         return p._replace(kappa_current=float(p.kappa_current), kappa_membrane=float(p.kappa_membrane),
                           clamp_grad_at_zero=float(p.clamp_grad_at_zero))
 
-    def kernel_params(self) -> KernelParams:
-        """The resolved constants the fused kernels take."""
-        sg = self.surrogate
-        return KernelParams(
-            lam=self.decay, vth=self.v_threshold, kc=self.kappa_current, km=self.kappa_membrane,
+    def kernel_flags(self) -> KernelFlags:
+        """What the fused kernels are specialised on."""
+        return KernelFlags(
             current=self.current_inhibition, membrane=self.membrane_inhibition, hard=self.reset == "hard",
-            detach=self.detach_reset, clamp_ge=self.clamp_grad_at_zero == 1.0, family=int(sg.family_id),
-            half_width=sg.half_width, height=sg.height, alpha=sg.alpha,
+            detach=self.detach_reset, clamp_ge=self.clamp_grad_at_zero == 1.0, family=int(self.surrogate.family_id),
         )
+
+    def constant_values(self) -> tuple[float, ...]:
+        """The fused kernels' constants (:data:`ilif.neurons._contract.CONSTANTS`): the neuron's, then the
+        surrogate's."""
+        return (self.decay, self.v_threshold, self.kappa_current, self.kappa_membrane,
+                *self.surrogate.constant_values())
 
 
 class NeuronState(NamedTuple):
@@ -175,12 +183,30 @@ def multistep(
     return multistep_with_count(x_seq, state, params, backend, count=False)[:3]
 
 
+@functools.lru_cache(maxsize=64)
+def _constants(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64, device=device)
+
+
+def kernel_constants(params: NeuronParams | LIFParams, device: torch.device) -> torch.Tensor:
+    """``params``' constants [8] float64 on ``device`` (:data:`ilif.neurons._contract.CONSTANTS`): made once
+    per value and device and kept; with a learnable γ its part is computed on the device from the
+    parameter (nothing read back to the host, nothing copied to the device)."""
+    values = params.constant_values()
+    sg = params.surrogate
+    if sg.parameter is None:
+        return _constants(values, torch.device(device))
+    neuron = _constants(values[:SURROGATE_CONSTANTS], torch.device(device))
+    return torch.cat((neuron, sg.constants_on_device().to(device)))
+
+
 def multistep_with_count(
     x_seq: torch.Tensor,
     state: Optional[NeuronState],
     params: NeuronParams | LIFParams,
     backend: str = "auto",
     count: bool = True,
+    constants: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, NeuronState, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """All T steps of equations (1)–(6) in one fused custom op, and the number of spikes.
 
@@ -191,6 +217,8 @@ def multistep_with_count(
         backend: ``auto`` (the C kernel for CPU tensors, Triton for CUDA tensors, the torch loop where
             neither runs), ``c``, ``triton``, ``torch``, or ``reference``: :func:`step` in a Python loop
             with autograd on every op, the way the authors' release runs (slow; for checks and benchmarks).
+        constants: ``params``' constants [8] float64 on x's device as a module keeps them (None: made
+            by :func:`kernel_constants`).
     Returns:
         spikes [T, B, ...] in x's dtype, the state after the last step (compute dtype: float64 for
         float64 input, else float32), the pre-spike membrane potential h [T, B, ...] (no
@@ -221,8 +249,9 @@ def multistep_with_count(
         state_flat = tuple(t.reshape(-1).to(compute_dtype(x.dtype)) for t in state)
     gamma = params.surrogate.parameter
     gamma = x.new_empty((0,), dtype=compute_dtype(x.dtype)) if gamma is None else gamma
-    spikes, h_seq, _m_seq, _i_grad, *final, spike_sum = neuron_forward(x, *state_flat, gamma, *params.kernel_params(),
-                                                                        count, backend)
+    constants = kernel_constants(params, x.device) if constants is None else constants
+    spikes, h_seq, _m_seq, _i_grad, *final, spike_sum = neuron_forward(x, *state_flat, gamma, constants,
+                                                                        *params.kernel_flags(), count, backend)
     new_state = NeuronState(*(t.view(shape[1:]) for t in final))
     return spikes.view(shape), new_state, h_seq.view(shape), spike_sum if count else None
 

@@ -16,7 +16,7 @@ from spikingjelly.activation_based import base
 
 from ._contract import compute_dtype
 from .base import SpikingNeuron
-from .functional import LIFParams, NeuronParams, NeuronState, multistep_with_count
+from .functional import LIFParams, NeuronParams, NeuronState, kernel_constants, multistep_with_count
 from .rules import check_parameter
 from .surrogate import Surrogate
 
@@ -71,6 +71,24 @@ class LIF(base.MemoryModule, SpikingNeuron):
             self.register_memory(name, 0.0)
 
     @property
+    def params(self) -> LIFParams | NeuronParams:
+        """The layer's constants. Setting them (a new surrogate, :meth:`set_surrogate`) also sets the
+        kernels' constants tensor in place (the buffer ``kernel_constants``: float64 stored as int64,
+        which ``model.half()`` leaves alone; not in the state dict), so a new γ changes no tensor a
+        compiled network reads and, for a learnable γ, nothing leaves the device."""
+        return self._params
+
+    @params.setter
+    def params(self, params: LIFParams | NeuronParams) -> None:
+        self._params = params
+        if "kernel_constants" not in self._buffers:
+            values = kernel_constants(params, torch.device("cpu")).view(torch.int64).clone()
+            self.register_buffer("kernel_constants", values, persistent=False)
+            return
+        with torch.no_grad():
+            self.kernel_constants.copy_(kernel_constants(params, self.kernel_constants.device).view(torch.int64))
+
+    @property
     def v_threshold(self) -> float:
         return self.params.v_threshold
 
@@ -104,7 +122,8 @@ class LIF(base.MemoryModule, SpikingNeuron):
 
     def _run(self, x_seq: torch.Tensor, states):
         spikes, new_state, h_seq, self.spike_count = multistep_with_count(
-            x_seq, self._full_state(states), self.params, self.backend, count=self.count_spikes and self.training)
+            x_seq, self._full_state(states), self.params, self.backend, count=self.count_spikes and self.training,
+            constants=self.kernel_constants.view(torch.float64))
         self.h_seq = h_seq.detach() if self.store_membrane and h_seq is not None else None
         return spikes, tuple(getattr(new_state, k) for k in self.memory_names)
 

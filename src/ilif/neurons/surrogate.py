@@ -113,6 +113,26 @@ class Surrogate:
     def family_id(self) -> Family:
         return Family[self.family.upper()]
 
+    def constant_values(self) -> tuple[float, float, float, float]:
+        """(γ/2, height, alpha, π/2·alpha): the surrogate's part of a fused kernel's constants."""
+        return self.half_width, self.height, self.alpha, math.pi / 2.0 * self.alpha
+
+    def constants_on_device(self) -> torch.Tensor:
+        """:meth:`constant_values` [4] float64 computed from ``parameter`` where it lives, by the same
+        float64 operations (so the same numbers), without reading it back to the host."""
+        gamma = self.parameter.detach().to(torch.float64)
+        scale = {"rectangle": 1.0, "triangle": 2.0, "sigmoid": SIGMOID_FWHM}.get(self.family)
+        # torch.div, not a number over a tensor (which multiplies by the reciprocal: two roundings)
+        alpha = torch.div(torch.full_like(gamma, scale if scale is not None else 4.0),
+                          gamma if scale is not None else math.pi * gamma)
+        if self.normalize == "peak":
+            height = torch.ones_like(gamma)
+        elif self.family in ("rectangle", "triangle"):
+            height = alpha  # 1/γ and 2/γ at unit area: alpha itself
+        else:
+            height = alpha / (4.0 if self.family == "sigmoid" else 2.0)
+        return torch.stack((gamma / 2.0, height, alpha, math.pi / 2.0 * alpha))
+
     def __deepcopy__(self, memo) -> "Surrogate":
         return Surrogate(self.family, self.gamma, self.normalize)
 
@@ -150,10 +170,12 @@ def surrogate_grad(z: torch.Tensor, family_id: int, half_width: float, height: f
     return height / (1.0 + scaled * scaled)
 
 
-def width_grad(gz_z: torch.Tensor, gamma: float) -> torch.Tensor:
+def width_grad(gz_z: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
     """dL/dγ = Σ dL/dS · dS/dγ = −Σ g_z·z / γ from ``gz_z`` (any shape), the products g_z·z (or their
-    sums) of the gradient reaching z through the surrogate and z itself; a 0-dim tensor."""
-    return gz_z.sum() * (-1.0 / gamma)
+    sums) of the gradient reaching z through the surrogate and z itself; a 0-dim tensor of gz_z's dtype.
+    ``gamma``: a number or a 0-dim tensor (-1/γ is rounded to gz_z's dtype either way)."""
+    scale = -1.0 / gamma
+    return gz_z.sum() * (scale.to(gz_z.dtype) if torch.is_tensor(scale) else scale)
 
 
 def heaviside(z: torch.Tensor) -> torch.Tensor:

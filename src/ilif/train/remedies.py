@@ -163,13 +163,10 @@ class RateRegularisation(Remedy):
 class LearnableGamma(Remedy):
     """``remedy=learnable_gamma``: one trained γ per neuron layer, the entries of one float64 vector
     outside the model's parameters (so the model's optimiser, weight decay and gradient clipping never
-    see them); each layer's surrogate holds its entry as its ``parameter``."""
-
-    @classmethod
-    def check_run(cls, cfg: DictConfig, neuron: type) -> None:
-        require(not cfg.trainer.compile, "trainer.compile", cfg.trainer.compile,
-                f"false with remedy={cfg.remedy.name} (γ changes at every step, and torch.compile would recompile "
-                "the network at each)")
+    see them); each layer's surrogate holds its entry as its ``parameter``, from which the fused neurons
+    compute their kernel constants on the device (a compiled network is not recompiled as γ moves). A
+    step reads the vector back to the host twice, whatever the number of layers: the finite check of its
+    gradient and the new values (the surrogates' γ as numbers: the meters, the records)."""
 
     def __init__(self, init: float, lr: float, min: float, max: float):  # noqa: A002 - the keys
         positive()("remedy.lr", lr)
