@@ -68,6 +68,32 @@ def test_every_model_maps_its_input_to_logits_per_time_step(option):
     functional.reset_net(model)
 
 
+@pytest.mark.parametrize("option", group_options("model"))
+@pytest.mark.parametrize("neuron", group_options("neuron"))
+def test_every_memory_mode_gives_every_model_and_neuron_the_same_gradients(option, neuron):
+    """trainer.memory=lean against standard, float32 on the CPU: the same logits and every weight's
+    gradient bit for bit (the neurons that cannot recompute keep standard, and say which)."""
+    from ilif.train.build import set_memory
+
+    cfg = _composed(f"model={option}", f"neuron={neuron}", "trainer.T=2")
+    _, _, _, info = build_datasets(cfg)
+    info = dataclasses.replace(info, in_channels=3, input_size=32)
+    torch.manual_seed(0)
+    model = build_model(cfg, info)
+    x, y = torch.randn(2, info.in_channels, 32, 32), torch.tensor([0, 1])
+    results = {}
+    for mode in ("standard", "lean"):
+        standard = set_memory(model, mode)
+        model.zero_grad()
+        logits = model(x)
+        loss_function(cfg.loss)(logits, y).backward()
+        results[mode] = (logits, [p.grad.clone() for p in model.parameters() if p.grad is not None])
+        functional.reset_net(model)
+    assert standard == ([] if neuron.startswith(("lif", "ilif")) else [type(neuron_factory(cfg)()).__name__])
+    assert torch.equal(results["standard"][0], results["lean"][0])
+    assert all(torch.equal(a, b) for a, b in zip(results["standard"][1], results["lean"][1]))
+
+
 @pytest.mark.parametrize("option", group_options("dataset"))
 def test_every_dataset_builds_samples_of_the_shape_its_info_gives(option):
     """On its stand-in data (the real files of most are not on this machine; their loaders are tested

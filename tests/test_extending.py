@@ -287,7 +287,7 @@ def test_the_fused_ops_take_the_constants_and_the_kernel_flags_by_their_field_na
 
     for op, first in ((neuron_forward, "gamma"), (neuron_backward, "g_sum")):
         names = list(inspect.signature(op._init_fn).parameters)
-        assert names[names.index(first) + 1:] == ["constants", *KernelFlags._fields, "count", "backend"]
+        assert names[names.index(first) + 1:] == ["constants", *KernelFlags._fields, "recompute", "count", "backend"]
     assert FAMILIES == ("rectangle", "triangle", "sigmoid", "atan")
     assert [Surrogate(name).family_id for name in FAMILIES] == list(Family)
     assert all(f"#define FAMILY_{member.name} {int(member)}\n" in _source() for member in Family)

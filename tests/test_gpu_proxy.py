@@ -103,18 +103,18 @@ def test_fused_backends_on_strided_inputs_equal_the_oracle(backend, layout, fami
 # --- opcheck -------------------------------------------------------------------------------------------------
 
 def _op_args(backend: str, transposed: bool, extras: bool, params=ILIF_FULL):
-    """The forward op's arguments; ``extras``: a learnable γ and the spike count."""
+    """The forward op's arguments; ``extras``: a learnable γ, the spike count and recomputing in the backward."""
     T, N = 4, 37
     x = torch.randn(N, T, dtype=torch.float32).t() if transposed else torch.randn(T, N)
     state = [torch.randn(N) * 0.3 for _ in range(4)]
     gamma = torch.tensor(params.surrogate.gamma, requires_grad=True) if extras else torch.empty(0)
     return (x.requires_grad_(), *[s.requires_grad_() for s in state], gamma, kernel_constants(params, x.device),
-            *params.kernel_flags(), extras, backend)
+            *params.kernel_flags(), extras, extras, backend)
 
 
 @pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("transposed", [False, True])
-@pytest.mark.parametrize("extras", [False, True], ids=["plain", "learnable_gamma_and_count"])
+@pytest.mark.parametrize("extras", [False, True], ids=["plain", "learnable_gamma_count_recompute"])
 def test_opcheck_forward_and_backward_ops(backend, transposed, extras):
     args = _op_args(backend, transposed, extras)
     torch.library.opcheck(torch.ops.ilif.neuron_forward.default, args)

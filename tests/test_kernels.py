@@ -126,6 +126,43 @@ def test_triton_equals_other_backends_in_float32(T, current, membrane, reset, fa
                                        msg=lambda m: f"{backend}: {m}")
 
 
+RECOMPUTE_CASES = list(itertools.product(FUSED, [False, True], [False, True], ["soft", "hard"], [False, True],
+                                         [torch.float32, torch.float64]))
+
+
+@pytest.mark.parametrize("backend, current, membrane, reset, detach, dtype", RECOMPUTE_CASES)
+def test_recomputing_in_the_backward_gives_the_gradients_bit_for_bit(backend, current, membrane, reset, detach,
+                                                                     dtype):
+    """recompute=True (trainer.memory=lean) keeps x and the initial state where the op kept h, m_seq and
+    i_grad: the same spikes and the same gradients of x, of a given or zero initial state, of a learnable
+    γ and of the spike count, in float32 and float64."""
+    from ilif.neurons.functional import multistep_with_count
+
+    gen = torch.Generator().manual_seed(current * 10 + membrane + detach * 100)
+    shape = (5, 3, 67)
+    x0 = (torch.randn(shape, generator=gen, dtype=dtype) * 1.5 + 0.4).to(DEVICE)
+    state0 = [torch.randn(shape[1:], generator=gen, dtype=dtype).mul_(0.5).to(DEVICE) for _ in range(4)]
+    weights = [torch.randn(shape, generator=gen, dtype=dtype).to(DEVICE)] + \
+        [torch.randn(shape[1:], generator=gen, dtype=dtype).to(DEVICE) for _ in range(4)]
+    for given in (True, False):
+        results = []
+        for recompute in (False, True):
+            gamma = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+            params = NeuronParams(tau=1.7, reset=reset, detach_reset=detach,
+                                  surrogate=Surrogate("sigmoid", 1.3, parameter=gamma), current_inhibition=current,
+                                  membrane_inhibition=membrane, kappa_current=0.3, kappa_membrane=0.8)
+            x = x0.clone().requires_grad_()
+            state = NeuronState(*(t.clone().requires_grad_() for t in state0)) if given else None
+            spikes, final, _, count = multistep_with_count(x, state, params, backend, recompute=recompute)
+            objective = (spikes * weights[0]).sum() + sum((f * w).sum() for f, w in zip(final, weights[1:])) \
+                + 0.01 * count
+            leaves = [x, gamma, *(state if given else ())]
+            results.append((spikes, torch.autograd.grad(objective, leaves)))
+        (spikes, grads), (again, regrads) = results
+        assert torch.equal(spikes, again)
+        assert all(torch.equal(a, b) for a, b in zip(grads, regrads)), given
+
+
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_input_spikes_equal_the_float32_spikes(backend, dtype):
@@ -188,9 +225,13 @@ def test_compile_traces_a_whole_network_without_graph_breaks(neuron_cls, model, 
     assert explanation.graph_count == 1
 
 
+@pytest.mark.parametrize("memory", ["standard", "lean"])
 @pytest.mark.parametrize("neuron_cls", [LIF, ILIF])
-def test_compiled_network_matches_eager_forward_and_backward(neuron_cls):
+def test_compiled_network_matches_eager_forward_and_backward(neuron_cls, memory):
+    from ilif.train.build import set_memory
+
     net = _network("convnet_small", neuron_cls)
+    set_memory(net, memory)
     x = torch.randn(3, 3, 8, 8, device=DEVICE)
 
     def loss_and_grads(module):

@@ -216,3 +216,23 @@ def test_saved_for_backward_counts_each_storage_once_without_the_models_own_tens
     neuron = LIF(step_mode="m")
     _, saved = saved_for_backward(lambda: neuron(torch.randn(4, 10, requires_grad=True)), exclude=neuron.buffers())
     assert saved == {"bytes": 4 * 10 * 4, "storages": 1, "by_dtype": {"float32": 160}}  # LIF keeps its h [T, N]
+
+
+@pytest.mark.parametrize("T", [1, 6])
+def test_a_lean_ilif_keeps_what_lif_keeps(T):
+    """Bytes kept for the backward per neuron-step, float32, after a reset: LIF its h (4); ILIF x, h,
+    m_seq and the uint8 mask (13); either with trainer.memory=lean its input x alone (4)."""
+    from ilif.metrics.memory import saved_for_backward
+    from ilif.neurons import ILIF, LIF
+    from ilif.train.build import set_memory
+
+    kept = {}
+    for mode in ("standard", "lean"):
+        for cls in (LIF, ILIF):
+            layer = torch.nn.Sequential(cls(step_mode="m"))
+            assert set_memory(layer, mode) == []
+            x = torch.randn(T, 3, 10, requires_grad=True)
+            _, saved = saved_for_backward(lambda: layer(x), exclude=layer.buffers())
+            kept[mode, cls.__name__] = saved["bytes"] / x.numel()
+    assert kept == {("standard", "LIF"): 4, ("standard", "ILIF"): 13, ("lean", "LIF"): 4, ("lean", "ILIF"): 4}
+

@@ -93,6 +93,16 @@ def test_a_finished_run_keeps_the_checkpoints_asked_for(train_run, keep, kept):
     assert reference_dir == run_dir and reference.final == summary.final
 
 
+def test_a_lean_run_trains_the_numbers_of_a_standard_one(train_run, tmp_path, caplog):
+    lean_dir, lean = train_run(*FAST, "trainer.memory=lean")
+    standard_dir, standard = train_run(*FAST, f"runs_root={tmp_path / 'standard'}")
+    assert lean_dir.name == standard_dir.name and lean.final == standard.final and lean.best == standard.best
+    caplog.set_level("INFO", logger="ilif.train")
+    train_run(*FAST, "neuron=plif", "trainer.memory=lean")
+    said = [r.getMessage() for r in caplog.records if "trainer.memory" in r.getMessage()]
+    assert said == ["trainer.memory=lean: PLIF layers keep what standard keeps (only LIF and ILIF recompute)"]
+
+
 def test_a_write_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
     import errno
     import types
@@ -224,9 +234,10 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, cli):
     assert finished_summary(run_dir) is None  # the next start resumes it
 
 
-def test_ddp_two_cpu_processes_match_one_process_bookkeeping(tmp_path):
+@pytest.mark.parametrize("memory", ["standard", "lean"])
+def test_ddp_two_cpu_processes_match_one_process_bookkeeping(tmp_path, memory):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "ilif.train"]
-    proc = run_train(tmp_path, *FAST, launcher=launcher)
+    proc = run_train(tmp_path, *FAST, f"trainer.memory={memory}", launcher=launcher)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = run_dirs(tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())

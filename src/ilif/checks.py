@@ -178,6 +178,7 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "trainer.timeout_s": positive(integer=True, maximum=10**7),  # 115 days; torch's waits overflow far above
     "trainer.checkpoint_every_min": positive(strict=False),
     "trainer.keep_checkpoints": choice(("all", "best", "none")),
+    "trainer.memory": choice(("standard", "lean")),
     "trainer.batch_size": positive(integer=True),
     "trainer.eval_batch_size": positive(integer=True),
     "trainer.num_workers": positive(strict=False, integer=True),
@@ -278,8 +279,8 @@ DATASET_COMMON = tuple(f.name for f in dataclasses.fields(DatasetConfig))
 DATASET_GIVEN = ("T",)
 #: what the trainer gives every backbone (besides its config file's keys, and ``input_size`` where asked)
 MODEL_GIVEN = ("neuron", "num_classes", "in_channels", "T", "input_size")
-#: what the trainer gives every neuron besides its config file's keys
-NEURON_GIVEN = ("surrogate", "step_mode")
+#: what the trainer gives every neuron besides its config file's keys (``recompute``: trainer.memory)
+NEURON_GIVEN = ("surrogate", "step_mode", "recompute")
 
 
 def component_callable(group: str, spec: dict, imported: bool) -> Optional[Callable]:

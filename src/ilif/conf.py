@@ -164,6 +164,7 @@ class TrainerConfig:
     threads: int = outside(1)  # torch intra-op threads (results are bit-reproducible per count); 0: all cores
     timeout_s: int = outside(1800)  # the longest wait for DDP peers (rendezvous, collectives) and for one loader batch
     checkpoint_every_min: float = outside(0.0)  # also write last.pt inside an epoch this often (exact resume); 0: off
+    memory: str = outside("standard")  # what a step keeps for its backward: standard | lean (the same numbers)
     keep_checkpoints: str = outside("all")  # what a finished run keeps: all (last.pt and best.pt) | best | none
 
 

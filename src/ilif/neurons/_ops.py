@@ -66,33 +66,43 @@ def _check_constants(x: Tensor, constants: Tensor) -> None:
                          f"({x.device}); move the neuron with the model (model.to(device))")
 
 
+def _initial(x: Tensor, state: Tensor) -> Tensor:
+    """A backend's own copy of one initial state [N] (the backends update it in place): zeros for [0]."""
+    if state.numel():
+        return state.clone()
+    return torch.zeros(x.shape[1], dtype=compute_dtype(x.dtype), device=x.device)
+
+
 @torch.library.custom_op("ilif::neuron_forward", mutates_args=())
 def neuron_forward(
     x: Tensor, v: Tensor, i: Tensor, m: Tensor, xs: Tensor, gamma: Tensor, constants: Tensor,
-    current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool, family: int, count: bool, backend: str,
+    current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool, family: int, recompute: bool,
+    count: bool, backend: str,
 ) -> _OUTPUTS:
-    """All T steps. ``x`` [T, N]; v, i, m, xs [N] in the compute dtype; ``gamma``: the learnable surrogate
-    width (0-dim, its value 2·``constants[4]``; only its gradient is computed here) or [0] where γ is a
-    constant; ``constants`` [8] float64 (``_contract.CONSTANTS``) on x's device. Returns spikes [T, N]
-    (x's dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or [0], the final v, i, m, xs [N],
-    and with ``count`` the number of spikes (0-dim float64, exact; its gradient reaches every spike
-    inside the backward pass), else [0]."""
+    """All T steps. ``x`` [T, N]; v, i, m, xs [N] in the compute dtype, each or all [0] for a zero state;
+    ``gamma``: the learnable surrogate width (0-dim, its value 2·``constants[4]``; only its gradient is
+    computed here) or [0] where γ is a constant; ``constants`` [8] float64 (``_contract.CONSTANTS``) on
+    x's device; ``recompute``: keep only x and the initial state for the backward, which runs the
+    forward again for h, m_seq and i_grad (the same numbers, bit for bit). Returns spikes [T, N] (x's
+    dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or [0], the final v, i, m, xs [N], and
+    with ``count`` the number of spikes (0-dim float64, exact; its gradient reaches every spike inside
+    the backward pass), else [0]."""
     _check_constants(x, constants)
     flags = KernelFlags(current, membrane, hard, detach, clamp_ge, family)
-    v, i, m, xs = (t.clone() for t in (v, i, m, xs))
+    v, i, m, xs = (_initial(x, t) for t in (v, i, m, xs))
     spikes, h_seq, m_seq, i_grad = backend_module(backend, x).forward(x, v, i, m, xs, flags, constants)
     spike_sum = spikes.sum(dtype=torch.float64) if count else x.new_empty((0,), dtype=torch.float64)
     return spikes, h_seq, m_seq, i_grad, v, i, m, xs, spike_sum
 
 
 @neuron_forward.register_fake
-def _(x, v, i, m, xs, gamma, constants, current, membrane, hard, detach, clamp_ge, family, count, backend):
+def _(x, v, i, m, xs, gamma, constants, current, membrane, hard, detach, clamp_ge, family, recompute, count, backend):
     cdt = compute_dtype(x.dtype)
     full = x.new_empty(x.shape, dtype=cdt)  # new_empty: row-major, as every backend returns, whatever x's strides
     return (
         x.new_empty(x.shape), full, x.new_empty(x.shape if membrane else (0,), dtype=cdt),
         x.new_empty(x.shape if current else (0,), dtype=torch.uint8),
-        *(s.new_empty(s.shape) for s in (v, i, m, xs)),
+        *(x.new_empty((x.shape[1],), dtype=cdt) for _ in range(4)),
         x.new_empty(() if count else (0,), dtype=torch.float64),
     )
 
@@ -101,7 +111,8 @@ def _(x, v, i, m, xs, gamma, constants, current, membrane, hard, detach, clamp_g
 def neuron_backward(
     grad_s: Tensor, x: Tensor, h_seq: Tensor, m_seq: Tensor, i_grad: Tensor,
     gv: Tensor, gi: Tensor, gm: Tensor, gxs: Tensor, g_sum: Tensor, constants: Tensor,
-    current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool, family: int, count: bool, backend: str,
+    current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool, family: int, recompute: bool,
+    count: bool, backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """BPTT through all T steps. Returns grad_x [T, N] (grad_s's dtype), the grads of the initial
     v, i, m, xs [N], and gz_z [N] (``_contract``); ``g_sum``: the gradient of the spike count, or [0]."""
@@ -118,29 +129,53 @@ def _(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, constants, *scala
     return tuple(g.new_empty(g.shape) for g in (grad_s, gv, gi, gm, gxs, gv))
 
 
+#: where ``recompute`` is among the ops' scalar arguments (after the kernel flags)
+_RECOMPUTE = len(KernelFlags._fields)
+
+
 def _setup_context(ctx, inputs, output):
-    x, _v, _i, _m, _xs, gamma, constants, *scalars = inputs
+    x, v, i, m, xs, gamma, constants, *scalars = inputs
     _spikes, h_seq, m_seq, i_grad, *_state, _spike_sum = output
-    saved_x = x if KernelFlags.from_op(scalars).current else x.new_empty((0,))
-    ctx.save_for_backward(saved_x, h_seq, m_seq, i_grad, constants)
+    if scalars[_RECOMPUTE]:  # x and the initial state: the backward runs the forward again
+        ctx.save_for_backward(x, v, i, m, xs, constants)
+    else:
+        saved_x = x if KernelFlags.from_op(scalars).current else x.new_empty((0,))
+        ctx.save_for_backward(saved_x, h_seq, m_seq, i_grad, constants)
     ctx.scalars = scalars
+    ctx.state_given = tuple(t.numel() > 0 for t in (v, i, m, xs))
     ctx.gamma_dtype = gamma.dtype
     ctx.mark_non_differentiable(h_seq, m_seq, i_grad)
     ctx.set_materialize_grads(False)  # no [T, N] zeros for outputs the loss does not use
 
 
+def _saved(ctx) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """x (or [0] where the backward does not read it), h, m_seq, i_grad and the constants of the forward:
+    kept, or computed again from x and the initial state."""
+    scalars = ctx.scalars
+    if not scalars[_RECOMPUTE]:
+        return ctx.saved_tensors
+    x, v, i, m, xs, constants = ctx.saved_tensors
+    no_gamma = x.new_empty((0,))
+    with torch.no_grad():
+        _spikes, h_seq, m_seq, i_grad, *_ = neuron_forward(x, v, i, m, xs, no_gamma, constants,
+                                                           *scalars[:_RECOMPUTE], False, False, scalars[-1])
+    return x if KernelFlags.from_op(scalars).current else x.new_empty((0,)), h_seq, m_seq, i_grad, constants
+
+
 def _backward(ctx, grad_s, _grad_h, _grad_m_seq, _grad_i_grad, gv, gi, gm, gxs, g_sum):
-    x, h_seq, m_seq, i_grad, constants = ctx.saved_tensors
+    x, h_seq, m_seq, i_grad, constants = _saved(ctx)
     state_like = h_seq[0]
     grad_s = torch.zeros(h_seq.shape, dtype=x.dtype, device=h_seq.device) if grad_s is None else grad_s
     gv, gi, gm, gxs = (torch.zeros_like(state_like) if g is None else g for g in (gv, gi, gm, gxs))
     g_sum = h_seq.new_empty((0,)) if g_sum is None else g_sum
-    *grads, gz_z = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, constants, *ctx.scalars)
+    grad_x, *state_grads, gz_z = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, constants,
+                                                  *ctx.scalars)
+    state_grads = [g if given else None for g, given in zip(state_grads, ctx.state_given)]  # none for a [0]
     grad_gamma = None
     if ctx.needs_input_grad[5]:
         gamma = 2.0 * constants[CONSTANTS.index("half_width")]
         grad_gamma = width_grad(gz_z, gamma).to(ctx.gamma_dtype)
-    return (*grads, grad_gamma, None, *([None] * len(ctx.scalars)))
+    return (grad_x, *state_grads, grad_gamma, None, *([None] * len(ctx.scalars)))
 
 
 neuron_forward.register_autograd(_backward, setup_context=_setup_context)

@@ -207,6 +207,7 @@ def multistep_with_count(
     backend: str = "auto",
     count: bool = True,
     constants: Optional[torch.Tensor] = None,
+    recompute: bool = False,
 ) -> tuple[torch.Tensor, NeuronState, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """All T steps of equations (1)–(6) in one fused custom op, and the number of spikes.
 
@@ -219,6 +220,9 @@ def multistep_with_count(
             with autograd on every op, the way the authors' release runs (slow; for checks and benchmarks).
         constants: ``params``' constants [8] float64 on x's device as a module keeps them (None: made
             by :func:`kernel_constants`).
+        recompute: keep only x (and a given state) for the backward, which runs the forward again for
+            the rest: ILIF then keeps what LIF keeps, at the cost of a second forward pass of the neuron
+            (same numbers, bit for bit).
     Returns:
         spikes [T, B, ...] in x's dtype, the state after the last step (compute dtype: float64 for
         float64 input, else float32), the pre-spike membrane potential h [T, B, ...] (no
@@ -238,8 +242,8 @@ def multistep_with_count(
         return spikes, state, h_seq, spikes.sum(dtype=torch.float64) if count else None
     shape = x_seq.shape
     x = x_seq.reshape(shape[0], -1)
-    if state is None:
-        state_flat = (x.new_zeros(x.shape[1], dtype=compute_dtype(x.dtype)),) * 4
+    if state is None:  # [0]: a zero state, made inside the op (nothing to keep for the backward)
+        state_flat = (x.new_empty((0,), dtype=compute_dtype(x.dtype)),) * 4
     else:
         if state.v.shape != shape[1:]:
             raise ValueError(
@@ -251,7 +255,8 @@ def multistep_with_count(
     gamma = x.new_empty((0,), dtype=compute_dtype(x.dtype)) if gamma is None else gamma
     constants = kernel_constants(params, x.device) if constants is None else constants
     spikes, h_seq, _m_seq, _i_grad, *final, spike_sum = neuron_forward(x, *state_flat, gamma, constants,
-                                                                        *params.kernel_flags(), count, backend)
+                                                                        *params.kernel_flags(), recompute, count,
+                                                                        backend)
     new_state = NeuronState(*(t.view(shape[1:]) for t in final))
     return spikes.view(shape), new_state, h_seq.view(shape), spike_sum if count else None
 

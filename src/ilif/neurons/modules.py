@@ -38,6 +38,8 @@ class LIF(base.MemoryModule, SpikingNeuron):
         store_membrane: keep the pre-spike membrane potential of the last call in ``self.h_seq``
             ([T, B, ...], detached); off by default because it keeps a [T, B, ...] tensor alive.
         backend: "auto", "c", "triton", "torch" or "reference" (see :func:`ilif.neurons.functional.multistep`).
+        recompute: keep only the input for the backward and run the neuron's forward again there (ILIF
+            then keeps what LIF keeps; the same gradients, bit for bit; ``trainer.memory=lean``).
     """
 
     memory_names: tuple[str, ...] = ("v",)
@@ -52,6 +54,7 @@ class LIF(base.MemoryModule, SpikingNeuron):
         step_mode: str = "s",
         store_membrane: bool = False,
         backend: str = "auto",
+        recompute: bool = False,
     ):
         super().__init__()
         self.params = LIFParams(
@@ -62,9 +65,11 @@ class LIF(base.MemoryModule, SpikingNeuron):
             surrogate=Surrogate() if surrogate is None else surrogate,
         ).validated()
         check_parameter("store_membrane", store_membrane)
+        check_parameter("recompute", recompute)
         check_parameter("backend", backend)
         self.step_mode = step_mode
         self.store_membrane = store_membrane
+        self.recompute = recompute
         self.backend = backend
         self.h_seq: Optional[torch.Tensor] = None
         for name in self.memory_names:
@@ -111,19 +116,22 @@ class LIF(base.MemoryModule, SpikingNeuron):
                 raise ValueError(
                     f"multi-step input must have shape [T, B, ...] (at least 2 dims); got shape {tuple(x.shape)}"
                 )
-            x = x[0]
-        zeros = torch.zeros_like(x, dtype=compute_dtype(x.dtype))
-        return tuple(zeros if isinstance(s, float) else s for s in states)
+        return states  # 0.0 after a reset: the op's zero state, made inside it
 
-    def _full_state(self, states) -> NeuronState:
+    def _full_state(self, states, x_seq: torch.Tensor) -> Optional[NeuronState]:
+        """The fused core's state from this layer's (None for the zero state after a reset; an ILIF
+        unit this layer lacks is 0)."""
         named = dict(zip(self.memory_names, states))
-        v = named["v"]
-        return NeuronState(*(named.get(k, v.new_zeros(())).expand_as(v) for k in NeuronState._fields))
+        if all(isinstance(s, float) for s in states):
+            return None
+        zeros = x_seq.new_zeros((), dtype=compute_dtype(x_seq.dtype)).expand(x_seq.shape[1:])
+        return NeuronState(*(zeros if isinstance(named.get(k, 0.0), float) else named[k] for k in NeuronState._fields))
 
     def _run(self, x_seq: torch.Tensor, states):
         spikes, new_state, h_seq, self.spike_count = multistep_with_count(
-            x_seq, self._full_state(states), self.params, self.backend, count=self.count_spikes and self.training,
-            constants=self.kernel_constants.view(torch.float64))
+            x_seq, self._full_state(states, x_seq), self.params, self.backend,
+            count=self.count_spikes and self.training, constants=self.kernel_constants.view(torch.float64),
+            recompute=self.recompute)
         self.h_seq = h_seq.detach() if self.store_membrane and h_seq is not None else None
         return spikes, tuple(getattr(new_state, k) for k in self.memory_names)
 
@@ -156,6 +164,7 @@ class ILIF(LIF):
         step_mode: str = "s",
         store_membrane: bool = False,
         backend: str = "auto",
+        recompute: bool = False,
         kappa_current: float = 0.03,
         kappa_membrane: float = 1.0,
         current_inhibition: bool = True,
@@ -171,6 +180,7 @@ class ILIF(LIF):
             step_mode=step_mode,
             store_membrane=store_membrane,
             backend=backend,
+            recompute=recompute,
         )
         self.params = NeuronParams(
             *self.params,

@@ -68,6 +68,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "clamp_grad_at_zero": _clamp_grad,
     "decay_input": _flag,
     "store_membrane": _flag,
+    "recompute": _flag,
     "backend": _backend,
 }
 

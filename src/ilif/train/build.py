@@ -21,7 +21,7 @@ from ilif.conf import keyword_parameters
 from ilif.data import build as build_data
 from ilif.models import backbone
 from ilif.models.registry import call_backbone
-from ilif.neurons import Surrogate
+from ilif.neurons import LIF, SpikingNeuron, Surrogate
 
 
 def surrogate_of(cfg: DictConfig) -> Surrogate:
@@ -47,6 +47,20 @@ def build_model(cfg: DictConfig, info) -> nn.Module:
     function = backbone(cfg.model)
     return call_backbone(function, info.input_size, neuron=neuron_factory(cfg), num_classes=info.num_classes,
                          in_channels=info.in_channels, T=cfg.trainer.T, **model_arguments(cfg, function))
+
+
+def set_memory(model: nn.Module, mode: str) -> list[str]:
+    """Make every neuron layer of ``model`` keep for its backward what ``trainer.memory`` says:
+    ``standard`` (its outputs and internal states) or ``lean`` (its input alone, the rest computed
+    again in the backward: the fused LIF and ILIF, and their subclasses). The numbers are the same in
+    both. Returns the class names of the neuron layers that keep ``standard``."""
+    standard = set()
+    for module in model.modules():
+        if isinstance(module, LIF):
+            module.recompute = mode == "lean"
+        elif isinstance(module, SpikingNeuron) and mode != "standard":
+            standard.add(type(module).__name__)
+    return sorted(standard)
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:

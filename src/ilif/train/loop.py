@@ -35,7 +35,7 @@ from ilif.rundir import (MAX_EPOCH_SECONDS, OWNER, SET_ASIDE, MetricsFile, RunLo
 from ilif.wandb_mirror import WandbLogger
 
 from . import checkpoint
-from .build import build_datasets, build_model, build_optimizer, build_scheduler, surrogate_of
+from .build import build_datasets, build_model, build_optimizer, build_scheduler, set_memory, surrogate_of
 from .remedies import Remedy, build_remedy
 from .engine import check_finite_state, evaluate_loader, loader_factory, per_process_batch, optimize_over
 from .runtime import Process, StopFlag, deterministic_ops_only, seed_everything, torch_threads
@@ -108,6 +108,10 @@ def build_parts(cfg: DictConfig, run: Process) -> Parts:
     check_data(cfg, data)
     per_process_batch(cfg.trainer.batch_size, run.world)
     model = build_model(cfg, data[3]).to(run.device)
+    standard = set_memory(model, cfg.trainer.memory)
+    if standard and run.is_main:
+        log.info("trainer.memory=%s: %s layers keep what standard keeps (only LIF and ILIF recompute)",
+                 cfg.trainer.memory, ", ".join(standard))
     probe_model(model, data[3], cfg, run.device)
     optimizer = build_optimizer(cfg, model)
     return Parts(model=model, net=model, optimizer=optimizer, scheduler=build_scheduler(cfg, optimizer), data=data,
