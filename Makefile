@@ -75,6 +75,7 @@ bench-cli: $(STAMP)
 
 bench-memory: $(STAMP)
 	$(PY) scripts/bench_memory.py
+	$(PY) scripts/bench_kernels.py
 
 energy-table: $(STAMP)
 	$(PY) scripts/energy_table.py

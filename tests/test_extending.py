@@ -285,7 +285,7 @@ def test_the_fused_ops_take_the_constants_and_the_kernel_flags_by_their_field_na
     from ilif.neurons._ops import neuron_backward, neuron_forward
     from ilif.neurons.surrogate import Family
 
-    for op, first in ((neuron_forward, "gamma"), (neuron_backward, "g_sum")):
+    for op, first in ((neuron_forward, "gamma"), (neuron_backward, "initial")):
         names = list(inspect.signature(op._init_fn).parameters)
         assert names[names.index(first) + 1:] == ["constants", *KernelFlags._fields, "recompute", "count", "backend"]
     assert FAMILIES == ("rectangle", "triangle", "sigmoid", "atan")

@@ -124,7 +124,8 @@ def test_opcheck_forward_and_backward_ops(backend, transposed, extras):
     x, states, scalars = args[0].detach(), [a.detach() for a in args[1:5]], args[6:]
     g_sum = torch.tensor(0.3, dtype=torch.float64) if extras else torch.empty(0)
     torch.library.opcheck(torch.ops.ilif.neuron_backward.default,
-                          (grad_s, x, h_seq, m_seq, i_grad, *[torch.randn_like(s) for s in states], g_sum, *scalars))
+                          (grad_s, x, h_seq, m_seq, i_grad, *[torch.randn_like(s) for s in states], g_sum, True,
+                           *scalars))
 
 
 # --- the kernels compiled for real GPUs ----------------------------------------------------------------------
@@ -156,7 +157,7 @@ def test_trainer_specialisations_compile_for_sm80_and_sm90():
 
 @pytest.mark.slow
 def test_every_specialisation_compiles_for_sm80_and_sm90():
-    _check_compiled(_compiled("all"), expected=2 * 4 * (16 + 64))
+    _check_compiled(_compiled("all"), expected=2 * 4 * (32 + 256))
 
 
 # --- launches: no per-call copy, the device guard ------------------------------------------------------------

@@ -28,10 +28,11 @@ from ilif.neurons import _triton_kernel as tk
 #: (input dtype, compute dtype) as Triton spells them: the precision policy of ``_contract``
 DTYPES = (("fp32", "fp32"), ("bf16", "fp32"), ("fp16", "fp32"), ("fp64", "fp64"))
 ARCHS = (80, 90)
-FORWARD_FLAGS = tuple(dict(zip(("CURRENT", "MEMBRANE", "HARD", "CLAMP_GE"), f))
-                      for f in itertools.product((False, True), repeat=4))
-BACKWARD_FLAGS = tuple(dict(zip(("CURRENT", "MEMBRANE", "HARD", "DETACH", "FAMILY"), (*f, family)))
-                       for f in itertools.product((False, True), repeat=4) for family in range(4))
+FORWARD_FLAGS = tuple(dict(zip(("CURRENT", "MEMBRANE", "HARD", "CLAMP_GE", "LOAD_STATE"), f))
+                      for f in itertools.product((False, True), repeat=5))
+BACKWARD_FLAGS = tuple(dict(zip(("CURRENT", "MEMBRANE", "HARD", "DETACH", "LOAD_GRADS", "STORE_GRADS", "FAMILY"),
+                                (*f, family)))
+                       for f in itertools.product((False, True), repeat=6) for family in range(4))
 
 
 class Compiled(NamedTuple):
@@ -49,9 +50,10 @@ def _signature(kind: str, flags: dict, dtype: str, cdt: str) -> dict:
     else:
         names = [("gs_ptr", "in"), ("x_ptr", "in" if flags["CURRENT"] else "c"), ("h_ptr", "c"), ("mseq_ptr", "c"),
                  ("igrad_ptr", "u8" if flags["CURRENT"] else "c"), ("gx_ptr", "in")]
-        names += [(n, "c") for n in ("gv_ptr", "gi_ptr", "gm_ptr", "gxs_ptr", "gzz_ptr")] + [("gsum_ptr", "f64")]
+        names += [(n, "c") for n in ("gv_ptr", "gi_ptr", "gm_ptr", "gxs_ptr", "gv_out", "gi_out", "gm_out", "gxs_out",
+                                     "gzz_ptr")] + [("gsum_ptr", "f64")]
     if kind == "forward":
-        names += [(n, "c") for n in ("v_ptr", "i_ptr", "m_ptr", "xs_ptr")]
+        names += [(n, "c") for n in ("v_ptr", "i_ptr", "m_ptr", "xs_ptr", "v_out", "i_out", "m_out", "xs_out")]
     ptr["f64"] = "*fp64"  # the constants and the spike count's gradient: float64 whatever the compute dtype
     sig = {name: ptr[p] for name, p in names}
     sig.update({"c_ptr": ptr["f64"], "T": "i32", "N": "i32"})
@@ -83,11 +85,11 @@ def thirty_two_bit_multiplies(ttir: str) -> list[str]:
     return [line.strip() for line in ttir.splitlines() if re.search(r"arith\.muli .*: (tensor<\d+x)?i32", line)]
 
 
-# What the trainer launches: LIF (no unit) and ILIF (both units), soft reset, every surrogate, in bfloat16
-# (AMP) and float32, for both GPU generations.
+# What the trainer launches: LIF (no unit) and ILIF (both units), soft reset, every surrogate, from a zero
+# state and with no gradient of the final one, in bfloat16 (AMP) and float32, for both GPU generations.
 def _trainer_launches(flags: dict) -> bool:
     return flags["CURRENT"] == flags["MEMBRANE"] and not flags["HARD"] and not flags.get("DETACH") \
-        and flags.get("CLAMP_GE", True)
+        and flags.get("CLAMP_GE", True) and not any(flags.get(k) for k in ("LOAD_STATE", "LOAD_GRADS", "STORE_GRADS"))
 
 
 def cases(which: str) -> list[tuple[str, dict, str, str, int]]:

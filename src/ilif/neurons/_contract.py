@@ -1,11 +1,17 @@
 """What every fused backend (C kernel, torch loop, Triton kernel) implements, and the precision policy.
 
-    forward(x [T, N], v, i, m, xs [N] (updated in place to the final state), flags: KernelFlags,
-            constants [8] float64)
-        -> spikes [T, N] (x's dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or [0]
-    backward(grad_s [T, N], x [T, N] or [0], h, m_seq, i_grad,
-             gv, gi, gm, gxs [N] (grads of the final state, replaced in place by the grads of the
-             initial state), g_sum [] or [0], flags, constants) -> grad_x [T, N] (grad_s's dtype), gz_z [N]
+    forward(x [T, N], state: (v, i, m, xs), flags: KernelFlags, constants [8] float64)
+        -> spikes [T, N] (x's dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or [0],
+           the final (v, i, m, xs)
+    backward(grad_s [T, N], x [T, N] or [0], h, m_seq, i_grad, grads: the final state's (gv, gi, gm, gxs),
+             g_sum [] or [0], initial: bool, flags, constants)
+        -> grad_x [T, N] (grad_s's dtype), the initial state's (gv, gi, gm, gxs), gz_z [N]
+
+A state or state gradient is [N] in the compute dtype, or [0]: zero (an initial state after a reset,
+the gradient of a final state nothing used). The units a neuron lacks (i and xs without the current
+unit, m without the membrane unit; :func:`present`) are never read and come back as [0], and so do
+the initial state's gradients unless ``initial`` (a given initial state): no byte moves for a state
+that is zero or absent. The inputs are never changed.
 
 The float constants (:data:`CONSTANTS`) travel as one float64 tensor on the input's device, never as
 Python numbers: a neuron module keeps its own and changes it in place when γ changes, and a learnable γ
@@ -85,6 +91,22 @@ class KernelParams(NamedTuple):
     def of(cls, flags: KernelFlags, constants: torch.Tensor) -> "KernelParams":
         """``constants`` [8] (:data:`CONSTANTS`) read as numbers (on a GPU, a wait for it)."""
         return cls(*flags, *constants.tolist())
+
+
+def present(flags: KernelFlags) -> tuple[bool, bool, bool, bool]:
+    """Which of (v, i, m, xs) a neuron with ``flags`` has."""
+    return True, flags.current, flags.membrane, flags.current
+
+
+def owned(states, like: torch.Tensor) -> list[torch.Tensor]:
+    """A backend's own copies of (v, i, m, xs) [N] to update in place: zeros for [0] (``like``: [T, N] in
+    the compute dtype)."""
+    return [s.clone() if s.numel() else like.new_zeros(like.shape[1:]) for s in states]
+
+
+def kept(states, flags: KernelFlags, wanted: bool = True) -> tuple[torch.Tensor, ...]:
+    """(v, i, m, xs) as a backend returns them: [0] for a unit the neuron lacks, or all when not ``wanted``."""
+    return tuple(s if has and wanted else unused(s, s.dtype) for s, has in zip(states, present(flags)))
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

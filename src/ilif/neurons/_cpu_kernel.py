@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from ._contract import KernelFlags, KernelParams, compute_dtype, unused
+from ._contract import KernelFlags, KernelParams, compute_dtype, kept, owned, unused
 from .surrogate import Family
 
 BLOCK = 512
@@ -341,8 +341,8 @@ def _suffix(x: torch.Tensor) -> str:
     return "f32" if x.dtype == torch.float32 else "f64"
 
 
-def forward(x, v, i, m, xs, flags: KernelFlags, constants: torch.Tensor):
-    """Kernel forward; see ``_contract``. ``x`` [T, N] on the CPU; states [N] (compute dtype) updated in place."""
+def forward(x, state, flags: KernelFlags, constants: torch.Tensor):
+    """Kernel forward; see ``_contract``. ``x`` [T, N] on the CPU."""
     kp = KernelParams.of(flags, constants)
     lib = load(strict=True)
     out_dtype = x.dtype
@@ -350,6 +350,7 @@ def forward(x, v, i, m, xs, flags: KernelFlags, constants: torch.Tensor):
     T, N = x.shape
     spikes = torch.empty_like(x)
     h_seq = torch.empty_like(x)
+    v, i, m, xs = owned(state, x)
     m_seq = torch.empty_like(x) if kp.membrane else unused(x, x.dtype)
     i_grad = torch.empty(x.shape, dtype=torch.uint8) if kp.current else unused(x, torch.uint8)
     getattr(lib, f"neuron_forward_{_suffix(x)}")(
@@ -358,13 +359,14 @@ def forward(x, v, i, m, xs, flags: KernelFlags, constants: torch.Tensor):
         T, N, kp.lam, kp.vth, kp.kc, kp.km,
         int(kp.current), int(kp.membrane), int(kp.hard), int(kp.clamp_ge), torch.get_num_threads(),
     )
-    return spikes.to(out_dtype), h_seq, m_seq, i_grad
+    return spikes.to(out_dtype), h_seq, m_seq, i_grad, kept((v, i, m, xs), flags)
 
 
-def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, flags: KernelFlags, constants: torch.Tensor):
-    """Kernel backward; see ``_contract``. Returns grad_x [T, N] and gz_z [N]; gv, gi, gm, gxs [N] become
-    initial-state grads."""
+def backward(grad_s, x, h_seq, m_seq, i_grad, grads, g_sum, initial: bool, flags: KernelFlags,
+             constants: torch.Tensor):
+    """Kernel backward; see ``_contract``."""
     kp = KernelParams.of(flags, constants)
+    gv, gi, gm, gxs = owned(grads, h_seq)
     lib = load(strict=True)
     out_dtype = grad_s.dtype
     grad_s = grad_s.to(h_seq.dtype).contiguous()
@@ -380,4 +382,4 @@ def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, flags: Ker
         int(kp.current), int(kp.membrane), int(kp.hard), int(kp.detach),
         kp.family, kp.half_width, kp.height, kp.alpha, torch.get_num_threads(),
     )
-    return grad_x.to(out_dtype), gz_z
+    return grad_x.to(out_dtype), kept((gv, gi, gm, gxs), flags, initial), gz_z

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import _cpu_kernel, _torch_loop
-from ._contract import CONSTANTS, KernelFlags, compute_dtype
+from ._contract import CONSTANTS, KernelFlags, compute_dtype, present
 from .surrogate import width_grad
 
 
@@ -66,33 +66,31 @@ def _check_constants(x: Tensor, constants: Tensor) -> None:
                          f"({x.device}); move the neuron with the model (model.to(device))")
 
 
-def _initial(x: Tensor, state: Tensor) -> Tensor:
-    """A backend's own copy of one initial state [N] (the backends update it in place): zeros for [0]."""
-    if state.numel():
-        return state.clone()
-    return torch.zeros(x.shape[1], dtype=compute_dtype(x.dtype), device=x.device)
-
-
 @torch.library.custom_op("ilif::neuron_forward", mutates_args=())
 def neuron_forward(
     x: Tensor, v: Tensor, i: Tensor, m: Tensor, xs: Tensor, gamma: Tensor, constants: Tensor,
     current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool, family: int, recompute: bool,
     count: bool, backend: str,
 ) -> _OUTPUTS:
-    """All T steps. ``x`` [T, N]; v, i, m, xs [N] in the compute dtype, each or all [0] for a zero state;
+    """All T steps. ``x`` [T, N]; v, i, m, xs [N] in the compute dtype, or [0] for zero (``_contract``);
     ``gamma``: the learnable surrogate width (0-dim, its value 2·``constants[4]``; only its gradient is
     computed here) or [0] where γ is a constant; ``constants`` [8] float64 (``_contract.CONSTANTS``) on
     x's device; ``recompute``: keep only x and the initial state for the backward, which runs the
     forward again for h, m_seq and i_grad (the same numbers, bit for bit). Returns spikes [T, N] (x's
-    dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or [0], the final v, i, m, xs [N], and
-    with ``count`` the number of spikes (0-dim float64, exact; its gradient reaches every spike inside
-    the backward pass), else [0]."""
+    dtype), h [T, N], m_seq [T, N] or [0], i_grad [T, N] uint8 or [0], the final v, i, m, xs ([N] for
+    the units the neuron has, else [0]), and with ``count`` the number of spikes (0-dim float64, exact;
+    its gradient reaches every spike inside the backward pass), else [0]."""
     _check_constants(x, constants)
     flags = KernelFlags(current, membrane, hard, detach, clamp_ge, family)
-    v, i, m, xs = (_initial(x, t) for t in (v, i, m, xs))
-    spikes, h_seq, m_seq, i_grad = backend_module(backend, x).forward(x, v, i, m, xs, flags, constants)
+    spikes, h_seq, m_seq, i_grad, final = backend_module(backend, x).forward(x, (v, i, m, xs), flags, constants)
     spike_sum = spikes.sum(dtype=torch.float64) if count else x.new_empty((0,), dtype=torch.float64)
-    return spikes, h_seq, m_seq, i_grad, v, i, m, xs, spike_sum
+    return spikes, h_seq, m_seq, i_grad, *final, spike_sum
+
+
+def _state_like(x: Tensor, flags: KernelFlags, wanted: bool = True) -> list[Tensor]:
+    """Empty (v, i, m, xs) as a backend returns them for ``x`` [T, N] (fake implementations)."""
+    cdt = compute_dtype(x.dtype)
+    return [x.new_empty((x.shape[1],) if has and wanted else (0,), dtype=cdt) for has in present(flags)]
 
 
 @neuron_forward.register_fake
@@ -102,7 +100,7 @@ def _(x, v, i, m, xs, gamma, constants, current, membrane, hard, detach, clamp_g
     return (
         x.new_empty(x.shape), full, x.new_empty(x.shape if membrane else (0,), dtype=cdt),
         x.new_empty(x.shape if current else (0,), dtype=torch.uint8),
-        *(x.new_empty((x.shape[1],), dtype=cdt) for _ in range(4)),
+        *_state_like(x, KernelFlags(current, membrane, hard, detach, clamp_ge, family)),
         x.new_empty(() if count else (0,), dtype=torch.float64),
     )
 
@@ -110,23 +108,26 @@ def _(x, v, i, m, xs, gamma, constants, current, membrane, hard, detach, clamp_g
 @torch.library.custom_op("ilif::neuron_backward", mutates_args=())
 def neuron_backward(
     grad_s: Tensor, x: Tensor, h_seq: Tensor, m_seq: Tensor, i_grad: Tensor,
-    gv: Tensor, gi: Tensor, gm: Tensor, gxs: Tensor, g_sum: Tensor, constants: Tensor,
+    gv: Tensor, gi: Tensor, gm: Tensor, gxs: Tensor, g_sum: Tensor, initial: bool, constants: Tensor,
     current: bool, membrane: bool, hard: bool, detach: bool, clamp_ge: bool, family: int, recompute: bool,
     count: bool, backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """BPTT through all T steps. Returns grad_x [T, N] (grad_s's dtype), the grads of the initial
-    v, i, m, xs [N], and gz_z [N] (``_contract``); ``g_sum``: the gradient of the spike count, or [0]."""
+    """BPTT through all T steps. ``gv, gi, gm, gxs``: the final state's gradients ([0]: zero);
+    ``initial``: return the initial state's. Returns grad_x [T, N] (grad_s's dtype), the initial state's
+    gradients (v, i, m, xs: [N] for the units the neuron has when ``initial``, else [0]) and gz_z [N]
+    (``_contract``); ``g_sum``: the gradient of the spike count, or [0]."""
     _check_constants(h_seq, constants)
     flags = KernelFlags(current, membrane, hard, detach, clamp_ge, family)
-    gv, gi, gm, gxs = (g.contiguous().clone() for g in (gv, gi, gm, gxs))
-    grad_x, gz_z = backend_module(backend, h_seq).backward(grad_s.contiguous(), x, h_seq, m_seq, i_grad, gv, gi, gm,
-                                                           gxs, g_sum, flags, constants)
-    return grad_x, gv, gi, gm, gxs, gz_z
+    grads = tuple(g.contiguous() for g in (gv, gi, gm, gxs))
+    grad_x, state_grads, gz_z = backend_module(backend, h_seq).backward(grad_s.contiguous(), x, h_seq, m_seq, i_grad,
+                                                                        grads, g_sum, initial, flags, constants)
+    return grad_x, *state_grads, gz_z
 
 
 @neuron_backward.register_fake
-def _(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, constants, *scalars):
-    return tuple(g.new_empty(g.shape) for g in (grad_s, gv, gi, gm, gxs, gv))
+def _(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, initial, constants, *scalars):
+    state_grads = _state_like(h_seq, KernelFlags.from_op(scalars), initial)
+    return (grad_s.new_empty(grad_s.shape), *state_grads, h_seq.new_empty((h_seq.shape[1],)))
 
 
 #: where ``recompute`` is among the ops' scalar arguments (after the kernel flags)
@@ -142,7 +143,8 @@ def _setup_context(ctx, inputs, output):
         saved_x = x if KernelFlags.from_op(scalars).current else x.new_empty((0,))
         ctx.save_for_backward(saved_x, h_seq, m_seq, i_grad, constants)
     ctx.scalars = scalars
-    ctx.state_given = tuple(t.numel() > 0 for t in (v, i, m, xs))
+    ctx.given = tuple(t.numel() > 0 for t in (v, i, m, xs))
+    ctx.state_given = any(ctx.given)
     ctx.gamma_dtype = gamma.dtype
     ctx.mark_non_differentiable(h_seq, m_seq, i_grad)
     ctx.set_materialize_grads(False)  # no [T, N] zeros for outputs the loss does not use
@@ -164,13 +166,13 @@ def _saved(ctx) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
 
 def _backward(ctx, grad_s, _grad_h, _grad_m_seq, _grad_i_grad, gv, gi, gm, gxs, g_sum):
     x, h_seq, m_seq, i_grad, constants = _saved(ctx)
-    state_like = h_seq[0]
     grad_s = torch.zeros(h_seq.shape, dtype=x.dtype, device=h_seq.device) if grad_s is None else grad_s
-    gv, gi, gm, gxs = (torch.zeros_like(state_like) if g is None else g for g in (gv, gi, gm, gxs))
-    g_sum = h_seq.new_empty((0,)) if g_sum is None else g_sum
-    grad_x, *state_grads, gz_z = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, constants,
-                                                  *ctx.scalars)
-    state_grads = [g if given else None for g, given in zip(state_grads, ctx.state_given)]  # none for a [0]
+    empty = h_seq.new_empty((0,))
+    gv, gi, gm, gxs = (empty if g is None or not g.numel() else g for g in (gv, gi, gm, gxs))  # [0]: zero
+    g_sum = empty if g_sum is None else g_sum
+    grad_x, *state_grads, gz_z = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum,
+                                                  ctx.state_given, constants, *ctx.scalars)
+    state_grads = [g if g.numel() and given else None for g, given in zip(state_grads, ctx.given)]  # none for [0]
     grad_gamma = None
     if ctx.needs_input_grad[5]:
         gamma = 2.0 * constants[CONSTANTS.index("half_width")]

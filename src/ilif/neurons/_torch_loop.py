@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import torch
 
-from ._contract import KernelFlags, KernelParams, compute_dtype, unused
+from ._contract import KernelFlags, KernelParams, compute_dtype, kept, owned, unused
 from .surrogate import surrogate_grad
 
 
-def forward(x: torch.Tensor, v, i, m, xs, flags: KernelFlags, constants: torch.Tensor):
-    """See ``_contract``. ``x`` [T, N]; v, i, m, xs [N] in the compute dtype, updated in place."""
+def forward(x: torch.Tensor, state, flags: KernelFlags, constants: torch.Tensor):
+    """See ``_contract``. ``x`` [T, N]."""
     kp = KernelParams.of(flags, constants)
     out_dtype = x.dtype
     x = x.to(compute_dtype(x.dtype))
+    v, i, m, xs = owned(state, x)
     T = x.shape[0]
     spikes = x.new_empty(x.shape)  # row-major whatever x's strides, as the fake implementation says
     h_seq = x.new_empty(x.shape)
@@ -40,13 +41,14 @@ def forward(x: torch.Tensor, v, i, m, xs, flags: KernelFlags, constants: torch.T
             v.sub_(s * torch.sigmoid(m))
         if kp.current:
             torch.mul(x[t], s, out=xs)
-    return spikes.to(out_dtype), h_seq, m_seq, i_grad
+    return spikes.to(out_dtype), h_seq, m_seq, i_grad, kept((v, i, m, xs), flags)
 
 
-def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, flags: KernelFlags, constants: torch.Tensor):
-    """See ``_contract``. Returns grad_x [T, N] and gz_z [N]; gv, gi, gm, gxs [N] become the initial-state
-    grads."""
+def backward(grad_s, x, h_seq, m_seq, i_grad, grads, g_sum, initial: bool, flags: KernelFlags,
+             constants: torch.Tensor):
+    """See ``_contract``."""
     kp = KernelParams.of(flags, constants)
+    gv, gi, gm, gxs = owned(grads, h_seq)
     out_dtype = grad_s.dtype
     grad_s = grad_s.to(h_seq.dtype)
     x = x.to(h_seq.dtype)
@@ -90,4 +92,4 @@ def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, flags: Ker
         if kp.current:
             gi.sub_(gh * i_grad[t].to(gh.dtype)).mul_(kp.kc)
             gxs.copy_(gi)
-    return grad_x.to(out_dtype), gz_z
+    return grad_x.to(out_dtype), kept((gv, gi, gm, gxs), flags, initial), gz_z

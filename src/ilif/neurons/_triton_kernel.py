@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import libdevice
 
-from ._contract import KernelFlags, compute_dtype, unused
+from ._contract import KernelFlags, compute_dtype, present, unused
 from .surrogate import Family
 
 # the surrogate families as the kernels compare them (a jitted function reads only constexpr globals)
@@ -97,27 +97,42 @@ def _constants4(c_ptr, first: tl.constexpr, dtype: tl.constexpr):
 
 
 @triton.jit
-def _load4(a_ptr, b_ptr, c_ptr, d_ptr, offs, mask):
-    """The four per-neuron state (or state-gradient) vectors of one block."""
-    return (tl.load(a_ptr + offs, mask=mask, other=0.0), tl.load(b_ptr + offs, mask=mask, other=0.0),
-            tl.load(c_ptr + offs, mask=mask, other=0.0), tl.load(d_ptr + offs, mask=mask, other=0.0))
+def _load4(a_ptr, b_ptr, c_ptr, d_ptr, offs, mask, dtype: tl.constexpr, LOAD: tl.constexpr, CURRENT: tl.constexpr,
+           MEMBRANE: tl.constexpr, BLOCK: tl.constexpr):
+    """The four per-neuron state (or state-gradient) vectors (v, i, m, xs) of one block: loaded where
+    ``LOAD`` and the neuron has the unit, else zeros (no load)."""
+    zero = tl.zeros([BLOCK], dtype=dtype)
+    a, b, c, d = zero, zero, zero, zero
+    if LOAD:
+        a = tl.load(a_ptr + offs, mask=mask, other=0.0)
+        if CURRENT:
+            b = tl.load(b_ptr + offs, mask=mask, other=0.0)
+            d = tl.load(d_ptr + offs, mask=mask, other=0.0)
+        if MEMBRANE:
+            c = tl.load(c_ptr + offs, mask=mask, other=0.0)
+    return a, b, c, d
 
 
 @triton.jit
-def _store4(a_ptr, b_ptr, c_ptr, d_ptr, a, b, c, d, offs, mask):
+def _store4(a_ptr, b_ptr, c_ptr, d_ptr, a, b, c, d, offs, mask, CURRENT: tl.constexpr, MEMBRANE: tl.constexpr):
+    """Store (v, i, m, xs) of one block, the units the neuron has."""
     tl.store(a_ptr + offs, a, mask=mask)
-    tl.store(b_ptr + offs, b, mask=mask)
-    tl.store(c_ptr + offs, c, mask=mask)
-    tl.store(d_ptr + offs, d, mask=mask)
+    if CURRENT:
+        tl.store(b_ptr + offs, b, mask=mask)
+        tl.store(d_ptr + offs, d, mask=mask)
+    if MEMBRANE:
+        tl.store(c_ptr + offs, c, mask=mask)
 
 
 @triton.jit
-def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr, m_ptr, xs_ptr, c_ptr, T, N,
+def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr, m_ptr, xs_ptr,
+                    v_out, i_out, m_out, xs_out, c_ptr, T, N,
                     CURRENT: tl.constexpr, MEMBRANE: tl.constexpr, HARD: tl.constexpr, CLAMP_GE: tl.constexpr,
-                    PRECISE: tl.constexpr, BLOCK: tl.constexpr):
+                    LOAD_STATE: tl.constexpr, PRECISE: tl.constexpr, BLOCK: tl.constexpr):
     offs, mask = _block(N, BLOCK)
-    lam, vth, kc, km = _constants4(c_ptr, 0, v_ptr.dtype.element_ty)
-    v, ic, m, xs = _load4(v_ptr, i_ptr, m_ptr, xs_ptr, offs, mask)
+    cdt = v_out.dtype.element_ty
+    lam, vth, kc, km = _constants4(c_ptr, 0, cdt)
+    v, ic, m, xs = _load4(v_ptr, i_ptr, m_ptr, xs_ptr, offs, mask, cdt, LOAD_STATE, CURRENT, MEMBRANE, BLOCK)
     for t in range(T):
         off = tl.cast(t, tl.int64) * N + offs
         xt = tl.load(x_ptr + off, mask=mask, other=0.0).to(v.dtype)
@@ -144,19 +159,20 @@ def _forward_kernel(x_ptr, spikes_ptr, h_ptr, mseq_ptr, igrad_ptr, v_ptr, i_ptr,
             xs = xt * s
         tl.store(spikes_ptr + off, s.to(spikes_ptr.dtype.element_ty), mask=mask)
         tl.store(h_ptr + off, h, mask=mask)
-    _store4(v_ptr, i_ptr, m_ptr, xs_ptr, v, ic, m, xs, offs, mask)
+    _store4(v_out, i_out, m_out, xs_out, v, ic, m, xs, offs, mask, CURRENT, MEMBRANE)
 
 
 @triton.jit
-def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, gi_ptr, gm_ptr, gxs_ptr, gzz_ptr,
-                     gsum_ptr, c_ptr, T, N,
+def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, gi_ptr, gm_ptr, gxs_ptr,
+                     gv_out, gi_out, gm_out, gxs_out, gzz_ptr, gsum_ptr, c_ptr, T, N,
                      CURRENT: tl.constexpr, MEMBRANE: tl.constexpr, HARD: tl.constexpr, DETACH: tl.constexpr,
-                     FAMILY: tl.constexpr, PRECISE: tl.constexpr, BLOCK: tl.constexpr):
+                     FAMILY: tl.constexpr, LOAD_GRADS: tl.constexpr, STORE_GRADS: tl.constexpr,
+                     PRECISE: tl.constexpr, BLOCK: tl.constexpr):
     offs, mask = _block(N, BLOCK)
-    cdt = gv_ptr.dtype.element_ty
+    cdt = gzz_ptr.dtype.element_ty
     lam, vth, kc, km = _constants4(c_ptr, 0, cdt)
     half_width, height, alpha, atan_scale = _constants4(c_ptr, 4, cdt)
-    gv, gi, gm, gxs = _load4(gv_ptr, gi_ptr, gm_ptr, gxs_ptr, offs, mask)
+    gv, gi, gm, gxs = _load4(gv_ptr, gi_ptr, gm_ptr, gxs_ptr, offs, mask, cdt, LOAD_GRADS, CURRENT, MEMBRANE, BLOCK)
     gzz = tl.zeros([BLOCK], dtype=gv.dtype)
     g_sum = tl.load(gsum_ptr).to(cdt)  # the gradient of the spike count (0 where nothing uses it)
     for j in range(T):
@@ -200,7 +216,8 @@ def _backward_kernel(gs_ptr, x_ptr, h_ptr, mseq_ptr, igrad_ptr, gx_ptr, gv_ptr, 
             passes = tl.load(igrad_ptr + off, mask=mask, other=0) != 0
             gi = tl.where(passes, gi - gh, gi) * kc
             gxs = gi
-    _store4(gv_ptr, gi_ptr, gm_ptr, gxs_ptr, gv, gi, gm, gxs, offs, mask)
+    if STORE_GRADS:
+        _store4(gv_out, gi_out, gm_out, gxs_out, gv, gi, gm, gxs, offs, mask, CURRENT, MEMBRANE)
     tl.store(gzz_ptr + offs, gzz, mask=mask)
 
 
@@ -228,8 +245,24 @@ def check_device(x: torch.Tensor) -> None:
         )
 
 
-def forward(x: torch.Tensor, v, i, m, xs, kp: KernelFlags, constants: torch.Tensor):
-    """Kernel forward; see ``_contract``. ``x`` [T, N] (any strides); states [N] (compute dtype) updated in place."""
+def _read(states, has, like: torch.Tensor) -> tuple[list[torch.Tensor], bool]:
+    """(v, i, m, xs) as a kernel reads them, and whether it reads them: not at all when every unit the
+    neuron has (``has``) is [0] (zero); else each such unit contiguous, a [0] among them made zeros."""
+    given = any(s.numel() for s, unit in zip(states, has) if unit)
+    if not given:
+        return list(states), False
+    return [(s.contiguous() if s.numel() else like.new_zeros(like.shape[1:])) if unit else s
+            for s, unit in zip(states, has)], True
+
+
+def _pointers(states, stand_in: torch.Tensor) -> list[torch.Tensor]:
+    """Tensors to pass for (v, i, m, xs): each itself, or ``stand_in`` for a [0] the kernel does not touch."""
+    return [s if s.numel() else stand_in for s in states]
+
+
+def forward(x: torch.Tensor, state, kp: KernelFlags, constants: torch.Tensor):
+    """Kernel forward; see ``_contract``. ``x`` [T, N] (any strides). A given state is read (all four:
+    [0] among them made zeros), a zero one is not; only the neuron's units are stored."""
     x = x.contiguous()
     T, N = x.shape
     cdt = compute_dtype(x.dtype)
@@ -237,19 +270,22 @@ def forward(x: torch.Tensor, v, i, m, xs, kp: KernelFlags, constants: torch.Tens
     h_seq = torch.empty(x.shape, dtype=cdt, device=x.device)
     m_seq = torch.empty_like(h_seq) if kp.membrane else unused(x, cdt)
     i_grad = torch.empty(x.shape, dtype=torch.uint8, device=x.device) if kp.current else unused(x, torch.uint8)
+    state, given = _read(state, present(kp), h_seq)
+    final = [h_seq.new_empty((N,)) if has else unused(x, cdt) for has in present(kp)]
     with device_guard(x.device):
         _forward_kernel[_grid(N)](
             x, spikes, h_seq, m_seq if kp.membrane else h_seq, i_grad if kp.current else spikes,
-            v, i, m, xs, constants, T, N,
-            CURRENT=kp.current, MEMBRANE=kp.membrane, HARD=kp.hard, CLAMP_GE=kp.clamp_ge, PRECISE=PRECISE_EXP,
-            BLOCK=BLOCK, enable_fp_fusion=False,
+            *_pointers(state, h_seq), *_pointers(final, h_seq), constants, T, N,
+            CURRENT=kp.current, MEMBRANE=kp.membrane, HARD=kp.hard, CLAMP_GE=kp.clamp_ge, LOAD_STATE=given,
+            PRECISE=PRECISE_EXP, BLOCK=BLOCK, enable_fp_fusion=False,
         )
-    return spikes, h_seq, m_seq, i_grad
+    return spikes, h_seq, m_seq, i_grad, tuple(final)
 
 
-def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, kp: KernelFlags, constants: torch.Tensor):
+def backward(grad_s, x, h_seq, m_seq, i_grad, grads, g_sum, initial: bool, kp: KernelFlags, constants: torch.Tensor):
     """Kernel backward; see ``_contract``. ``grad_s`` and ``x`` [T, N] (any strides; ``x`` as the forward
-    was given it). Returns grad_x [T, N] and gz_z [N]; gv, gi, gm, gxs [N] become initial-state grads."""
+    was given it). Given final-state gradients are read (all four: [0] among them made zeros), zero ones
+    are not; the initial state's are stored only when ``initial``."""
     grad_s = grad_s.contiguous()
     x = x.contiguous() if kp.current else h_seq
     T, N = h_seq.shape
@@ -257,13 +293,15 @@ def backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, kp: Kernel
     # written in the compute dtype and rounded by torch, as on a GPU.
     out_dtype = h_seq.dtype if INTERPRET else grad_s.dtype
     grad_x = torch.empty(h_seq.shape, dtype=out_dtype, device=h_seq.device)
-    gz_z = torch.empty_like(gv)
+    gz_z = h_seq.new_empty((N,))
     g_sum = g_sum.reshape(1) if g_sum.numel() else _zero(h_seq.device)
+    grads, given = _read(grads, present(kp), h_seq)
+    out = [h_seq.new_empty((N,)) if has and initial else unused(h_seq, h_seq.dtype) for has in present(kp)]
     with device_guard(h_seq.device):
         _backward_kernel[_grid(N)](
-            grad_s, x, h_seq, m_seq if kp.membrane else h_seq,
-            i_grad if kp.current else h_seq, grad_x, gv, gi, gm, gxs, gz_z, g_sum, constants, T, N,
+            grad_s, x, h_seq, m_seq if kp.membrane else h_seq, i_grad if kp.current else h_seq, grad_x,
+            *_pointers(grads, gz_z), *_pointers(out, gz_z), gz_z, g_sum, constants, T, N,
             CURRENT=kp.current, MEMBRANE=kp.membrane, HARD=kp.hard, DETACH=kp.detach, FAMILY=kp.family,
-            PRECISE=PRECISE_EXP, BLOCK=BLOCK, enable_fp_fusion=False,
+            LOAD_GRADS=given, STORE_GRADS=initial, PRECISE=PRECISE_EXP, BLOCK=BLOCK, enable_fp_fusion=False,
         )
-    return grad_x.to(grad_s.dtype), gz_z
+    return grad_x.to(grad_s.dtype), tuple(out), gz_z

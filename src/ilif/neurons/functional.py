@@ -250,15 +250,30 @@ def multistep_with_count(
                 f"neuron state has shape {tuple(state.v.shape)} but one step of input has shape {tuple(shape[1:])}: "
                 "reset the network (spikingjelly functional.reset_net) before a new batch"
             )
-        state_flat = tuple(t.reshape(-1).to(compute_dtype(x.dtype)) for t in state)
+        state_flat = tuple(t.reshape(-1).to(compute_dtype(x.dtype)) for t in state)  # [0] stays [0]: zero
     gamma = params.surrogate.parameter
     gamma = x.new_empty((0,), dtype=compute_dtype(x.dtype)) if gamma is None else gamma
     constants = kernel_constants(params, x.device) if constants is None else constants
     spikes, h_seq, _m_seq, _i_grad, *final, spike_sum = neuron_forward(x, *state_flat, gamma, constants,
                                                                         *params.kernel_flags(), recompute, count,
                                                                         backend)
-    new_state = NeuronState(*(t.view(shape[1:]) for t in final))
+    new_state = NeuronState(*_final_state(final, state, x, shape[1:]))
     return spikes.view(shape), new_state, h_seq.view(shape), spike_sum if count else None
+
+
+def _final_state(final, state: Optional[NeuronState], x: torch.Tensor, shape) -> list[torch.Tensor]:
+    """The op's final (v, i, m, xs) [N] as [B, ...] each; a unit the neuron lacks ([0]) keeps its initial
+    state unchanged (one zero, expanded, where it had none)."""
+    out, zero = [], None
+    for k, t in enumerate(final):
+        if t.numel():
+            out.append(t.view(shape))
+        elif state is not None and state[k].numel():
+            out.append(state[k])
+        else:
+            zero = x.new_zeros((), dtype=compute_dtype(x.dtype)) if zero is None else zero
+            out.append(zero.expand(shape))
+    return out
 
 
 def _reference(x_seq: torch.Tensor, state: Optional[NeuronState], params: NeuronParams):

@@ -119,13 +119,13 @@ class LIF(base.MemoryModule, SpikingNeuron):
         return states  # 0.0 after a reset: the op's zero state, made inside it
 
     def _full_state(self, states, x_seq: torch.Tensor) -> Optional[NeuronState]:
-        """The fused core's state from this layer's (None for the zero state after a reset; an ILIF
-        unit this layer lacks is 0)."""
+        """The fused core's state from this layer's (None for the zero state after a reset; [0], zero,
+        for a unit this layer lacks)."""
         named = dict(zip(self.memory_names, states))
         if all(isinstance(s, float) for s in states):
             return None
-        zeros = x_seq.new_zeros((), dtype=compute_dtype(x_seq.dtype)).expand(x_seq.shape[1:])
-        return NeuronState(*(zeros if isinstance(named.get(k, 0.0), float) else named[k] for k in NeuronState._fields))
+        zero = x_seq.new_empty((0,), dtype=compute_dtype(x_seq.dtype))
+        return NeuronState(*(zero if isinstance(named.get(k, 0.0), float) else named[k] for k in NeuronState._fields))
 
     def _run(self, x_seq: torch.Tensor, states):
         spikes, new_state, h_seq, self.spike_count = multistep_with_count(
