@@ -159,8 +159,9 @@ def main() -> None:
              f"step counted from the kernels under Triton's interpreter (torch {torch.__version__}, triton "
              f"{triton.__version__}). Made by `python scripts/bench_kernels.py --T {T} --N {N}"
              f"{f' --out {args.out}' if args.out else ''}`.", "",
-             "| neuron, memory, input | kernel bytes / neuron-step | loaded | stored | × spikingjelly | Triton launches "
-             "| torch ops that launch | launches per layer call |", "|---|---|---|---|---|---|---|---|"]
+             "| neuron, memory, input | kernel bytes / neuron-step | loaded | stored | × spikingjelly "
+             "| Triton launches | torch ops that launch | launches per layer call |",
+             "|---|---|---|---|---|---|---|---|"]
     for row, r in rows.items():
         sj = rows[f"spikingjelly Triton LIF, {row.rsplit(', ', 1)[1]}"]["bytes"]
         lines.append(f"| {row} | {r['bytes']:.1f} | {r['loaded']:.1f} | {r['stored']:.1f} | {r['bytes'] / sj:.2f} | "
