@@ -71,7 +71,7 @@ def measure_row(row: str, shape: dict, batch: int, repeats: int) -> dict:
     import torch
     from spikingjelly.activation_based import functional
 
-    from ilif.metrics.memory import saved_for_backward
+    from ilif.metrics.memory import resident, saved_for_backward
     from ilif.models.resnet import PreActBlock
     from ilif.train.losses import loss_function
 
@@ -97,7 +97,7 @@ def measure_row(row: str, shape: dict, batch: int, repeats: int) -> dict:
         before = int(f.read().split()[1]) * resource.getpagesize()
     step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    loss, saved = saved_for_backward(lambda: loss_of(model(x), y), exclude=[*model.parameters(), *model.buffers()])
+    loss, saved = saved_for_backward(lambda: loss_of(model(x), y), exclude=resident(model))
     loss.backward()
     functional.reset_net(model)
     seconds = []

@@ -204,7 +204,7 @@ def test_temporal_gradient_ratio_and_weight_norms():
 
 
 def test_saved_for_backward_counts_each_storage_once_without_the_models_own_tensors():
-    from ilif.metrics.memory import saved_for_backward
+    from ilif.metrics.memory import resident, saved_for_backward
     from ilif.neurons import LIF
 
     x = torch.randn(4, 8, requires_grad=True)
@@ -214,7 +214,7 @@ def test_saved_for_backward_counts_each_storage_once_without_the_models_own_tens
     _, saved = saved_for_backward(lambda: (x * w).sum() + (x * x).sum() + (x[:2] * 3).exp().sum(), exclude=[w])
     assert saved == {"bytes": 4 * 8 * 4 + 2 * 8 * 4, "storages": 2, "by_dtype": {"float32": 192}}
     neuron = LIF(step_mode="m")
-    _, saved = saved_for_backward(lambda: neuron(torch.randn(4, 10, requires_grad=True)), exclude=neuron.buffers())
+    _, saved = saved_for_backward(lambda: neuron(torch.randn(4, 10, requires_grad=True)), exclude=resident(neuron))
     assert saved == {"bytes": 4 * 10 * 4, "storages": 1, "by_dtype": {"float32": 160}}  # LIF keeps its h [T, N]
 
 
@@ -222,7 +222,7 @@ def test_saved_for_backward_counts_each_storage_once_without_the_models_own_tens
 def test_a_lean_ilif_keeps_what_lif_keeps(T):
     """Bytes kept for the backward per neuron-step, float32, after a reset: LIF its h (4); ILIF x, h,
     m_seq and the uint8 mask (13); either with trainer.memory=lean its input x alone (4)."""
-    from ilif.metrics.memory import saved_for_backward
+    from ilif.metrics.memory import resident, saved_for_backward
     from ilif.neurons import ILIF, LIF
     from ilif.train.build import set_memory
 
@@ -232,7 +232,7 @@ def test_a_lean_ilif_keeps_what_lif_keeps(T):
             layer = torch.nn.Sequential(cls(step_mode="m"))
             assert set_memory(layer, mode) == []
             x = torch.randn(T, 3, 10, requires_grad=True)
-            _, saved = saved_for_backward(lambda: layer(x), exclude=layer.buffers())
+            _, saved = saved_for_backward(lambda: layer(x), exclude=resident(layer))
             kept[mode, cls.__name__] = saved["bytes"] / x.numel()
     assert kept == {("standard", "LIF"): 4, ("standard", "ILIF"): 13, ("lean", "LIF"): 4, ("lean", "ILIF"): 4}
 

@@ -263,3 +263,31 @@ def test_plif_is_spikingjelly_parametric_lif_with_our_surrogate():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="tau=1.0 is not allowed"):
         PLIF(tau=1.0)
+
+
+def test_the_kernel_constants_follow_the_layer_and_nothing_else_changes_them():
+    """Not a buffer: model.half() and .type() keep them float64, an EMA of the model does not average
+    them, .to(device) moves them; a new γ between a forward and its backward leaves that step's as they
+    were."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from ilif.neurons import ILIF
+
+    layer = ILIF(step_mode="m", surrogate=Surrogate("atan", 0.7))
+    exact = list(layer.params.constant_values())
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(5), layer)
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    for _ in range(3):
+        ema.update_parameters(net)
+    assert ema.module[1].kernel_constants.tolist() == exact and "kernel_constants" not in layer.state_dict()
+    for cast in (lambda m: m.half(), lambda m: m.type(torch.float16), lambda m: m.bfloat16(), lambda m: m.float()):
+        cast(layer)
+        assert layer.kernel_constants.dtype == torch.float64 and layer.kernel_constants.tolist() == exact
+    assert ILIF(step_mode="m").to("meta").kernel_constants.device.type == "meta"
+    x = torch.randn(3, 2, 5, requires_grad=True)
+    spikes = layer(x)
+    layer.set_surrogate(Surrogate("atan", 3.0))  # (a schedule between the forward and its backward)
+    grad = torch.autograd.grad(spikes.sum(), x)[0]
+    reference = ILIF(step_mode="m", surrogate=Surrogate("atan", 0.7))
+    assert torch.equal(grad, torch.autograd.grad(reference(x).sum(), x)[0])
+

@@ -207,8 +207,8 @@ def test_the_rate_regulariser_acts_the_same_under_torch_compile():
 @pytest.mark.parametrize("remedy", ["anneal_gamma", "learnable_gamma"])
 def test_a_moving_gamma_never_recompiles_the_network_and_trains_as_it_does_eagerly(remedy):
     """anneal_gamma (adaptive_gamma: the same set_gamma) changes every layer's γ between epochs and
-    learnable_gamma after every step: the compiled network reads the neurons' constants tensors, changed
-    in place, so what is compiled at the first step serves every later one, with the eager gradients."""
+    learnable_gamma after every step: the compiled network takes the neurons' constants tensors as inputs,
+    so what is compiled at the first step serves every later one, with the eager gradients."""
     import copy
 
     from torch._dynamo.testing import CompileCounterWithBackend

@@ -8,10 +8,17 @@ from typing import Any, Callable, Iterable
 import torch
 
 
+def resident(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The tensors ``model`` holds whatever it computes: its parameters, buffers and the fused neurons'
+    ``kernel_constants`` (what :func:`saved_for_backward` leaves out)."""
+    constants = [m.kernel_constants for m in model.modules() if torch.is_tensor(getattr(m, "kernel_constants", None))]
+    return [*model.parameters(), *model.buffers(), *constants]
+
+
 def saved_for_backward(forward: Callable[[], Any], exclude: Iterable[torch.Tensor] = ()) -> tuple[Any, dict]:
     """Run ``forward`` (a forward pass that builds a graph) and count the tensors autograd saves for its
     backward: each storage once, whole, however many ops or views save it (our neurons' custom ops
-    included); the storages of ``exclude`` (the model's parameters and buffers, resident anyway) left out. Returns
+    included); the storages of ``exclude`` (:func:`resident`: the model's own tensors) left out. Returns
     (``forward``'s result, which keeps the graph alive; ``{"bytes", "storages", "by_dtype": {dtype name:
     bytes}}``)."""
     excluded = {tensor.untyped_storage().data_ptr() for tensor in exclude}

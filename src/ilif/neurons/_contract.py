@@ -14,7 +14,7 @@ the initial state's gradients unless ``initial`` (a given initial state): no byt
 that is zero or absent. The inputs are never changed.
 
 The float constants (:data:`CONSTANTS`) travel as one float64 tensor on the input's device, never as
-Python numbers: a neuron module keeps its own and changes it in place when γ changes, and a learnable γ
+Python numbers: a neuron module keeps its own and replaces it when γ changes, and a learnable γ
 derives its part on the device, so a new γ neither copies anything from the host nor recompiles a
 compiled network. The C kernel and the torch loop read them as numbers (a CPU tensor: no wait); the
 Triton kernels load them and round them to the compute dtype (as torch rounds: to nearest even).

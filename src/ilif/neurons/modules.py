@@ -77,21 +77,27 @@ class LIF(base.MemoryModule, SpikingNeuron):
 
     @property
     def params(self) -> LIFParams | NeuronParams:
-        """The layer's constants. Setting them (a new surrogate, :meth:`set_surrogate`) also sets the
-        kernels' constants tensor in place (the buffer ``kernel_constants``: float64 stored as int64,
-        which ``model.half()`` leaves alone; not in the state dict), so a new γ changes no tensor a
-        compiled network reads and, for a learnable γ, nothing leaves the device."""
+        """The layer's constants. Setting them (a new surrogate, :meth:`set_surrogate`) also sets
+        ``kernel_constants``, the kernels' float64 constants on the layer's device (a tensor, not a
+        buffer: not in the state dict, not cast by ``model.half()``, not averaged by an EMA; it follows
+        ``model.to(device)``), a new tensor each time (one that a step in flight saved is left as it was),
+        so a new γ recompiles no compiled network and, for a learnable γ, nothing leaves the device."""
         return self._params
 
     @params.setter
     def params(self, params: LIFParams | NeuronParams) -> None:
         self._params = params
-        if "kernel_constants" not in self._buffers:
-            values = kernel_constants(params, torch.device("cpu")).view(torch.int64).clone()
-            self.register_buffer("kernel_constants", values, persistent=False)
-            return
-        with torch.no_grad():
-            self.kernel_constants.copy_(kernel_constants(params, self.kernel_constants.device).view(torch.int64))
+        device = self.kernel_constants.device if "kernel_constants" in self.__dict__ else torch.device("cpu")
+        self.kernel_constants = kernel_constants(params, device)
+
+    def _apply(self, fn, *args, **kwargs):
+        """spikingjelly's and nn.Module's, and the constants follow the layer to another device (in
+        float64 whatever the dtype the parameters are given)."""
+        module = super()._apply(fn, *args, **kwargs)
+        device = fn(torch.empty(0, dtype=torch.float64, device=self.kernel_constants.device)).device
+        if device != self.kernel_constants.device:
+            self.kernel_constants = kernel_constants(self.params, device)
+        return module
 
     @property
     def v_threshold(self) -> float:
@@ -130,7 +136,7 @@ class LIF(base.MemoryModule, SpikingNeuron):
     def _run(self, x_seq: torch.Tensor, states):
         spikes, new_state, h_seq, self.spike_count = multistep_with_count(
             x_seq, self._full_state(states, x_seq), self.params, self.backend,
-            count=self.count_spikes and self.training, constants=self.kernel_constants.view(torch.float64),
+            count=self.count_spikes and self.training, constants=self.kernel_constants,
             recompute=self.recompute)
         self.h_seq = h_seq.detach() if self.store_membrane and h_seq is not None else None
         return spikes, tuple(getattr(new_state, k) for k in self.memory_names)

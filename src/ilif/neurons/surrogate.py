@@ -59,9 +59,11 @@ class Surrogate:
         gamma: support width (rectangle, triangle) or full width at half maximum (sigmoid, atan), > 0.
         normalize: ``area`` (∫g = 1) or ``peak`` (max g = 1).
         parameter: a 0-dim floating tensor that receives dL/dγ (a learnable width); None: γ is a
-            constant. The forward and backward read ``gamma``, not the tensor: whoever updates the
-            tensor makes a new Surrogate with its value (``remedy=learnable_gamma`` does, after every
-            step). A deep copy (an EMA of the model, say) keeps ``gamma`` and drops the tensor.
+            constant. The fused LIF and ILIF compute their constants from the tensor, where it lives
+            (nothing is read back to the host); every other path reads ``gamma``. So ``gamma`` must be
+            the tensor's value: whoever updates the tensor makes a new Surrogate with it
+            (``remedy=learnable_gamma`` does, after every step). A deep copy (an EMA of the model, say)
+            keeps ``gamma`` and drops the tensor.
     """
 
     family: str = "rectangle"
