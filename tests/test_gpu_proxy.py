@@ -208,6 +208,35 @@ def test_a_step_neither_copies_constants_from_the_host_nor_reads_them_back(monke
         assert gammas.grad is not None and gammas.grad.ne(0).all()
 
 
+def _bench_kernels():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "scripts" / "bench_kernels.py"
+    spec = importlib.util.spec_from_file_location("bench_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif("triton" not in FUSED, reason="Triton is not available")
+def test_the_kernels_move_only_what_they_must():
+    """Bytes the Triton kernels load and store in one layer's forward and backward from a zero state,
+    counted under the interpreter (the same on a GPU), T = 2, N = 512 (2 programs): x, spikes and h in
+    the forward, h, grad_s and grad_x in the backward (4 bytes each per neuron-step), v's final value
+    and gz_z (4 per neuron), the constants and the count's gradient (104 per program); ILIF adds m_seq,
+    the uint8 mask and x in the backward and its three states. No copy or fill of a state: 2 launches
+    for ILIF, one fill more for LIF's absent units. Less than spikingjelly's Triton LIF moves."""
+    bench = _bench_kernels()
+    T, N = 2, 512
+    lif = bench.measure(bench.ours("LIF", torch.float32, "standard", T, N), T, N)
+    ilif = bench.measure(bench.ours("ILIF", torch.float32, "standard", T, N), T, N)
+    theirs = bench.measure(bench.spikingjelly(torch.float32, T, N), T, N)
+    assert lif["bytes"] * T * N == 24 * T * N + 8 * N + 2 * 104
+    assert ilif["bytes"] * T * N == (24 + 4 + 1 + 4 + 4 + 1) * T * N + (8 + 4 * 3) * N + 2 * 104
+    assert (lif["triton"], lif["torch"], ilif["triton"], ilif["torch"]) == (2, 1, 2, 0)
+    assert lif["bytes"] < theirs["bytes"]
+
+
 @pytest.mark.skipif("triton" not in FUSED, reason="Triton is not available")
 def test_every_launch_is_guarded_by_its_tensors_device(monkeypatch):
     from ilif.neurons import _triton_kernel as tk
