@@ -15,7 +15,7 @@ median time of ``--repeats`` steps (forward, loss, backward) on this machine. Pr
 with ratios (and writes them to ``--out``).
 
     python scripts/bench_memory.py                          # CIFAR-10's recipe: preact_resnet18, T = 6, 32×32
-    python scripts/bench_memory.py --recipe all --out results/memory.md     # what make bench-memory commits
+    python scripts/bench_memory.py --recipe all --batch 1 --repeats 1 --out results/memory.md  # results/memory.md
 """
 
 from __future__ import annotations

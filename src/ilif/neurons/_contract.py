@@ -104,6 +104,13 @@ def owned(states, like: torch.Tensor) -> list[torch.Tensor]:
     return [s.clone() if s.numel() else like.new_zeros(like.shape[1:]) for s in states]
 
 
+def state_like(like: torch.Tensor, flags: KernelFlags, wanted: bool = True) -> list[torch.Tensor]:
+    """Empty (v, i, m, xs) as a backend returns them for ``like`` [T, N]: [N] in the compute dtype for
+    each unit the neuron has, [0] for the others, or for all when not ``wanted``."""
+    cdt = compute_dtype(like.dtype)
+    return [like.new_empty((like.shape[1],) if has and wanted else (0,), dtype=cdt) for has in present(flags)]
+
+
 def kept(states, flags: KernelFlags, wanted: bool = True) -> tuple[torch.Tensor, ...]:
     """(v, i, m, xs) as a backend returns them: [0] for a unit the neuron lacks, or all when not ``wanted``."""
     return tuple(s if has and wanted else unused(s, s.dtype) for s, has in zip(states, present(flags)))

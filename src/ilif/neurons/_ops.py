@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import _cpu_kernel, _torch_loop
-from ._contract import CONSTANTS, KernelFlags, compute_dtype, present
+from ._contract import CONSTANTS, KernelFlags, compute_dtype, state_like
 from .surrogate import width_grad
 
 
@@ -87,12 +87,6 @@ def neuron_forward(
     return spikes, h_seq, m_seq, i_grad, *final, spike_sum
 
 
-def _state_like(x: Tensor, flags: KernelFlags, wanted: bool = True) -> list[Tensor]:
-    """Empty (v, i, m, xs) as a backend returns them for ``x`` [T, N] (fake implementations)."""
-    cdt = compute_dtype(x.dtype)
-    return [x.new_empty((x.shape[1],) if has and wanted else (0,), dtype=cdt) for has in present(flags)]
-
-
 @neuron_forward.register_fake
 def _(x, v, i, m, xs, gamma, constants, current, membrane, hard, detach, clamp_ge, family, recompute, count, backend):
     cdt = compute_dtype(x.dtype)
@@ -100,7 +94,7 @@ def _(x, v, i, m, xs, gamma, constants, current, membrane, hard, detach, clamp_g
     return (
         x.new_empty(x.shape), full, x.new_empty(x.shape if membrane else (0,), dtype=cdt),
         x.new_empty(x.shape if current else (0,), dtype=torch.uint8),
-        *_state_like(x, KernelFlags(current, membrane, hard, detach, clamp_ge, family)),
+        *state_like(x, KernelFlags(current, membrane, hard, detach, clamp_ge, family)),
         x.new_empty(() if count else (0,), dtype=torch.float64),
     )
 
@@ -126,7 +120,7 @@ def neuron_backward(
 
 @neuron_backward.register_fake
 def _(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum, initial, constants, *scalars):
-    state_grads = _state_like(h_seq, KernelFlags.from_op(scalars), initial)
+    state_grads = state_like(h_seq, KernelFlags.from_op(scalars), initial)
     return (grad_s.new_empty(grad_s.shape), *state_grads, h_seq.new_empty((h_seq.shape[1],)))
 
 
@@ -144,7 +138,6 @@ def _setup_context(ctx, inputs, output):
         ctx.save_for_backward(saved_x, h_seq, m_seq, i_grad, constants)
     ctx.scalars = scalars
     ctx.given = tuple(t.numel() > 0 for t in (v, i, m, xs))
-    ctx.state_given = any(ctx.given)
     ctx.gamma_dtype = gamma.dtype
     ctx.mark_non_differentiable(h_seq, m_seq, i_grad)
     ctx.set_materialize_grads(False)  # no [T, N] zeros for outputs the loss does not use
@@ -171,7 +164,7 @@ def _backward(ctx, grad_s, _grad_h, _grad_m_seq, _grad_i_grad, gv, gi, gm, gxs, 
     gv, gi, gm, gxs = (empty if g is None or not g.numel() else g for g in (gv, gi, gm, gxs))  # [0]: zero
     g_sum = empty if g_sum is None else g_sum
     grad_x, *state_grads, gz_z = neuron_backward(grad_s, x, h_seq, m_seq, i_grad, gv, gi, gm, gxs, g_sum,
-                                                  ctx.state_given, constants, *ctx.scalars)
+                                                  any(ctx.given), constants, *ctx.scalars)
     state_grads = [g if g.numel() and given else None for g, given in zip(state_grads, ctx.given)]  # none for [0]
     grad_gamma = None
     if ctx.needs_input_grad[5]:

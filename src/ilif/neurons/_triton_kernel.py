@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import libdevice
 
-from ._contract import KernelFlags, compute_dtype, present, unused
+from ._contract import KernelFlags, compute_dtype, present, state_like, unused
 from .surrogate import Family
 
 # the surrogate families as the kernels compare them (a jitted function reads only constexpr globals)
@@ -271,7 +271,7 @@ def forward(x: torch.Tensor, state, kp: KernelFlags, constants: torch.Tensor):
     m_seq = torch.empty_like(h_seq) if kp.membrane else unused(x, cdt)
     i_grad = torch.empty(x.shape, dtype=torch.uint8, device=x.device) if kp.current else unused(x, torch.uint8)
     state, given = _read(state, present(kp), h_seq)
-    final = [h_seq.new_empty((N,)) if has else unused(x, cdt) for has in present(kp)]
+    final = state_like(x, kp)
     with device_guard(x.device):
         _forward_kernel[_grid(N)](
             x, spikes, h_seq, m_seq if kp.membrane else h_seq, i_grad if kp.current else spikes,
@@ -296,7 +296,7 @@ def backward(grad_s, x, h_seq, m_seq, i_grad, grads, g_sum, initial: bool, kp: K
     gz_z = h_seq.new_empty((N,))
     g_sum = g_sum.reshape(1) if g_sum.numel() else _zero(h_seq.device)
     grads, given = _read(grads, present(kp), h_seq)
-    out = [h_seq.new_empty((N,)) if has and initial else unused(h_seq, h_seq.dtype) for has in present(kp)]
+    out = state_like(h_seq, kp, initial)
     with device_guard(h_seq.device):
         _backward_kernel[_grid(N)](
             grad_s, x, h_seq, m_seq if kp.membrane else h_seq, i_grad if kp.current else h_seq, grad_x,
